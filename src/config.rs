@@ -1,0 +1,500 @@
+//! Typed gateway configuration, read from YAML and validated once at start.
+//!
+//! Every struct denies unknown fields so a typo fails loudly instead of being
+//! silently ignored; errors name the field path and, for syntax and type errors,
+//! the line in the file.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Largest request body the gateway can accept: the vendored Pingora retry buffer
+/// (see vendor/README.md) must hold a whole pre-read body.
+pub const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub usage: UsageConfig,
+    #[serde(default)]
+    pub health_check: HealthCheckConfig,
+    #[serde(default)]
+    pub pools: Vec<PoolConfig>,
+    /// Model name -> price in USD per 1M tokens.
+    #[serde(default)]
+    pub prices: HashMap<String, Price>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The OpenAI-compatible proxy (Pingora).
+    pub proxy_listen: String,
+    /// The side app: health, readiness (and later dashboard and admin API).
+    pub admin_listen: String,
+    /// Proxy worker threads; 0 means one per CPU core.
+    pub threads: usize,
+    pub max_body_bytes: usize,
+    pub connect_timeout_ms: u64,
+    /// Longest silence allowed while reading an upstream response (slow streams).
+    pub read_timeout_secs: u64,
+    /// How long a graceful shutdown (SIGTERM) lets open streams finish.
+    pub grace_period_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            proxy_listen: "0.0.0.0:8080".into(),
+            admin_listen: "0.0.0.0:8081".into(),
+            threads: 0,
+            max_body_bytes: 4 * 1024 * 1024,
+            connect_timeout_ms: 3000,
+            read_timeout_secs: 600,
+            grace_period_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` (created on first run) or `postgres://...`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/bluesminds.db".into(),
+            max_connections: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// Records waiting for the batch writer; beyond this a record is shed and counted.
+    pub queue_capacity: usize,
+    pub batch_size: usize,
+    pub flush_interval_ms: u64,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 65_536,
+            batch_size: 512,
+            flush_interval_ms: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    pub enabled: bool,
+    pub interval_secs: u64,
+    pub timeout_ms: u64,
+    /// Path probed with GET on every backend (relative to the host, not the base URL).
+    pub path: String,
+    /// Consecutive failed probes before a backend is taken out of rotation.
+    pub unhealthy_threshold: usize,
+    /// Consecutive good probes before it comes back.
+    pub healthy_threshold: usize,
+    /// After a connect error or 5xx, skip the backend for this long (passive ejection).
+    pub eject_secs: u64,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: 5,
+            timeout_ms: 1000,
+            path: "/health".into(),
+            unhealthy_threshold: 2,
+            healthy_threshold: 1,
+            eject_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub name: String,
+    /// Model names served by this pool. `prefix*` matches by prefix, `*` matches any model.
+    pub models: Vec<String>,
+    pub backends: Vec<BackendConfig>,
+    /// Overrides the global health-check path for this pool (e.g. `/health/liveliness` for LiteLLM).
+    #[serde(default)]
+    pub health_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Base URL as an OpenAI SDK would take it, e.g. `https://api.openai.com/v1` or
+    /// `http://litellm:4000`. The client's `/v1` prefix is replaced by this URL's path
+    /// (no path means `/v1`).
+    pub url: String,
+    #[serde(default = "default_weight")]
+    pub weight: usize,
+    /// Lower numbers are tried first; higher ones only when every lower one is down.
+    #[serde(default)]
+    pub priority: u32,
+    /// Name of the environment variable holding this backend's API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+}
+
+fn default_weight() -> usize {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// USD per 1M prompt tokens.
+    pub input_per_1m: f64,
+    /// USD per 1M completion tokens.
+    pub output_per_1m: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: invalid config at `{field}`: {message}")]
+    Parse {
+        file: String,
+        field: String,
+        message: String,
+    },
+    #[error("{file}: invalid config at `{field}`: {message}")]
+    Invalid {
+        file: String,
+        field: String,
+        message: String,
+    },
+}
+
+/// A backend URL taken apart once at load time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Replaces the client's `/v1`; never ends with `/`.
+    pub base_path: String,
+}
+
+impl BackendUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(format!("`{url}` must start with http:// or https://")),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("`{url}` has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        if uri.query().is_some() {
+            return Err(format!("`{url}` must not have a query string"));
+        }
+        let path = uri.path().trim_end_matches('/');
+        let base_path = if path.is_empty() {
+            "/v1".to_string()
+        } else {
+            path.to_string()
+        };
+        Ok(Self {
+            tls,
+            host,
+            port,
+            base_path,
+        })
+    }
+
+    /// The Host header value an upstream expects (port only when not the default).
+    pub fn host_header(&self) -> String {
+        let default_port = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default_port {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    pub fn resolve(&self) -> Result<SocketAddr, String> {
+        (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve `{}`: {e}", self.host))?
+            .next()
+            .ok_or_else(|| format!("`{}` resolves to no address", self.host))
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates; `file` only names the source in error messages.
+    pub fn from_yaml(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            let message = match inner.location() {
+                Some(loc) => format!("{inner} (line {}, column {})", loc.line(), loc.column()),
+                None => inner.to_string(),
+            };
+            ConfigError::Parse {
+                file: file.to_string(),
+                field,
+                message,
+            }
+        })?;
+        cfg.validate().map_err(|(field, message)| {
+            let message = match line_of(text, &field) {
+                Some(line) => format!("{message} (line {line})"),
+                None => message,
+            };
+            ConfigError::Invalid {
+                file: file.to_string(),
+                field,
+                message,
+            }
+        })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |f: &str, m: String| Err((f.to_string(), m));
+        for (field, addr) in [
+            ("server.proxy_listen", &self.server.proxy_listen),
+            ("server.admin_listen", &self.server.admin_listen),
+        ] {
+            if addr.parse::<SocketAddr>().is_err() {
+                return err(field, format!("`{addr}` is not a socket address like 0.0.0.0:8080"));
+            }
+        }
+        if self.server.max_body_bytes == 0 || self.server.max_body_bytes > MAX_BODY_LIMIT {
+            return err(
+                "server.max_body_bytes",
+                format!("must be between 1 and {MAX_BODY_LIMIT}"),
+            );
+        }
+        if !(self.database.url.starts_with("sqlite:")
+            || self.database.url.starts_with("postgres://")
+            || self.database.url.starts_with("postgresql://"))
+        {
+            return err(
+                "database.url",
+                "must start with sqlite:, postgres:// or postgresql://".into(),
+            );
+        }
+        if self.usage.queue_capacity == 0 || self.usage.batch_size == 0 {
+            return err(
+                "usage.queue_capacity",
+                "queue_capacity and batch_size must be positive".into(),
+            );
+        }
+        if self.health_check.interval_secs == 0 {
+            return err("health_check.interval_secs", "must be at least 1".into());
+        }
+        if !self.health_check.path.starts_with('/') {
+            return err("health_check.path", "must start with /".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, pool) in self.pools.iter().enumerate() {
+            let at = |f: &str| format!("pools[{i}].{f}");
+            if pool.name.trim().is_empty() {
+                return err(&at("name"), "must not be empty".into());
+            }
+            if !names.insert(&pool.name) {
+                return err(&at("name"), format!("pool `{}` is defined twice", pool.name));
+            }
+            if pool.models.is_empty() {
+                return err(&at("models"), "a pool must serve at least one model".into());
+            }
+            if let Some(m) = pool.models.iter().find(|m| m.trim().is_empty()) {
+                return err(&at("models"), format!("invalid model name `{m}`"));
+            }
+            if pool.backends.is_empty() {
+                return err(&at("backends"), "a pool needs at least one backend".into());
+            }
+            let mut seen = std::collections::HashSet::new();
+            for (j, b) in pool.backends.iter().enumerate() {
+                let bat = |f: &str| format!("pools[{i}].backends[{j}].{f}");
+                let url = BackendUrl::parse(&b.url).map_err(|m| (bat("url"), m))?;
+                if !seen.insert((url.host.clone(), url.port, b.priority)) {
+                    return err(
+                        &bat("url"),
+                        format!("`{}` appears twice at the same priority", b.url),
+                    );
+                }
+                if b.weight == 0 {
+                    return err(&bat("weight"), "must be at least 1".into());
+                }
+                if let Some(var) = &b.api_key_env {
+                    if std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) {
+                        return err(
+                            &bat("api_key_env"),
+                            format!("environment variable `{var}` is not set"),
+                        );
+                    }
+                }
+            }
+        }
+        for (model, price) in &self.prices {
+            if !(price.input_per_1m >= 0.0 && price.output_per_1m >= 0.0)
+                || !price.input_per_1m.is_finite()
+                || !price.output_per_1m.is_finite()
+            {
+                return err(
+                    &format!("prices.{model}"),
+                    "prices must be finite and not negative".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Best effort: the line of the key a field path names (`pools[0].backends[1].weight`),
+/// so a semantic error points at the file line as a parse error does.
+fn line_of(text: &str, field: &str) -> Option<usize> {
+    let mut pos = 0;
+    for part in field.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        if !name.is_empty() {
+            pos += text[pos..].find(&format!("{name}:"))?;
+        }
+        if let Some(index) = index {
+            // The list's items are the lines after the key that start with "- " at
+            // the indentation of the first item.
+            let first_len = text[pos..].split_inclusive('\n').next()?.len();
+            let mut offset = pos + first_len;
+            let mut indent = None;
+            let mut seen = 0;
+            let mut found = None;
+            for line in text[pos..].split_inclusive('\n').skip(1) {
+                let trimmed = line.trim_start();
+                let this_indent = line.len() - trimmed.len();
+                if trimmed.starts_with("- ") && indent.is_none_or(|i| i == this_indent) {
+                    indent = Some(this_indent);
+                    if seen == index {
+                        found = Some(offset);
+                        break;
+                    }
+                    seen += 1;
+                }
+                offset += line.len();
+            }
+            pos = found?;
+        }
+    }
+    Some(text[..pos].matches('\n').count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+pools:
+  - name: main
+    models: [gpt-4o-mini, "text-embedding-*"]
+    backends:
+      - url: http://127.0.0.1:9000
+      - url: https://api.example.com/v1
+        weight: 2
+        priority: 1
+prices:
+  gpt-4o-mini: { input_per_1m: 0.15, output_per_1m: 0.6 }
+"#;
+
+    #[test]
+    fn parses_and_fills_defaults() {
+        let c = Config::from_yaml(GOOD, "t.yaml").unwrap();
+        assert_eq!(c.server.proxy_listen, "0.0.0.0:8080");
+        assert_eq!(c.pools[0].backends[1].weight, 2);
+        assert_eq!(c.prices["gpt-4o-mini"].output_per_1m, 0.6);
+    }
+
+    #[test]
+    fn unknown_field_names_path_and_line() {
+        let bad = GOOD.replace("weight: 2", "wieght: 2");
+        let e = Config::from_yaml(&bad, "t.yaml").unwrap_err().to_string();
+        assert!(e.contains("pools[0].backends[1]"), "{e}");
+        assert!(e.contains("wieght"), "{e}");
+        assert!(e.contains("line 8"), "{e}");
+    }
+
+    #[test]
+    fn type_error_names_field() {
+        let bad = GOOD.replace("weight: 2", "weight: heavy");
+        let e = Config::from_yaml(&bad, "t.yaml").unwrap_err().to_string();
+        assert!(e.contains("pools[0].backends[1].weight"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_field_and_line() {
+        let bad = GOOD.replace("weight: 2", "weight: 0");
+        let e = Config::from_yaml(&bad, "t.yaml").unwrap_err().to_string();
+        assert!(e.contains("pools[0].backends[1].weight"), "{e}");
+        assert!(e.contains("line 8"), "{e}");
+
+        let bad = GOOD.replace("http://127.0.0.1:9000", "ftp://x");
+        let e = Config::from_yaml(&bad, "t.yaml").unwrap_err().to_string();
+        assert!(e.contains("pools[0].backends[0].url"), "{e}");
+
+        let bad = GOOD.replace("      - url: https://api.example.com/v1\n", "      - url: https://api.example.com/v1\n        api_key_env: BM_SURELY_UNSET_VAR\n");
+        let e = Config::from_yaml(&bad, "t.yaml").unwrap_err().to_string();
+        assert!(e.contains("BM_SURELY_UNSET_VAR"), "{e}");
+    }
+
+    #[test]
+    fn backend_url_paths() {
+        let u = BackendUrl::parse("http://127.0.0.1:4000").unwrap();
+        assert_eq!((u.tls, u.port, u.base_path.as_str()), (false, 4000, "/v1"));
+        let u = BackendUrl::parse("https://openrouter.ai/api/v1/").unwrap();
+        assert_eq!((u.tls, u.port, u.base_path.as_str()), (true, 443, "/api/v1"));
+        assert_eq!(u.host_header(), "openrouter.ai");
+        assert!(BackendUrl::parse("localhost:80").is_err());
+    }
+}

@@ -1,0 +1,147 @@
+//! The proxy's error boundary: every failure a client can see is a `GatewayError`,
+//! and this is the one place that turns it into OpenAI's error JSON.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GatewayError {
+    #[error("You didn't provide an API key. Send it as `Authorization: Bearer bm_...`.")]
+    MissingApiKey,
+    #[error("Incorrect API key provided: {0}.")]
+    InvalidApiKey(String),
+    #[error("Unknown request URL: {method} {path}.")]
+    UnknownUrl { method: String, path: String },
+    #[error("Method {method} is not allowed on {path}.")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<&'static str>,
+    },
+    #[error("Request body is larger than the limit of {limit} bytes.")]
+    BodyTooLarge { limit: usize },
+    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    ModelNotFound(String),
+    #[error("No healthy upstream is available for model `{0}`; every backend of its pool is down. Retry later.")]
+    NoHealthyUpstream(String),
+    #[error("The upstream for model `{0}` could not be reached or failed before answering.")]
+    UpstreamFailed(String),
+    #[error("The upstream for model `{0}` did not answer in time.")]
+    UpstreamTimeout(String),
+    #[error("The gateway could not check the API key right now; retry shortly.")]
+    KeyStoreUnavailable,
+    #[error("Internal gateway error.")]
+    Internal,
+}
+
+/// OpenAI's error body: `{"error":{"message","type","param","code"}}`.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorObject<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::MissingApiKey | Self::InvalidApiKey(_) => 401,
+            Self::UnknownUrl { .. } | Self::ModelNotFound(_) => 404,
+            Self::MethodNotAllowed { .. } => 405,
+            Self::InvalidRequest { .. } => 400,
+            Self::BodyTooLarge { .. } => 413,
+            Self::NoHealthyUpstream(_) | Self::KeyStoreUnavailable => 503,
+            Self::UpstreamFailed(_) => 502,
+            Self::UpstreamTimeout(_) => 504,
+            Self::Internal => 500,
+        }
+    }
+
+    /// OpenAI's `type`, which SDKs map to exception classes together with the status.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::MissingApiKey | Self::InvalidApiKey(_) => "invalid_request_error",
+            Self::UnknownUrl { .. }
+            | Self::MethodNotAllowed { .. }
+            | Self::InvalidRequest { .. }
+            | Self::BodyTooLarge { .. }
+            | Self::ModelNotFound(_) => "invalid_request_error",
+            Self::NoHealthyUpstream(_)
+            | Self::UpstreamFailed(_)
+            | Self::UpstreamTimeout(_)
+            | Self::KeyStoreUnavailable
+            | Self::Internal => "server_error",
+        }
+    }
+
+    pub fn code(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::MissingApiKey | Self::InvalidApiKey(_) => "invalid_api_key",
+            Self::UnknownUrl { .. } => "unknown_url",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::InvalidRequest { .. } => "invalid_request_error",
+            Self::BodyTooLarge { .. } => "request_too_large",
+            Self::ModelNotFound(_) => "model_not_found",
+            Self::NoHealthyUpstream(_) => "upstream_unavailable",
+            Self::UpstreamFailed(_) => "upstream_error",
+            Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::KeyStoreUnavailable => "service_unavailable",
+            Self::Internal => return None,
+        })
+    }
+
+    fn param(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidRequest { param, .. } => *param,
+            Self::ModelNotFound(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
+        Self::InvalidRequest {
+            message: message.into(),
+            param,
+        }
+    }
+
+    pub fn to_json(&self) -> Bytes {
+        let body = ErrorBody {
+            error: ErrorObject {
+                message: self.to_string(),
+                kind: self.kind(),
+                param: self.param(),
+                code: self.code(),
+            },
+        };
+        Bytes::from(serde_json::to_vec(&body).expect("error body serializes"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shape_matches_openai() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&GatewayError::ModelNotFound("x".into()).to_json()).unwrap();
+        let e = &v["error"];
+        assert_eq!(e["type"], "invalid_request_error");
+        assert_eq!(e["code"], "model_not_found");
+        assert_eq!(e["param"], "model");
+        assert!(e["message"].as_str().unwrap().contains("`x`"));
+        let v: serde_json::Value =
+            serde_json::from_slice(&GatewayError::Internal.to_json()).unwrap();
+        assert!(v["error"]["code"].is_null());
+        assert!(v["error"]["param"].is_null());
+    }
+}

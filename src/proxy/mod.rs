@@ -1,0 +1,554 @@
+//! The hot path: one Pingora `ProxyHttp` implementation.
+//!
+//! request_filter: route, authenticate (key cache), read the bounded body, pick the
+//! pool for its model -> upstream_peer: healthy backend not yet tried ->
+//! upstream_request_filter: swap the client's key for the backend's, rewrite path
+//! and host -> response filters: stream bytes to the client while counting tokens ->
+//! logging: one usage record into the queue. No step waits on the database except
+//! a key-cache miss.
+
+pub mod request;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use http::header;
+use pingora::http::ResponseHeader;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::auth::ApiKey;
+use crate::error::GatewayError;
+use crate::state::AppState;
+use crate::store::now_ms;
+use crate::upstream::{BackendMeta, Pool};
+use crate::usage::{tokenizer, ResponseCounter, UsageRecord, UsageSource};
+use request::{inspect, Endpoint};
+
+pub struct Gateway {
+    state: Arc<AppState>,
+}
+
+impl Gateway {
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+}
+
+/// Per-request state carried across Pingora's phases.
+pub struct Ctx {
+    request_id: String,
+    started: Instant,
+    endpoint: Option<Endpoint>,
+    key: Option<Arc<ApiKey>>,
+    model: Option<String>,
+    stream: bool,
+    injected_usage: bool,
+    /// The body to send upstream; Pingora replays the downstream body through
+    /// `request_body_filter`, where it is swapped for this one.
+    body: Bytes,
+    pool: Option<Arc<Pool>>,
+    tried: Vec<usize>,
+    backend: Option<Arc<BackendMeta>>,
+    /// The error the client was (or will be) answered with.
+    error: Option<GatewayError>,
+    /// Set when the response header went to the client: no failover after that.
+    response_started: bool,
+    /// Set by upstream_response_filter when a 5xx should go to the next backend.
+    failover: bool,
+    first_byte: Option<Instant>,
+    counter: Option<ResponseCounter>,
+    completed: bool,
+}
+
+enum Admitted {
+    /// Go on to the upstream.
+    Proxy,
+    /// The gateway answered by itself (e.g. the models list).
+    Answered,
+}
+
+fn json_response(status: u16, body_len: usize, request_id: &str) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(header::CONTENT_LENGTH, body_len)?;
+    resp.insert_header("x-request-id", request_id)?;
+    Ok(resp)
+}
+
+async fn write_json(session: &mut Session, status: u16, body: Bytes, request_id: &str) -> Result<()> {
+    let resp = json_response(status, body.len(), request_id)?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+fn bearer_token(session: &Session) -> Option<&str> {
+    let value = session.req_header().headers.get(header::AUTHORIZATION)?;
+    let value = value.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl Gateway {
+    async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, GatewayError> {
+        let req = session.req_header();
+        let endpoint = Endpoint::route(req.method.as_str(), req.uri.path())?;
+        ctx.endpoint = Some(endpoint.clone());
+
+        let token = bearer_token(session).ok_or(GatewayError::MissingApiKey)?;
+        let key = self.state.keys.authenticate(token).await?;
+        ctx.key = Some(key.clone());
+
+        match &endpoint {
+            Endpoint::ListModels => {
+                let body = self.models_list(&key);
+                write_json(session, 200, body, &ctx.request_id)
+                    .await
+                    .map_err(|_| GatewayError::Internal)?;
+                return Ok(Admitted::Answered);
+            }
+            Endpoint::GetModel(id) => {
+                ctx.model = Some(id.clone());
+                let listed = self.state.upstreams.listed_models();
+                if !listed.contains(&id.as_str()) || !key.allows_model(id) {
+                    return Err(GatewayError::ModelNotFound(id.clone()));
+                }
+                let body = self.model_object(id);
+                write_json(session, 200, body, &ctx.request_id)
+                    .await
+                    .map_err(|_| GatewayError::Internal)?;
+                return Ok(Admitted::Answered);
+            }
+            _ => {}
+        }
+
+        let body = self.read_body(session).await?;
+        let inspected = inspect(&endpoint, body)?;
+        ctx.model = Some(inspected.model.clone());
+        ctx.stream = inspected.stream;
+        ctx.injected_usage = inspected.injected_usage;
+        ctx.body = inspected.body;
+
+        if !key.allows_model(&inspected.model) {
+            return Err(GatewayError::ModelNotFound(inspected.model));
+        }
+        let pool = self
+            .state
+            .upstreams
+            .pool_for(&inspected.model)
+            .ok_or_else(|| GatewayError::ModelNotFound(inspected.model.clone()))?;
+        ctx.pool = Some(pool.clone());
+        Ok(Admitted::Proxy)
+    }
+
+    /// Reads the whole body, refusing more than `max_body_bytes`. Pingora's retry
+    /// buffer keeps a copy, which is how the body reaches the upstream afterwards.
+    async fn read_body(&self, session: &mut Session) -> Result<Bytes, GatewayError> {
+        let limit = self.state.config.server.max_body_bytes;
+        let too_large = GatewayError::BodyTooLarge { limit };
+        let declared = session
+            .req_header()
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large);
+        }
+        session.enable_retry_buffering();
+        let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if buf.len() + chunk.len() > limit {
+                        return Err(too_large);
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(GatewayError::invalid(
+                        format!("could not read the request body: {e}"),
+                        None,
+                    ))
+                }
+            }
+        }
+        Ok(buf.freeze())
+    }
+
+    fn models_list(&self, key: &ApiKey) -> Bytes {
+        let data: Vec<serde_json::Value> = self
+            .state
+            .upstreams
+            .listed_models()
+            .into_iter()
+            .filter(|m| key.allows_model(m))
+            .map(|m| self.model_value(m))
+            .collect();
+        Bytes::from(
+            serde_json::to_vec(&serde_json::json!({"object": "list", "data": data}))
+                .expect("json"),
+        )
+    }
+
+    fn model_value(&self, id: &str) -> serde_json::Value {
+        let owner = self
+            .state
+            .upstreams
+            .pool_for(id)
+            .map_or("bluesminds", |p| p.name.as_str());
+        serde_json::json!({
+            "id": id,
+            "object": "model",
+            "created": self.state.started_at,
+            "owned_by": owner,
+        })
+    }
+
+    fn model_object(&self, id: &str) -> Bytes {
+        Bytes::from(serde_json::to_vec(&self.model_value(id)).expect("json"))
+    }
+
+    /// The error for a Pingora failure the gateway did not decide itself.
+    fn classify(&self, e: &Error, ctx: &Ctx) -> GatewayError {
+        let model = ctx.model.clone().unwrap_or_default();
+        match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                GatewayError::UpstreamTimeout(model)
+            }
+            _ if e.esource() == &ErrorSource::Upstream || ctx.backend.is_some() => {
+                GatewayError::UpstreamFailed(model)
+            }
+            _ => GatewayError::Internal,
+        }
+    }
+
+    fn build_record(&self, session: &Session, ctx: &mut Ctx, prompt: u64, completion: u64, source: UsageSource) -> UsageRecord {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or_else(|| ctx.error.as_ref().map(|e| e.status()))
+            // Nothing was sent: the client went away first (nginx's 499).
+            .unwrap_or(499);
+        let model = ctx.model.clone();
+        let cost = model
+            .as_deref()
+            .map_or(0, |m| self.state.prices.cost_nanousd(m, prompt, completion));
+        UsageRecord {
+            request_id: std::mem::take(&mut ctx.request_id),
+            created_at: now_ms(),
+            key_id: ctx.key.as_ref().map(|k| k.id),
+            user_id: ctx.key.as_ref().and_then(|k| k.user_id),
+            endpoint: ctx.endpoint.as_ref().map_or("unknown", |e| e.as_str()),
+            model,
+            backend: ctx.backend.as_ref().map(|b| b.display.clone()),
+            status,
+            stream: ctx.stream,
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            usage_source: source,
+            cost_nanousd: cost,
+            latency_ms: ctx.started.elapsed().as_millis() as u64,
+            ttfb_ms: ctx
+                .first_byte
+                .map(|t| t.duration_since(ctx.started).as_millis() as u64),
+            error_code: ctx.error.as_ref().and_then(|e| e.code()).map(str::to_string),
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            request_id: format!("req_{}", uuid::Uuid::now_v7().simple()),
+            started: Instant::now(),
+            endpoint: None,
+            key: None,
+            model: None,
+            stream: false,
+            injected_usage: false,
+            body: Bytes::new(),
+            pool: None,
+            tried: Vec::new(),
+            backend: None,
+            error: None,
+            response_started: false,
+            failover: false,
+            first_byte: None,
+            counter: None,
+            completed: false,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        match self.admit(session, ctx).await {
+            Ok(Admitted::Proxy) => Ok(false),
+            Ok(Admitted::Answered) => Ok(true),
+            Err(e) => {
+                if !session.is_body_done() {
+                    // An unread body would corrupt the next request on this connection.
+                    session.set_keepalive(None);
+                }
+                let _ = write_json(session, e.status(), e.to_json(), &ctx.request_id).await;
+                ctx.error = Some(e);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let pool = ctx.pool.clone().expect("request_filter set the pool");
+        let upstreams = &self.state.upstreams;
+        let Some(backend) = pool.select(&ctx.tried, upstreams.clock()) else {
+            let model = ctx.model.clone().unwrap_or_default();
+            ctx.error = Some(if ctx.tried.is_empty() {
+                GatewayError::NoHealthyUpstream(model)
+            } else {
+                GatewayError::UpstreamFailed(model)
+            });
+            return Error::e_explain(ErrorType::ConnectNoRoute, "no usable backend");
+        };
+        ctx.tried.push(backend.id);
+        ctx.failover = false;
+        let server = &self.state.config.server;
+        let peer = backend.peer(
+            Duration::from_millis(server.connect_timeout_ms),
+            Duration::from_secs(server.read_timeout_secs),
+        );
+        ctx.backend = Some(backend);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut pingora::http::RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let backend = ctx.backend.as_ref().expect("upstream_peer chose a backend");
+        let uri = &session.req_header().uri;
+        let path = uri.path();
+        let rest = path.strip_prefix("/v1").unwrap_or(path);
+        let mut target = String::with_capacity(backend.url.base_path.len() + rest.len() + 16);
+        target.push_str(&backend.url.base_path);
+        target.push_str(rest);
+        if let Some(q) = uri.query() {
+            target.push('?');
+            target.push_str(q);
+        }
+        upstream_request.set_uri(target.parse().map_err(|_| {
+            Error::explain(ErrorType::InvalidHTTPHeader, "cannot build upstream path")
+        })?);
+        // The client's key never leaves the gateway; the backend's key replaces it.
+        upstream_request.remove_header(&header::AUTHORIZATION);
+        upstream_request.remove_header("api-key");
+        upstream_request.remove_header("x-api-key");
+        if let Some(auth) = &backend.authorization {
+            upstream_request.insert_header(header::AUTHORIZATION, auth.as_str())?;
+        }
+        upstream_request.insert_header(header::HOST, backend.host_header.as_str())?;
+        // Token counting needs the plain body.
+        upstream_request.insert_header(header::ACCEPT_ENCODING, "identity")?;
+        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if ctx.endpoint.as_ref().is_some_and(Endpoint::has_body) {
+            upstream_request.remove_header(&header::TRANSFER_ENCODING);
+            upstream_request.insert_header(header::CONTENT_LENGTH, ctx.body.len())?;
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // Every attempt replays the pre-read body once, at its end: send ours instead
+        // (it may carry the added stream_options).
+        *body = end_of_stream.then(|| ctx.body.clone());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if upstream_response.status.is_server_error() {
+            if let (Some(backend), Some(pool)) = (&ctx.backend, &ctx.pool) {
+                self.state.upstreams.eject(backend);
+                if pool.has_untried(&ctx.tried) {
+                    ctx.failover = true;
+                    return Error::e_explain(
+                        ErrorType::HTTPStatus(upstream_response.status.as_u16()),
+                        "upstream answered 5xx; trying the next backend",
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.response_started = true;
+        let content_type = upstream_response
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let counter = ResponseCounter::new(content_type, ctx.injected_usage);
+        if counter.rewrites_body() {
+            upstream_response.remove_header(&header::CONTENT_LENGTH);
+            if !session.is_http2() {
+                upstream_response.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+            }
+        }
+        ctx.counter = Some(counter);
+        // Upstream account details are none of the client's business.
+        for name in ["set-cookie", "openai-organization", "openai-project"] {
+            upstream_response.remove_header(name);
+        }
+        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if ctx.first_byte.is_none() && body.as_ref().is_some_and(|b| !b.is_empty()) {
+            ctx.first_byte = Some(Instant::now());
+        }
+        if let Some(counter) = ctx.counter.as_mut() {
+            counter.on_body(body, end_of_stream);
+        }
+        if end_of_stream {
+            ctx.completed = true;
+        }
+        Ok(None)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(backend) = &ctx.backend {
+            self.state.upstreams.eject(backend);
+        }
+        let more = ctx.pool.as_ref().is_some_and(|p| p.has_untried(&ctx.tried));
+        e.set_retry(more);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if ctx.failover {
+            e.set_retry(true);
+        } else if ctx.response_started || session.as_ref().retry_buffer_truncated() {
+            // Bytes already reached the client: a retry would corrupt the response.
+            e.set_retry(false);
+        } else {
+            // A stale pooled connection is safe to retry; the request never arrived.
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let err = ctx.error.clone().unwrap_or_else(|| self.classify(e, ctx));
+        let status = err.status();
+        let client_gone = e.esource() == &ErrorSource::Downstream;
+        if !client_gone && session.response_written().is_none() {
+            if let Err(write_err) =
+                write_json(session, status, err.to_json(), &ctx.request_id).await
+            {
+                tracing::debug!(error = %write_err, "could not send the error response");
+            }
+        }
+        ctx.error = Some(err);
+        FailToProxy {
+            error_code: if client_gone { 0 } else { status },
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
+        // Answers the gateway chose (no healthy backend...) are logged by us, not as proxy errors.
+        matches!(ctx.error, Some(GatewayError::NoHealthyUpstream(_)))
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let mut source = UsageSource::None;
+        let (mut prompt, mut completion) = (0, 0);
+        if let Some(counter) = ctx.counter.as_mut() {
+            if e.is_some() || !ctx.completed {
+                counter.on_abort();
+            }
+            let status_ok = session
+                .response_written()
+                .is_some_and(|r| r.status.is_success());
+            if let Some(u) = counter.usage() {
+                (prompt, completion, source) = (u.prompt_tokens, u.completion_tokens, UsageSource::Upstream);
+            } else if status_ok {
+                // No usage from the upstream: count locally, off the async threads.
+                let model = ctx.model.clone().unwrap_or_default();
+                let body = ctx.body.clone();
+                let text = counter.reply_text().to_string();
+                let counted = tokio::task::spawn_blocking(move || {
+                    (tokenizer::count_prompt(&model, &body), tokenizer::count_text(&model, &text))
+                })
+                .await;
+                if let Ok((p, c)) = counted {
+                    (prompt, completion, source) = (p, c, UsageSource::Tokenizer);
+                }
+            }
+        }
+        if ctx.error.is_none() && e.is_some() && ctx.response_started && !ctx.completed {
+            ctx.error = Some(GatewayError::UpstreamFailed(ctx.model.clone().unwrap_or_default()));
+        }
+        let record = self.build_record(session, ctx, prompt, completion, source);
+        let metrics = &self.state.metrics;
+        let model_label = record.model.as_deref().unwrap_or("");
+        metrics
+            .requests
+            .with_label_values(&[model_label, &record.status.to_string()])
+            .inc();
+        if ctx.backend.is_some() {
+            metrics
+                .latency
+                .with_label_values(&[model_label])
+                .observe(ctx.started.elapsed().as_secs_f64());
+        }
+        if prompt + completion > 0 {
+            metrics.tokens.with_label_values(&[model_label, "in"]).inc_by(prompt);
+            metrics.tokens.with_label_values(&[model_label, "out"]).inc_by(completion);
+        }
+        self.state.usage.submit(record);
+    }
+}

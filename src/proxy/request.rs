@@ -1,0 +1,270 @@
+//! What a client asked for: the endpoint from method and path, and from the JSON
+//! body the model and whether it streams. The body is parsed once, borrowing from
+//! the bytes; it is re-serialized only in the rare case that `stream_options` must
+//! be changed in place.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::error::GatewayError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    ListModels,
+    GetModel(String),
+}
+
+impl Endpoint {
+    pub fn route(method: &str, path: &str) -> Result<Self, GatewayError> {
+        let path = path.trim_end_matches('/');
+        let (endpoint, allowed) = match path {
+            "/v1/chat/completions" => (Self::ChatCompletions, "POST"),
+            "/v1/completions" => (Self::Completions, "POST"),
+            "/v1/embeddings" => (Self::Embeddings, "POST"),
+            "/v1/models" => (Self::ListModels, "GET"),
+            _ => match path.strip_prefix("/v1/models/") {
+                Some(id) if !id.is_empty() => (Self::GetModel(percent_decode(id)), "GET"),
+                _ => {
+                    return Err(GatewayError::UnknownUrl {
+                        method: method.into(),
+                        path: path.into(),
+                    })
+                }
+            },
+        };
+        if method != allowed {
+            return Err(GatewayError::MethodNotAllowed {
+                method: method.into(),
+                path: path.into(),
+            });
+        }
+        Ok(endpoint)
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "chat.completions",
+            Self::Completions => "completions",
+            Self::Embeddings => "embeddings",
+            Self::ListModels => "models.list",
+            Self::GetModel(_) => "models.retrieve",
+        }
+    }
+
+    /// Endpoints whose request carries a JSON body naming a model.
+    pub fn has_body(&self) -> bool {
+        matches!(
+            self,
+            Self::ChatCompletions | Self::Completions | Self::Embeddings
+        )
+    }
+
+    fn can_stream(&self) -> bool {
+        matches!(self, Self::ChatCompletions | Self::Completions)
+    }
+}
+
+/// Model ids may contain `/` (e.g. `openai/gpt-4o`), which clients percent-encode.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[derive(Debug)]
+pub struct Inspected {
+    pub model: String,
+    pub stream: bool,
+    /// The gateway added `stream_options.include_usage`; the client must not see its chunk.
+    pub injected_usage: bool,
+    /// The body to send upstream (the client's, unless usage had to be requested).
+    pub body: Bytes,
+}
+
+#[derive(Deserialize)]
+struct RequestView<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+pub fn inspect(endpoint: &Endpoint, body: Bytes) -> Result<Inspected, GatewayError> {
+    let bad_json = |detail: String| {
+        GatewayError::invalid(
+            format!("We could not parse the JSON body of your request: {detail}. The body must be a JSON object."),
+            None,
+        )
+    };
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(bad_json(if body.is_empty() {
+            "the body is empty".into()
+        } else {
+            "it is not a JSON object".into()
+        }));
+    }
+    let view: RequestView<'_> =
+        serde_json::from_slice(&body).map_err(|e| bad_json(e.to_string()))?;
+    let model = match view.model {
+        Some(m) if !m.trim().is_empty() => m.into_owned(),
+        _ => {
+            return Err(GatewayError::invalid(
+                "you must provide a model parameter",
+                Some("model"),
+            ))
+        }
+    };
+    let stream = view.stream.unwrap_or(false) && endpoint.can_stream();
+    let client_wants_usage = view
+        .stream_options
+        .as_ref()
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    if !stream || client_wants_usage {
+        return Ok(Inspected {
+            model,
+            stream,
+            injected_usage: false,
+            body,
+        });
+    }
+    let body = if view.stream_options.is_none() {
+        // Splice the option in right after the opening brace: no re-serialization,
+        // so the rest of the client's body reaches the upstream byte for byte.
+        let at = body.iter().position(|&b| b == b'{').expect("checked above") + 1;
+        let insert: &[u8] = b"\"stream_options\":{\"include_usage\":true},";
+        let rest_is_empty = body[at..].iter().all(|b| b.is_ascii_whitespace() || *b == b'}');
+        let insert = if rest_is_empty {
+            &insert[..insert.len() - 1]
+        } else {
+            insert
+        };
+        let mut out = Vec::with_capacity(body.len() + insert.len());
+        out.extend_from_slice(&body[..at]);
+        out.extend_from_slice(insert);
+        out.extend_from_slice(&body[at..]);
+        Bytes::from(out)
+    } else {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| bad_json(e.to_string()))?;
+        value["stream_options"]["include_usage"] = serde_json::Value::Bool(true);
+        Bytes::from(serde_json::to_vec(&value).expect("a JSON value serializes"))
+    };
+    Ok(Inspected {
+        model,
+        stream,
+        injected_usage: true,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> serde_json::Value {
+        serde_json::from_str(body).unwrap()
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            Endpoint::route("POST", "/v1/chat/completions").unwrap(),
+            Endpoint::ChatCompletions
+        );
+        assert_eq!(
+            Endpoint::route("GET", "/v1/models/openai%2Fgpt-4o").unwrap(),
+            Endpoint::GetModel("openai/gpt-4o".into())
+        );
+        assert_eq!(
+            Endpoint::route("GET", "/v1/chat/completions")
+                .unwrap_err()
+                .status(),
+            405
+        );
+        assert_eq!(Endpoint::route("POST", "/v1/nope").unwrap_err().status(), 404);
+    }
+
+    #[test]
+    fn non_stream_body_is_untouched() {
+        let body = Bytes::from_static(br#"{"model":"m","messages":[]}"#);
+        let i = inspect(&Endpoint::ChatCompletions, body.clone()).unwrap();
+        assert_eq!((i.model.as_str(), i.stream, i.injected_usage), ("m", false, false));
+        assert_eq!(i.body, body);
+    }
+
+    #[test]
+    fn stream_gets_usage_spliced_in() {
+        let body = Bytes::from_static(br#" {"model":"m","stream":true,"messages":[]}"#);
+        let i = inspect(&Endpoint::ChatCompletions, body).unwrap();
+        assert!(i.stream && i.injected_usage);
+        let v = parse(std::str::from_utf8(&i.body).unwrap());
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["model"], "m");
+    }
+
+    #[test]
+    fn stream_options_without_usage_is_rewritten() {
+        let body = Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{}}"#);
+        let i = inspect(&Endpoint::ChatCompletions, body).unwrap();
+        assert!(i.injected_usage);
+        assert_eq!(parse(std::str::from_utf8(&i.body).unwrap())["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn client_asking_for_usage_keeps_it() {
+        let body = Bytes::from_static(
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#,
+        );
+        let i = inspect(&Endpoint::ChatCompletions, body.clone()).unwrap();
+        assert!(!i.injected_usage);
+        assert_eq!(i.body, body);
+    }
+
+    #[test]
+    fn bad_bodies() {
+        for (body, param) in [
+            ("", None),
+            ("[1]", None),
+            ("{not json", None),
+            (r#"{"messages":[]}"#, Some("model")),
+            (r#"{"model":""}"#, Some("model")),
+            (r#"{"model":5}"#, None),
+        ] {
+            let e = inspect(&Endpoint::ChatCompletions, Bytes::from(body)).unwrap_err();
+            assert_eq!(e.status(), 400, "{body}");
+            if let GatewayError::InvalidRequest { param: p, .. } = e {
+                assert_eq!(p, param, "{body}");
+            }
+        }
+    }
+}

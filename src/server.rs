@@ -1,0 +1,126 @@
+//! Start-up and shutdown: the control runtime (database, usage writer, health
+//! checks, side app) and Pingora's proxy service beside it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server};
+use tokio::sync::watch;
+
+use crate::auth::KeyCache;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::state::AppState;
+use crate::store::Store;
+use crate::upstream::Upstreams;
+use crate::usage::{spawn_writer, tokenizer, PriceTable, UsageQueue};
+
+/// The runtime for everything that is not the proxy's hot path.
+pub fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bm-control")
+        .enable_all()
+        .build()
+        .context("cannot start the control runtime")
+}
+
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let control = control_runtime()?;
+    let metrics = Metrics::new();
+
+    let store = control
+        .block_on(Store::connect(&cfg.database.url, cfg.database.max_connections))
+        .with_context(|| format!("cannot open the database {}", cfg.database.url))?;
+    let upstreams = Arc::new(
+        control
+            .block_on(Upstreams::build(&cfg))
+            .map_err(|e| anyhow::anyhow!("cannot build upstream pools: {e}"))?,
+    );
+    let (usage, usage_rx) = UsageQueue::new(cfg.usage.queue_capacity, metrics.clone());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let writer = {
+        let _guard = control.enter();
+        spawn_writer(
+            store.clone(),
+            usage_rx,
+            cfg.usage.batch_size,
+            metrics.clone(),
+            shutdown_rx,
+        )
+    };
+    std::thread::spawn(tokenizer::warm_up);
+
+    let state = Arc::new(AppState {
+        config: cfg.clone(),
+        keys: KeyCache::new(store.clone(), control.handle().clone()),
+        upstreams: upstreams.clone(),
+        prices: PriceTable::new(&cfg.prices),
+        usage,
+        metrics,
+        store,
+        started_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    });
+
+    if cfg.health_check.enabled {
+        let upstreams = upstreams.clone();
+        let every = Duration::from_secs(cfg.health_check.interval_secs);
+        control.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                upstreams.check_health().await;
+            }
+        });
+    }
+
+    let side = control
+        .block_on(tokio::net::TcpListener::bind(&cfg.server.admin_listen))
+        .with_context(|| format!("cannot listen on {}", cfg.server.admin_listen))?;
+    let app = crate::side::router(state.clone());
+    control.spawn(async move {
+        if let Err(e) = axum::serve(side, app).await {
+            tracing::error!(error = %e, "side app stopped");
+        }
+    });
+
+    let threads = match cfg.server.threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(cfg.server.grace_period_secs),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Gateway::new(state));
+    proxy.add_tcp(&cfg.server.proxy_listen);
+    server.add_service(proxy);
+    tracing::info!(
+        proxy = %cfg.server.proxy_listen,
+        side = %cfg.server.admin_listen,
+        pools = cfg.pools.len(),
+        "BluesMinds Gateway started"
+    );
+    // Returns after SIGTERM (graceful: open streams get the grace period) or SIGINT.
+    server.run(RunArgs::default());
+
+    tracing::info!("proxy stopped; flushing usage records");
+    let _ = shutdown_tx.send(true);
+    match control.block_on(async { tokio::time::timeout(Duration::from_secs(30), writer).await }) {
+        Ok(_) => tracing::info!("usage records flushed"),
+        Err(_) => tracing::error!("usage writer did not finish within 30s"),
+    }
+    control.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}

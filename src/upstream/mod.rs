@@ -1,0 +1,351 @@
+//! Upstream pools: which backends serve a model, which of them are healthy, and
+//! which one takes the next request.
+//!
+//! Each pool splits its backends into priority groups; each group is a Pingora
+//! `LoadBalancer` (weighted round robin) with active HTTP health checks. A group is
+//! used only when every lower-numbered group has no usable backend. On top of the
+//! active checks, a backend that fails a request is ejected for a while (passive
+//! ejection), and a request never goes to the same backend twice when failing over.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::lb::discovery;
+use pingora::lb::health_check::{HealthCheck, HttpHealthCheck};
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::{BackendUrl, Config};
+
+/// One upstream server as the proxy sees it.
+pub struct BackendMeta {
+    /// Unique across all pools; used to remember which backends a request tried.
+    pub id: usize,
+    pub pool: String,
+    /// The configured URL, for logs and usage records (never holds the API key).
+    pub display: String,
+    pub url: BackendUrl,
+    pub addr: SocketAddr,
+    pub host_header: String,
+    /// `Bearer <key>`, ready to put in the upstream request.
+    pub authorization: Option<String>,
+    pub priority: u32,
+    weight: usize,
+    /// Passive ejection: monotonic milliseconds until which the backend is skipped.
+    ejected_until_ms: AtomicU64,
+    health_check: HttpHealthCheck,
+}
+
+impl BackendMeta {
+    fn is_ejected(&self, now_ms: u64) -> bool {
+        self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
+    pub fn peer(&self, connect_timeout: Duration, read_timeout: Duration) -> HttpPeer {
+        let sni = if self.url.tls {
+            self.url.host.clone()
+        } else {
+            String::new()
+        };
+        let mut peer = HttpPeer::new(self.addr, self.url.tls, sni);
+        peer.options.connection_timeout = Some(connect_timeout);
+        peer.options.total_connection_timeout = Some(connect_timeout * 2);
+        peer.options.read_timeout = Some(read_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer
+    }
+}
+
+struct PriorityGroup {
+    lb: LoadBalancer<RoundRobin>,
+    members: Vec<Arc<BackendMeta>>,
+}
+
+impl PriorityGroup {
+    fn member(&self, b: &Backend) -> Option<&Arc<BackendMeta>> {
+        let addr = b.addr.as_inet()?;
+        self.members.iter().find(|m| &m.addr == addr)
+    }
+}
+
+pub struct Pool {
+    pub name: String,
+    groups: Vec<PriorityGroup>,
+}
+
+impl Pool {
+    /// Next backend for a request that already tried `tried` (by backend id).
+    ///
+    /// Backends that failed recently are skipped while any other is usable; when
+    /// every healthy one is ejected they are tried anyway rather than failing the
+    /// request outright (an ejection is a guess, a health check is a fact).
+    pub fn select(&self, tried: &[usize], clock: &Clock) -> Option<Arc<BackendMeta>> {
+        let now = clock.now_ms();
+        for respect_ejection in [true, false] {
+            for group in &self.groups {
+                let accept = |b: &Backend, healthy: bool| {
+                    healthy
+                        && group.member(b).is_some_and(|m| {
+                            !tried.contains(&m.id) && !(respect_ejection && m.is_ejected(now))
+                        })
+                };
+                if let Some(b) = group.lb.select_with(b"", 256, accept) {
+                    return group.member(&b).cloned();
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether any backend besides those tried could take the request.
+    pub fn has_untried(&self, tried: &[usize]) -> bool {
+        self.groups
+            .iter()
+            .flat_map(|g| g.members.iter())
+            .any(|m| !tried.contains(&m.id))
+    }
+
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<BackendMeta>> {
+        self.groups.iter().flat_map(|g| g.members.iter())
+    }
+}
+
+/// Milliseconds since the gateway started; monotonic, cheap to share.
+#[derive(Clone, Copy)]
+pub struct Clock(Instant);
+
+impl Clock {
+    pub fn new() -> Self {
+        Self(Instant::now())
+    }
+    pub fn now_ms(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+enum ModelMatch {
+    Exact(String),
+    Prefix(String),
+    Any,
+}
+
+/// Every pool, and the model -> pool routing table.
+pub struct Upstreams {
+    pools: Vec<Arc<Pool>>,
+    routes: Vec<(ModelMatch, usize)>,
+    exact: HashMap<String, usize>,
+    clock: Clock,
+    eject_for: Duration,
+}
+
+/// Probes each backend with its own request (host, TLS, path and key differ per backend).
+struct PerBackendCheck {
+    members: Vec<Arc<BackendMeta>>,
+    healthy_threshold: usize,
+    unhealthy_threshold: usize,
+}
+
+#[async_trait]
+impl HealthCheck for PerBackendCheck {
+    async fn check(&self, target: &Backend) -> pingora::Result<()> {
+        let addr = target.addr.as_inet();
+        match self.members.iter().find(|m| Some(&m.addr) == addr) {
+            Some(m) => m.health_check.check(target).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        let addr = target.addr.as_inet();
+        if let Some(m) = self.members.iter().find(|m| Some(&m.addr) == addr) {
+            if healthy {
+                tracing::info!(backend = %m.display, pool = %m.pool, "backend is healthy again");
+            } else {
+                tracing::warn!(backend = %m.display, pool = %m.pool, "backend failed its health check; out of rotation");
+            }
+        }
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        if success {
+            self.healthy_threshold
+        } else {
+            self.unhealthy_threshold
+        }
+    }
+}
+
+impl Upstreams {
+    /// Builds the pools from config; resolves host names once (blocking DNS, at load time only).
+    pub async fn build(cfg: &Config) -> Result<Self, String> {
+        let hc = &cfg.health_check;
+        let mut pools = Vec::new();
+        let mut routes = Vec::new();
+        let mut exact = HashMap::new();
+        let mut next_id = 0;
+        for (pool_index, pc) in cfg.pools.iter().enumerate() {
+            let mut by_priority: std::collections::BTreeMap<u32, Vec<Arc<BackendMeta>>> =
+                Default::default();
+            for b in &pc.backends {
+                let url = BackendUrl::parse(&b.url)?;
+                let addr = url.resolve()?;
+                let authorization = match &b.api_key_env {
+                    Some(var) => Some(format!(
+                        "Bearer {}",
+                        std::env::var(var).map_err(|_| format!("`{var}` is not set"))?
+                    )),
+                    None => None,
+                };
+                let host_header = url.host_header();
+                let path = pc.health_path.as_deref().unwrap_or(&hc.path);
+                let mut check = HttpHealthCheck::new(&host_header, url.tls);
+                if url.tls {
+                    check.peer_template.sni = url.host.clone();
+                }
+                let timeout = Duration::from_millis(hc.timeout_ms);
+                check.peer_template.options.connection_timeout = Some(timeout);
+                check.peer_template.options.read_timeout = Some(timeout);
+                check.req.set_uri(path.parse().map_err(|e| format!("bad health path {path}: {e}"))?);
+                if let Some(auth) = &authorization {
+                    check
+                        .req
+                        .insert_header("Authorization", auth.as_str())
+                        .map_err(|e| e.to_string())?;
+                }
+                let meta = Arc::new(BackendMeta {
+                    id: next_id,
+                    pool: pc.name.clone(),
+                    display: b.url.clone(),
+                    url,
+                    addr,
+                    host_header,
+                    authorization,
+                    priority: b.priority,
+                    weight: b.weight,
+                    ejected_until_ms: AtomicU64::new(0),
+                    health_check: check,
+                });
+                next_id += 1;
+                by_priority.entry(b.priority).or_default().push(meta);
+            }
+            let mut groups = Vec::new();
+            for (_, members) in by_priority {
+                let set: BTreeSet<Backend> = members
+                    .iter()
+                    .map(|m| {
+                        Backend::new_with_weight(&m.addr.to_string(), m.weight)
+                            .expect("a socket address parses")
+                    })
+                    .collect();
+                let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(
+                    discovery::Static::new(set),
+                ));
+                if hc.enabled {
+                    lb.set_health_check(Box::new(PerBackendCheck {
+                        members: members.clone(),
+                        healthy_threshold: hc.healthy_threshold.max(1),
+                        unhealthy_threshold: hc.unhealthy_threshold.max(1),
+                    }));
+                }
+                lb.update().await.map_err(|e| e.to_string())?;
+                groups.push(PriorityGroup { lb, members });
+            }
+            for m in &pc.models {
+                let matcher = if m == "*" {
+                    ModelMatch::Any
+                } else if let Some(prefix) = m.strip_suffix('*') {
+                    ModelMatch::Prefix(prefix.to_string())
+                } else {
+                    exact.entry(m.clone()).or_insert(pool_index);
+                    ModelMatch::Exact(m.clone())
+                };
+                routes.push((matcher, pool_index));
+            }
+            pools.push(Arc::new(Pool {
+                name: pc.name.clone(),
+                groups,
+            }));
+        }
+        Ok(Self {
+            pools,
+            routes,
+            exact,
+            clock: Clock::new(),
+            eject_for: Duration::from_secs(hc.eject_secs),
+        })
+    }
+
+    /// The pool serving `model`: an exact name wins, then the first matching pattern
+    /// in file order.
+    pub fn pool_for(&self, model: &str) -> Option<&Arc<Pool>> {
+        if let Some(&i) = self.exact.get(model) {
+            return self.pools.get(i);
+        }
+        self.routes.iter().find_map(|(m, i)| match m {
+            ModelMatch::Prefix(p) if model.starts_with(p.as_str()) => self.pools.get(*i),
+            ModelMatch::Any => self.pools.get(*i),
+            _ => None,
+        })
+    }
+
+    /// Model names that can be listed (patterns cannot), in config order.
+    pub fn listed_models(&self) -> Vec<&str> {
+        let mut seen = std::collections::HashSet::new();
+        self.routes
+            .iter()
+            .filter_map(|(m, _)| match m {
+                ModelMatch::Exact(name) if seen.insert(name.as_str()) => Some(name.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Skips a backend for a while after a connect error or a 5xx.
+    pub fn eject(&self, backend: &BackendMeta) {
+        let until = self.clock.now_ms() + self.eject_for.as_millis() as u64;
+        backend.ejected_until_ms.store(until, Ordering::Relaxed);
+        tracing::warn!(backend = %backend.display, pool = %backend.pool, secs = self.eject_for.as_secs(), "backend ejected after a failure");
+    }
+
+    pub fn pools(&self) -> &[Arc<Pool>] {
+        &self.pools
+    }
+
+    /// One round of active health checks over every group, all in parallel.
+    pub async fn check_health(&self) {
+        let checks = self
+            .pools
+            .iter()
+            .flat_map(|p| p.groups.iter())
+            .map(|g| g.lb.backends().run_health_check(true));
+        futures_util::future::join_all(checks).await;
+    }
+
+    /// Whether the backend is currently in rotation (health-checked and enabled).
+    pub fn is_healthy(&self, backend: &BackendMeta) -> bool {
+        self.pools.iter().flat_map(|p| p.groups.iter()).any(|g| {
+            g.members.iter().any(|m| m.id == backend.id)
+                && g.lb
+                    .backends()
+                    .get_backend()
+                    .iter()
+                    .find(|b| b.addr.as_inet() == Some(&backend.addr))
+                    .is_some_and(|b| g.lb.backends().ready(b))
+        })
+    }
+}

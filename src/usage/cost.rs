@@ -1,0 +1,63 @@
+//! Prices per model, kept in nano-USD per token so costs add up exactly as integers.
+
+use std::collections::HashMap;
+
+use crate::config::Price;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct NanoPrice {
+    input: f64,
+    output: f64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PriceTable {
+    prices: HashMap<String, NanoPrice>,
+}
+
+impl PriceTable {
+    pub fn new(prices: &HashMap<String, Price>) -> Self {
+        Self {
+            prices: prices
+                .iter()
+                .map(|(model, p)| {
+                    // USD per 1M tokens -> nano-USD per token: * 1e9 / 1e6.
+                    let nano = NanoPrice {
+                        input: p.input_per_1m * 1_000.0,
+                        output: p.output_per_1m * 1_000.0,
+                    };
+                    (model.clone(), nano)
+                })
+                .collect(),
+        }
+    }
+
+    /// Cost in nano-USD; a model without a price costs 0 (and is still recorded).
+    pub fn cost_nanousd(&self, model: &str, prompt_tokens: u64, completion_tokens: u64) -> i64 {
+        self.prices.get(model).map_or(0, |p| {
+            (prompt_tokens as f64 * p.input + completion_tokens as f64 * p.output).round() as i64
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_per_million_tokens() {
+        let mut m = HashMap::new();
+        m.insert(
+            "gpt-4o-mini".to_string(),
+            Price {
+                input_per_1m: 0.15,
+                output_per_1m: 0.6,
+            },
+        );
+        let t = PriceTable::new(&m);
+        // 1M prompt tokens cost $0.15 = 150_000_000 nano-USD.
+        assert_eq!(t.cost_nanousd("gpt-4o-mini", 1_000_000, 0), 150_000_000);
+        assert_eq!(t.cost_nanousd("gpt-4o-mini", 10, 20), 10 * 150 + 20 * 600);
+        assert_eq!(t.cost_nanousd("unknown", 10, 20), 0);
+    }
+}

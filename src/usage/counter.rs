@@ -1,0 +1,368 @@
+//! Counts tokens in an upstream response while its bytes go to the client.
+//!
+//! JSON bodies: the `usage` object is read at the end. SSE streams: events are
+//! parsed as they pass; the usage chunk is taken from the stream and, when the
+//! gateway itself asked for it (`stream_options.include_usage`), removed so the
+//! client sees exactly the stream it asked for. Without stripping, bytes are
+//! forwarded untouched; with it, only whole events are forwarded (upstreams send
+//! whole events per chunk, so this adds no delay in practice).
+//!
+//! SSE is split by hand rather than with an SSE crate because stripping needs the
+//! byte span of each event, which stream-oriented SSE crates do not expose.
+
+use std::borrow::Cow;
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+
+/// Full JSON bodies up to this size are kept to find `usage` and the reply text;
+/// beyond it only the tail is kept (OpenAI puts `usage` last).
+const JSON_KEEP: usize = 4 * 1024 * 1024;
+const JSON_TAIL: usize = 64 * 1024;
+/// Reply text kept for the tokenizer fallback.
+const TEXT_KEEP: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Json,
+    Sse,
+    Other,
+}
+
+pub struct ResponseCounter {
+    kind: Kind,
+    strip_usage_event: bool,
+    /// JSON: the body (or its tail once past JSON_KEEP). SSE: bytes not yet split into events.
+    buf: BytesMut,
+    json_truncated: bool,
+    usage: Option<Usage>,
+    text: String,
+    bytes_seen: usize,
+}
+
+#[derive(Deserialize)]
+struct ChunkView<'a> {
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(borrow, default)]
+    choices: Option<Vec<ChoiceView<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceView<'a> {
+    #[serde(borrow, default)]
+    delta: Option<TextView<'a>>,
+    #[serde(borrow, default)]
+    message: Option<TextView<'a>>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct TextView<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+}
+
+impl ResponseCounter {
+    pub fn new(content_type: Option<&str>, strip_usage_event: bool) -> Self {
+        let ct = content_type.unwrap_or("").to_ascii_lowercase();
+        let kind = if ct.starts_with("text/event-stream") {
+            Kind::Sse
+        } else if ct.contains("json") {
+            Kind::Json
+        } else {
+            Kind::Other
+        };
+        Self {
+            kind,
+            strip_usage_event: strip_usage_event && kind == Kind::Sse,
+            buf: BytesMut::new(),
+            json_truncated: false,
+            usage: None,
+            text: String::new(),
+            bytes_seen: 0,
+        }
+    }
+
+    /// True when the response framing may change (so `content-length` must go).
+    pub fn rewrites_body(&self) -> bool {
+        self.strip_usage_event
+    }
+
+    /// Sees one body chunk; may replace it when stripping the injected usage event.
+    pub fn on_body(&mut self, body: &mut Option<Bytes>, end_of_stream: bool) {
+        let chunk = body.as_ref().map(|b| b.as_ref()).unwrap_or_default();
+        self.bytes_seen += chunk.len();
+        match self.kind {
+            Kind::Other => {}
+            Kind::Json => self.keep_json(chunk),
+            Kind::Sse => {
+                self.buf.extend_from_slice(chunk);
+                let forwarded = self.drain_events();
+                if self.strip_usage_event {
+                    let mut out = forwarded;
+                    if end_of_stream && !self.buf.is_empty() {
+                        // An unterminated last event goes out as it came.
+                        out.extend_from_slice(&self.buf.split());
+                    }
+                    *body = Some(out.freeze());
+                }
+            }
+        }
+        if end_of_stream {
+            self.finish_body();
+        }
+    }
+
+    fn keep_json(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+        if self.buf.len() > JSON_KEEP {
+            self.json_truncated = true;
+        }
+        if self.json_truncated && self.buf.len() > JSON_TAIL * 2 {
+            let cut = self.buf.len() - JSON_TAIL;
+            let _ = self.buf.split_to(cut);
+        }
+    }
+
+    /// Splits complete events off `buf`, records what they carry and returns the
+    /// bytes to forward (used only when stripping).
+    fn drain_events(&mut self) -> BytesMut {
+        let mut out = BytesMut::new();
+        while let Some((event_end, sep_len)) = find_event_end(&self.buf) {
+            let event = self.buf.split_to(event_end + sep_len);
+            let keep = self.on_event(&event[..event_end]);
+            if self.strip_usage_event && keep {
+                out.extend_from_slice(&event);
+            }
+        }
+        out
+    }
+
+    /// Returns false for the usage-only chunk the gateway asked for itself.
+    fn on_event(&mut self, event: &[u8]) -> bool {
+        let mut data: Cow<'_, [u8]> = Cow::Borrowed(&[]);
+        for line in event.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(rest) = line.strip_prefix(b"data:") {
+                let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+                data = if data.is_empty() {
+                    Cow::Borrowed(rest)
+                } else {
+                    let mut joined = data.into_owned();
+                    joined.push(b'\n');
+                    joined.extend_from_slice(rest);
+                    Cow::Owned(joined)
+                };
+            }
+        }
+        if data.is_empty() || data.as_ref() == b"[DONE]" {
+            return true;
+        }
+        let Ok(chunk) = serde_json::from_slice::<ChunkView<'_>>(&data) else {
+            return true;
+        };
+        if let Some(choices) = &chunk.choices {
+            for c in choices {
+                let piece = c
+                    .delta
+                    .as_ref()
+                    .and_then(|d| d.content.as_deref())
+                    .or(c.text.as_deref());
+                if let Some(p) = piece {
+                    push_bounded(&mut self.text, p);
+                }
+            }
+        }
+        match chunk.usage {
+            Some(u) => {
+                self.usage = Some(u);
+                let usage_only = chunk.choices.as_ref().is_some_and(|c| c.is_empty());
+                !usage_only
+            }
+            None => true,
+        }
+    }
+
+    fn finish_body(&mut self) {
+        match self.kind {
+            Kind::Sse => {
+                // A stream cut without a final blank line still may hold an event.
+                if !self.buf.is_empty() {
+                    let rest = self.buf.split();
+                    self.on_event(&rest);
+                }
+            }
+            Kind::Json => {
+                let body = self.buf.split().freeze();
+                if !self.json_truncated {
+                    if let Ok(view) = serde_json::from_slice::<ChunkView<'_>>(&body) {
+                        if let Some(choices) = &view.choices {
+                            for c in choices {
+                                let piece = c
+                                    .message
+                                    .as_ref()
+                                    .and_then(|m| m.content.as_deref())
+                                    .or(c.text.as_deref());
+                                if let Some(p) = piece {
+                                    push_bounded(&mut self.text, p);
+                                }
+                            }
+                        }
+                        self.usage = view.usage;
+                        return;
+                    }
+                }
+                self.usage = usage_from_tail(&body);
+            }
+            Kind::Other => {}
+        }
+    }
+
+    /// The upstream's usage, if it sent one.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// Reply text seen so far, for counting when no usage arrived.
+    pub fn reply_text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn bytes_seen(&self) -> usize {
+        self.bytes_seen
+    }
+
+    /// Streams cut off early still yield what was parsed so far.
+    pub fn on_abort(&mut self) {
+        if self.kind == Kind::Sse && !self.buf.is_empty() {
+            let rest = self.buf.split();
+            self.on_event(&rest);
+        }
+    }
+}
+
+fn push_bounded(text: &mut String, piece: &str) {
+    if text.len() + piece.len() <= TEXT_KEEP {
+        text.push_str(piece);
+    }
+}
+
+/// Position of the end of the first complete event and its separator's length.
+fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while i + 1 < buf.len() {
+        if buf[i] == b'\n' {
+            if buf[i + 1] == b'\n' {
+                return Some((i, 2));
+            }
+            if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
+                return Some((i, 3));
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Finds the last `"usage": {...}` in a (possibly cut) JSON body.
+fn usage_from_tail(body: &[u8]) -> Option<Usage> {
+    let needle = b"\"usage\"";
+    let pos = body.windows(needle.len()).rposition(|w| w == needle)?;
+    let rest = &body[pos + needle.len()..];
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let mut de = serde_json::Deserializer::from_slice(&rest[colon + 1..]).into_iter::<Usage>();
+    de.next()?.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(c: &mut ResponseCounter, chunks: &[&str]) -> String {
+        let mut out = String::new();
+        for (i, ch) in chunks.iter().enumerate() {
+            let mut b = Some(Bytes::copy_from_slice(ch.as_bytes()));
+            c.on_body(&mut b, i + 1 == chunks.len());
+            out.push_str(std::str::from_utf8(b.as_deref().unwrap_or_default()).unwrap());
+        }
+        out
+    }
+
+    const STREAM: &[&str] = &[
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}],\"usage\":null}\n\ndata: {\"choices\":[{\"index\":0,\"del",
+        "ta\":{\"content\":\"lo\"}}],\"usage\":null}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2,\"total_tokens\":9}}\n\n",
+        "data: [DONE]\n\n",
+    ];
+
+    #[test]
+    fn sse_passthrough_is_untouched_and_counts() {
+        let mut c = ResponseCounter::new(Some("text/event-stream; charset=utf-8"), false);
+        let out = feed(&mut c, STREAM);
+        assert_eq!(out, STREAM.concat());
+        assert_eq!(
+            c.usage(),
+            Some(Usage {
+                prompt_tokens: 7,
+                completion_tokens: 2
+            })
+        );
+        assert_eq!(c.reply_text(), "Hello");
+    }
+
+    #[test]
+    fn sse_strip_removes_only_the_usage_event() {
+        let mut c = ResponseCounter::new(Some("text/event-stream"), true);
+        let out = feed(&mut c, STREAM);
+        let expected: String = STREAM.concat().replace(
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2,\"total_tokens\":9}}\n\n",
+            "",
+        );
+        assert_eq!(out, expected);
+        assert_eq!(c.usage().unwrap().completion_tokens, 2);
+    }
+
+    #[test]
+    fn sse_crlf_and_cut_stream() {
+        let mut c = ResponseCounter::new(Some("text/event-stream"), false);
+        feed(
+            &mut c,
+            &["data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\r\n\r\ndata: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}"],
+        );
+        assert_eq!(c.reply_text(), "ab");
+        assert_eq!(c.usage(), None);
+    }
+
+    #[test]
+    fn json_usage_and_text() {
+        let mut c = ResponseCounter::new(Some("application/json"), true);
+        let body = r#"{"choices":[{"message":{"role":"assistant","content":"Hi there"}}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+        let out = feed(&mut c, &[&body[..20], &body[20..]]);
+        assert_eq!(out, body, "JSON bodies are never rewritten");
+        assert_eq!(c.usage().unwrap().prompt_tokens, 3);
+        assert_eq!(c.reply_text(), "Hi there");
+    }
+
+    #[test]
+    fn huge_json_keeps_tail_usage() {
+        let mut c = ResponseCounter::new(Some("application/json"), false);
+        let big = "x".repeat(JSON_KEEP + 10);
+        let body = format!(
+            r#"{{"data":"{big}","usage":{{"prompt_tokens":11,"total_tokens":11}}}}"#
+        );
+        let chunks: Vec<&str> = body.as_bytes().chunks(100_000).map(|b| std::str::from_utf8(b).unwrap()).collect();
+        feed(&mut c, &chunks);
+        assert_eq!(c.usage().unwrap().prompt_tokens, 11);
+    }
+}

@@ -1,0 +1,53 @@
+//! Usage accounting: count tokens from what the upstream sends, price them, and hand
+//! one record per request to the batch writer without waiting for the database.
+
+pub mod cost;
+pub mod counter;
+pub mod tokenizer;
+pub mod writer;
+
+pub use cost::PriceTable;
+pub use counter::{ResponseCounter, Usage};
+pub use writer::{spawn_writer, UsageQueue};
+
+/// Where a record's token counts came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageSource {
+    /// The upstream's own `usage` object.
+    Upstream,
+    /// Counted locally with a tokenizer because the upstream sent no usage.
+    Tokenizer,
+    /// Nothing to count (the request never reached an upstream).
+    None,
+}
+
+impl UsageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Upstream => "upstream",
+            Self::Tokenizer => "tokenizer",
+            Self::None => "none",
+        }
+    }
+}
+
+/// One proxied request, as stored in `usage_records`.
+#[derive(Debug, Clone)]
+pub struct UsageRecord {
+    pub request_id: String,
+    pub created_at: i64,
+    pub key_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub endpoint: &'static str,
+    pub model: Option<String>,
+    pub backend: Option<String>,
+    pub status: u16,
+    pub stream: bool,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub usage_source: UsageSource,
+    pub cost_nanousd: i64,
+    pub latency_ms: u64,
+    pub ttfb_ms: Option<u64>,
+    pub error_code: Option<String>,
+}

@@ -1,0 +1,321 @@
+//! A fake OpenAI-compatible upstream that speaks the real OpenAI wire format.
+//!
+//! The BluesMinds integration tests run it in-process (this library) and the
+//! benchmarks run it as a binary (`fake-upstream --listen ADDR`), as the
+//! zero-cost baseline the gateway is compared against.
+//!
+//! Endpoints (all JSON unless streaming):
+//!
+//! | route | behaviour |
+//! | --- | --- |
+//! | `GET /health` | `{"status":"ok"}`, or 503 after [`FakeUpstream::set_health_ok`]`(false)` |
+//! | `GET /v1/models` | a fixed two-model list |
+//! | `POST /v1/chat/completions` | chat completion, streaming (SSE) or not |
+//! | `POST /v1/completions` | legacy text completion, streaming or not |
+//! | `POST /v1/embeddings` | deterministic vectors, `float` or `base64` |
+//! | `POST /_control/mode`, `/_control/health`, `/_control/chunk_delay`, `GET /_control/stats` | run-time knobs for out-of-process users |
+//! | anything else | 404 in OpenAI's error envelope |
+//!
+//! Replies are deterministic: the configured reply is split into
+//! [`FakeConfig::chunks`] pieces (one "token" each), and prompt tokens are
+//! counted as words (see [`wire`] for the exact rules), so tests can assert
+//! exact usage numbers:
+//!
+//! * chat: `prompt_tokens = words in all message contents + 3 * messages`;
+//! * legacy completions: `prompt_tokens = words in the prompt(s)` (token
+//!   arrays count one per token);
+//! * embeddings: `prompt_tokens = words in the input(s)`;
+//! * `completion_tokens = content chunks sent = min(chunks, max_tokens)`;
+//!   when `max_tokens` truncates, `finish_reason` is `"length"` as with
+//!   OpenAI.
+//!
+//! [`Mode`] injects failures into every `/v1/*` endpoint (never `/health`
+//! or `/_control/*`).
+//!
+//! We run our own accept loop on hyper rather than `axum::serve`, because two
+//! behaviours need control over connections that `axum::serve` does not give:
+//! [`FakeUpstream::shutdown`] must drop in-flight connections immediately
+//! (a killed backend), and [`Mode::DieMidStream`] must drop one connection
+//! without a response.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::{JoinHandle, JoinSet};
+
+mod handlers;
+mod state;
+pub mod wire;
+
+pub use handlers::embedding_vector;
+pub use state::{split_reply, CHUNK_DELAY_HEADER};
+pub use wire::PER_MESSAGE_OVERHEAD;
+
+use state::Shared;
+
+/// Length of the vectors `/v1/embeddings` returns unless the request sets
+/// `dimensions`.
+pub const EMBEDDING_DIMENSIONS: usize = 8;
+
+/// Static configuration of one fake upstream.
+#[derive(Debug, Clone)]
+pub struct FakeConfig {
+    /// Sleep before each content chunk (streaming), or `chunks * chunk_delay`
+    /// before a non-stream response. Changeable later with
+    /// [`FakeUpstream::set_chunk_delay`], and per request with the
+    /// `x-fake-chunk-delay-ms` header.
+    pub chunk_delay: Duration,
+    /// Number of content chunks (= completion tokens) per completion.
+    pub chunks: usize,
+    /// The completion text, split into `chunks` pieces (see [`split_reply`]).
+    pub reply: String,
+    /// When set, `/v1/*` requires `Authorization: Bearer <key>` and answers
+    /// 401 in OpenAI's error format otherwise.
+    pub api_key: Option<String>,
+}
+
+impl Default for FakeConfig {
+    fn default() -> Self {
+        FakeConfig {
+            chunk_delay: Duration::ZERO,
+            chunks: 5,
+            reply: "Hello from the fake upstream".to_owned(),
+            api_key: None,
+        }
+    }
+}
+
+/// Failure injection for the `/v1/*` endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Behave like OpenAI.
+    #[default]
+    Normal,
+    /// Answer every request with this status and an OpenAI error body
+    /// `{"error":{"message":..,"type":"server_error","param":null,"code":null}}`.
+    Fail(u16),
+    /// Accept the request and never respond (until shutdown or the client
+    /// gives up).
+    Hang,
+    /// Streaming: send the role chunk and `after_chunks` content chunks, then
+    /// drop the connection without the terminating chunk (the client sees an
+    /// incomplete chunked body, no `[DONE]`). Anything else: drop the
+    /// connection without any response.
+    DieMidStream { after_chunks: usize },
+    /// Never include `usage` (neither in JSON nor in SSE, not even the
+    /// `"usage":null` markers), even when the request asks for it.
+    NoUsage,
+}
+
+/// One request to `/v1/*`, as received.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Path only, without the query string.
+    pub path: String,
+    /// Header names are lowercase; repeated headers appear once per value.
+    pub headers: Vec<(String, String)>,
+    pub body: bytes::Bytes,
+}
+
+impl RecordedRequest {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON.
+    pub fn json(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::from_slice(&self.body)
+    }
+}
+
+/// Per-connection "drop me" signal, inserted into each request's extensions
+/// by the connection task; `DieMidStream` uses it to close the connection
+/// without a response.
+#[derive(Clone)]
+pub(crate) struct ConnKill(pub(crate) Arc<Notify>);
+
+/// Handle to a running fake upstream. Cheap to clone; all clones control the
+/// same server.
+///
+/// Dropping the handles does **not** stop the server (it lives as long as
+/// its Tokio runtime, which for `#[tokio::test]` is the test); call
+/// [`shutdown`](Self::shutdown) to stop it deliberately.
+#[derive(Clone)]
+pub struct FakeUpstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    /// Tells the accept loop to stop (a stored permit, so it cannot be lost).
+    stop: Arc<Notify>,
+    /// The accept loop; `None` once shut down. An async mutex so concurrent
+    /// `shutdown()` calls all wait for the loop to be gone.
+    server: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl FakeUpstream {
+    /// Starts a fake upstream on an ephemeral port of 127.0.0.1.
+    pub async fn start(cfg: FakeConfig) -> std::io::Result<FakeUpstream> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), cfg).await
+    }
+
+    /// Starts a fake upstream on `addr` — e.g. the address of one that was
+    /// [`shutdown`](Self::shutdown), to "restart" a killed backend.
+    pub async fn start_on(addr: SocketAddr, cfg: FakeConfig) -> std::io::Result<FakeUpstream> {
+        let listener = bind(addr)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(&cfg));
+        let stop = Arc::new(Notify::new());
+        let router = handlers::router(shared.clone());
+        let server = tokio::spawn(accept_loop(listener, router, stop.clone()));
+        Ok(FakeUpstream {
+            inner: Arc::new(Inner {
+                addr,
+                shared,
+                stop,
+                server: tokio::sync::Mutex::new(Some(server)),
+            }),
+        })
+    }
+
+    /// The bound address (with the real port when started on port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.inner.addr)
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.inner.shared.mode()
+    }
+
+    /// Switches the failure mode; applies to requests arriving afterwards.
+    pub fn set_mode(&self, m: Mode) {
+        self.inner.shared.set_mode(m);
+    }
+
+    /// `/health` answers 503 while `false`.
+    pub fn set_health_ok(&self, ok: bool) {
+        self.inner.shared.set_health_ok(ok);
+    }
+
+    /// Changes the default chunk delay for requests arriving afterwards.
+    pub fn set_chunk_delay(&self, d: Duration) {
+        self.inner.shared.set_chunk_delay(d);
+    }
+
+    /// Whether `/v1/*` requests are stored for [`requests`](Self::requests)
+    /// (on by default). The binary turns it off so a long benchmark does not
+    /// grow memory; [`request_count`](Self::request_count) keeps counting.
+    pub fn set_recording(&self, on: bool) {
+        self.inner.shared.set_recording(on);
+    }
+
+    /// Every `/v1/*` request received (recorded before auth and failure
+    /// injection, so failed and rejected attempts are included).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.inner.shared.requests()
+    }
+
+    /// Number of `/v1/*` requests received (counted even when recording is
+    /// off).
+    pub fn request_count(&self) -> usize {
+        self.inner.shared.request_count()
+    }
+
+    /// Forgets recorded requests and resets the count.
+    pub fn clear_requests(&self) {
+        self.inner.shared.clear_requests();
+    }
+
+    /// Stops listening and drops every open connection, in-flight responses
+    /// included (a killed backend). When this returns the port is closed and
+    /// every connection socket has been dropped. Idempotent.
+    pub async fn shutdown(&self) {
+        let mut server = self.inner.server.lock().await;
+        if let Some(task) = server.take() {
+            self.inner.stop.notify_one();
+            // The loop only ends by itself after closing everything; an
+            // error here means it panicked or the runtime is shutting down,
+            // and either way the sockets are gone.
+            let _ = task.await;
+        }
+    }
+}
+
+/// Binds with `SO_REUSEADDR`, so a restarted fake can take over the port of
+/// a shut-down one even while its old connections sit in TIME_WAIT.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    // A deep backlog: benchmarks open many connections at once.
+    socket.listen(1024)
+}
+
+/// Accepts connections until told to stop, then closes the listener and
+/// aborts every connection task, waiting until all of them are gone.
+async fn accept_loop(listener: TcpListener, router: Router, stop: Arc<Notify>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.notified() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    conns.spawn(serve_connection(stream, router.clone()));
+                }
+                // Per-connection failures (reset before accept) and fd
+                // exhaustion: back off briefly instead of spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            },
+            // Reap finished connection tasks so the set does not grow.
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+}
+
+/// Serves one HTTP/1.1 connection (keep-alive) until the client closes it,
+/// the task is aborted, or a handler asks for the connection to be killed.
+async fn serve_connection(stream: TcpStream, router: Router) {
+    // SSE chunks must leave immediately, not wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    let kill = Arc::new(Notify::new());
+    let conn_kill = ConnKill(kill.clone());
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(conn_kill.clone());
+        tower_service::Service::call(&mut router.clone(), req)
+    });
+    // No header-read timeout (hyper's needs a timer we do not install):
+    // idle keep-alive connections stay open, so pooled gateway connections
+    // are never closed under it unexpectedly.
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = conn => {}
+        () = kill.notified() => {}
+    }
+}
