@@ -25,7 +25,7 @@ CREATE TABLE usage_records (
     model             TEXT,
     backend           TEXT,
     status            INTEGER NOT NULL,
-    stream            BOOLEAN NOT NULL,
+    stream            INTEGER NOT NULL,  -- 0 or 1 (portable across both backends)
     prompt_tokens     BIGINT  NOT NULL,
     completion_tokens BIGINT  NOT NULL,
     usage_source      TEXT    NOT NULL,  -- upstream | tokenizer | none

@@ -148,7 +148,6 @@ impl Gateway {
     /// buffer keeps a copy, which is how the body reaches the upstream afterwards.
     async fn read_body(&self, session: &mut Session) -> Result<Bytes, GatewayError> {
         let limit = self.state.config.server.max_body_bytes;
-        let too_large = GatewayError::BodyTooLarge { limit };
         let declared = session
             .req_header()
             .headers
@@ -156,7 +155,7 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > limit) {
-            return Err(too_large);
+            return Err(self.refuse_large_body(session, 0).await);
         }
         session.enable_retry_buffering();
         let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
@@ -164,7 +163,7 @@ impl Gateway {
             match session.read_request_body().await {
                 Ok(Some(chunk)) => {
                     if buf.len() + chunk.len() > limit {
-                        return Err(too_large);
+                        return Err(self.refuse_large_body(session, buf.len() + chunk.len()).await);
                     }
                     buf.extend_from_slice(&chunk);
                 }
@@ -178,6 +177,21 @@ impl Gateway {
             }
         }
         Ok(buf.freeze())
+    }
+
+    /// Reads and discards an oversized body (up to a bound) before answering 413:
+    /// a client still writing its body would otherwise see a broken pipe instead
+    /// of the error. Past the bound the connection is simply closed after the answer.
+    async fn refuse_large_body(&self, session: &mut Session, mut read: usize) -> GatewayError {
+        let limit = self.state.config.server.max_body_bytes;
+        let drain_cap = limit.saturating_mul(4).max(16 * 1024 * 1024);
+        while read <= drain_cap {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => read += chunk.len(),
+                _ => break,
+            }
+        }
+        GatewayError::BodyTooLarge { limit }
     }
 
     fn models_list(&self, key: &ApiKey) -> Bytes {

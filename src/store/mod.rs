@@ -185,7 +185,7 @@ impl Store {
             .bind(r.model.as_deref())
             .bind(r.backend.as_deref())
             .bind(r.status as i32)
-            .bind(r.stream)
+            .bind(i32::from(r.stream))
             .bind(r.prompt_tokens as i64)
             .bind(r.completion_tokens as i64)
             .bind(r.usage_source.as_str())

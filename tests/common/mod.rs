@@ -1,0 +1,411 @@
+//! Test harness: starts the real `bluesminds` binary on free loopback ports with
+//! a config written for the test, against fake upstreams running in-process.
+//!
+//! The database is a fresh SQLite file per test, or, when `BLUESMINDS_TEST_POSTGRES`
+//! holds a PostgreSQL URL, a fresh PostgreSQL database per test (dropped on exit).
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_bluesminds")
+}
+
+/// A database for one test.
+pub struct TestDb {
+    pub url: String,
+    pg_admin: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new(dir: &std::path::Path) -> Self {
+        match std::env::var("BLUESMINDS_TEST_POSTGRES") {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                sqlx::any::install_default_drivers();
+                let name = format!("bm_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&admin_url)
+                    .await
+                    .expect("connect to BLUESMINDS_TEST_POSTGRES");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+                admin.close().await;
+                let base = admin_url.rsplit_once('/').unwrap().0;
+                Self {
+                    url: format!("{base}/{name}"),
+                    pg_admin: Some((admin_url, name)),
+                }
+            }
+            _ => Self {
+                url: format!("sqlite://{}", dir.join("gateway.db").display()),
+                pg_admin: None,
+            },
+        }
+    }
+
+    pub async fn pool(&self) -> AnyPool {
+        sqlx::any::install_default_drivers();
+        AnyPoolOptions::new()
+            .max_connections(2)
+            .connect(&self.url)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = self.pg_admin.take() {
+            // Best effort, on a fresh thread: Drop may run inside a runtime.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok(admin) = AnyPoolOptions::new().max_connections(1).connect(&admin_url).await {
+                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .execute(&admin)
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub struct Backend<'a> {
+    pub url: String,
+    pub weight: usize,
+    pub priority: u32,
+    pub api_key_env: Option<&'a str>,
+}
+
+impl<'a> Backend<'a> {
+    pub fn new(url: String) -> Self {
+        Self {
+            url,
+            weight: 1,
+            priority: 0,
+            api_key_env: None,
+        }
+    }
+}
+
+/// A running gateway process.
+pub struct Gateway {
+    pub child: Option<Child>,
+    pub proxy: String,
+    pub side: String,
+    pub dir: tempfile::TempDir,
+    pub db: TestDb,
+    pub config_path: PathBuf,
+    pub envs: Vec<(String, String)>,
+}
+
+pub struct GatewayBuilder<'a> {
+    backends: Vec<Backend<'a>>,
+    models: Vec<&'a str>,
+    extra_yaml: String,
+    envs: Vec<(String, String)>,
+}
+
+pub fn gateway<'a>() -> GatewayBuilder<'a> {
+    GatewayBuilder {
+        backends: Vec::new(),
+        models: vec!["gpt-4o-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct"],
+        extra_yaml: String::new(),
+        envs: Vec::new(),
+    }
+}
+
+impl<'a> GatewayBuilder<'a> {
+    pub fn backend(mut self, b: Backend<'a>) -> Self {
+        self.backends.push(b);
+        self
+    }
+    pub fn models(mut self, models: &[&'a str]) -> Self {
+        self.models = models.to_vec();
+        self
+    }
+    /// YAML appended to the generated config (top-level sections).
+    pub fn yaml(mut self, extra: &str) -> Self {
+        self.extra_yaml.push_str(extra);
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.envs.push((k.into(), v.into()));
+        self
+    }
+
+    pub async fn start(self) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::new(dir.path()).await;
+        let proxy_port = free_port();
+        let side_port = free_port();
+        let mut yaml = format!(
+            "server:\n  proxy_listen: \"127.0.0.1:{proxy_port}\"\n  admin_listen: \"127.0.0.1:{side_port}\"\n  threads: 2\n  grace_period_secs: 1\n\
+             database:\n  url: \"{}\"\n\
+             health_check:\n  interval_secs: 1\n  timeout_ms: 500\n  unhealthy_threshold: 1\n  eject_secs: 30\n\
+             pools:\n  - name: main\n    models: [{}]\n    backends:\n",
+            db.url,
+            self.models.join(", ")
+        );
+        for b in &self.backends {
+            yaml.push_str(&format!(
+                "      - url: {}\n        weight: {}\n        priority: {}\n",
+                b.url, b.weight, b.priority
+            ));
+            if let Some(env) = b.api_key_env {
+                yaml.push_str(&format!("        api_key_env: {env}\n"));
+            }
+        }
+        yaml.push_str(
+            "prices:\n  gpt-4o-mini: { input_per_1m: 0.15, output_per_1m: 0.60 }\n  text-embedding-3-small: { input_per_1m: 0.02, output_per_1m: 0 }\n",
+        );
+        yaml.push_str(&self.extra_yaml);
+        let config_path = dir.path().join("gateway.yaml");
+        std::fs::write(&config_path, yaml).unwrap();
+        let mut gw = Gateway {
+            child: None,
+            proxy: format!("http://127.0.0.1:{proxy_port}"),
+            side: format!("http://127.0.0.1:{side_port}"),
+            dir,
+            db,
+            config_path,
+            envs: self.envs,
+        };
+        gw.spawn().await;
+        gw
+    }
+}
+
+impl Gateway {
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config").arg(&self.config_path);
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
+        cmd.env("RUST_LOG", "info");
+        cmd
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = self
+            .command()
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start bluesminds");
+        self.child = Some(child);
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("gateway exited with {status}; log:\n{}", self.log());
+            }
+            let side_up = client
+                .get(format!("{}/healthz", self.side))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            let proxy_up = std::net::TcpStream::connect(self.proxy.trim_start_matches("http://")).is_ok();
+            if side_up && proxy_up {
+                return;
+            }
+            assert!(Instant::now() < deadline, "gateway did not start; log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Creates a key with the CLI, as the README's quick start does.
+    pub fn create_key(&self, name: &str, extra: &[&str]) -> String {
+        let out = self
+            .command()
+            .args(["keys", "create", "--name", name])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "keys create failed: {}", String::from_utf8_lossy(&out.stderr));
+        let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert!(key.starts_with("bm_"), "unexpected key output {key:?}");
+        key
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.proxy, path)
+    }
+
+    /// Graceful stop (SIGTERM), waiting for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("gateway did not stop after SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `usage_records` holds `n` rows (the writer batches asynchronously).
+    pub async fn wait_usage_rows(&self, n: i64) -> Vec<UsageRow> {
+        let pool = self.db.pool().await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let rows = usage_rows(&pool).await;
+            if rows.len() as i64 >= n {
+                assert_eq!(rows.len() as i64, n, "more usage rows than requests: {rows:#?}");
+                pool.close().await;
+                return rows;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} usage rows, found {}: {rows:#?}\nlog:\n{}",
+                rows.len(),
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UsageRow {
+    pub request_id: String,
+    pub key_id: Option<i64>,
+    pub endpoint: String,
+    pub model: Option<String>,
+    pub backend: Option<String>,
+    pub status: i64,
+    pub stream: bool,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub usage_source: String,
+    pub cost_nanousd: i64,
+    pub latency_ms: i64,
+    pub ttfb_ms: Option<i64>,
+    pub error_code: Option<String>,
+}
+
+pub async fn usage_rows(pool: &AnyPool) -> Vec<UsageRow> {
+    sqlx::query(
+        "SELECT request_id, key_id, endpoint, model, backend, CAST(status AS BIGINT) AS status, CAST(stream AS BIGINT) AS stream, prompt_tokens, \
+         completion_tokens, usage_source, cost_nanousd, latency_ms, ttfb_ms, error_code FROM usage_records ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| UsageRow {
+        request_id: r.get("request_id"),
+        key_id: r.get("key_id"),
+        endpoint: r.get("endpoint"),
+        model: r.get("model"),
+        backend: r.get("backend"),
+        status: r.get("status"),
+        stream: r.get::<i64, _>("stream") == 1,
+        prompt_tokens: r.get("prompt_tokens"),
+        completion_tokens: r.get("completion_tokens"),
+        usage_source: r.get("usage_source"),
+        cost_nanousd: r.get("cost_nanousd"),
+        latency_ms: r.get("latency_ms"),
+        ttfb_ms: r.get("ttfb_ms"),
+        error_code: r.get("error_code"),
+    })
+    .collect()
+}
+
+/// Reads an SSE response event by event (the `data:` payloads).
+pub struct SseReader {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl SseReader {
+    pub fn new(resp: reqwest::Response) -> Self {
+        Self { resp, buf: Vec::new() }
+    }
+
+    /// The next event's data, or None at the end of the body.
+    pub async fn next(&mut self) -> Option<String> {
+        loop {
+            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = self.buf.drain(..pos + 2).collect();
+                let text = String::from_utf8(event).unwrap();
+                let data: Vec<&str> = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:").map(|d| d.trim_start()))
+                    .collect();
+                if !data.is_empty() {
+                    return Some(data.join("\n"));
+                }
+                continue;
+            }
+            match self.resp.chunk().await {
+                Ok(Some(c)) => self.buf.extend_from_slice(&c),
+                _ => return None,
+            }
+        }
+    }
+
+    pub async fn collect(mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(e) = self.next().await {
+            out.push(e);
+        }
+        out
+    }
+}
+
+pub fn chat_body(model: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "Say hello to the tests"}]
+    })
+}

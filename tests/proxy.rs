@@ -1,0 +1,518 @@
+//! End-to-end behaviour of the proxy: the real binary, fake upstreams, a real HTTP client.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{chat_body, gateway, Backend, SseReader};
+use fake_upstream::{FakeConfig, FakeUpstream, Mode};
+use serde_json::{json, Value};
+
+async fn fake() -> FakeUpstream {
+    FakeUpstream::start(FakeConfig::default()).await.unwrap()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+async fn error_of(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.expect("error bodies are JSON");
+    let e = &body["error"];
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(e["type"].is_string(), "{body}");
+    assert!(e.get("param").is_some() && e.get("code").is_some(), "{body}");
+    (status, body)
+}
+
+#[tokio::test]
+async fn chat_is_proxied_with_the_upstream_key_and_usage_recorded() {
+    let up = FakeUpstream::start(FakeConfig {
+        api_key: Some("sk-upstream-secret".into()),
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let gw = gateway()
+        .backend(Backend {
+            api_key_env: Some("UPSTREAM_KEY"),
+            ..Backend::new(up.url())
+        })
+        .env("UPSTREAM_KEY", "sk-upstream-secret")
+        .start()
+        .await;
+    let key = gw.create_key("test", &[]);
+
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&chat_body("gpt-4o-mini", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello from the fake upstream");
+    assert_eq!(body["usage"]["prompt_tokens"], 8);
+    assert_eq!(body["usage"]["completion_tokens"], 5);
+
+    // The upstream saw its own key, never the client's, on the path it expects.
+    let seen = &up.requests()[0];
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert_eq!(seen.header("authorization"), Some("Bearer sk-upstream-secret"));
+    assert!(seen.headers.iter().all(|(_, v)| !v.contains(&key)));
+    assert_eq!(seen.json().unwrap(), chat_body("gpt-4o-mini", false));
+
+    let rows = gw.wait_usage_rows(1).await;
+    let r = &rows[0];
+    assert_eq!(r.request_id, request_id);
+    assert_eq!(r.endpoint, "chat.completions");
+    assert_eq!(r.model.as_deref(), Some("gpt-4o-mini"));
+    assert_eq!(r.backend.as_deref(), Some(up.url().as_str()));
+    assert_eq!((r.status, r.stream), (200, false));
+    assert_eq!((r.prompt_tokens, r.completion_tokens), (8, 5));
+    assert_eq!(r.usage_source, "upstream");
+    // 8 * 0.15 + 5 * 0.60 USD per 1M tokens, in nano-USD.
+    assert_eq!(r.cost_nanousd, 8 * 150 + 5 * 600);
+    assert!(r.key_id.is_some());
+    assert!(r.ttfb_ms.is_some());
+}
+
+#[tokio::test]
+async fn streaming_adds_include_usage_upstream_but_hides_its_chunk() {
+    let up = fake().await;
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let key = gw.create_key("test", &[]);
+
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&chat_body("gpt-4o-mini", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let events = SseReader::new(resp).collect().await;
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    // role chunk, 5 content chunks, finish chunk; no usage-only chunk.
+    assert_eq!(chunks.len(), 7, "{events:#?}");
+    assert!(chunks.iter().all(|c| !c["choices"].as_array().unwrap().is_empty()));
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello from the fake upstream");
+
+    let sent = up.requests()[0].json().unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+
+    let rows = gw.wait_usage_rows(1).await;
+    assert_eq!((rows[0].prompt_tokens, rows[0].completion_tokens), (8, 5));
+    assert!(rows[0].stream);
+    assert_eq!(rows[0].usage_source, "upstream");
+}
+
+#[tokio::test]
+async fn a_client_asking_for_usage_gets_the_usage_chunk() {
+    let up = fake().await;
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let key = gw.create_key("test", &[]);
+    let mut body = chat_body("gpt-4o-mini", true);
+    body["stream_options"] = json!({"include_usage": true});
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let events = SseReader::new(resp).collect().await;
+    let usage_chunk: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage_chunk["choices"], json!([]));
+    assert_eq!(usage_chunk["usage"]["completion_tokens"], 5);
+    // The client's body went upstream byte for byte.
+    assert_eq!(up.requests()[0].json().unwrap(), body);
+}
+
+#[tokio::test]
+async fn stream_chunks_reach_the_client_as_they_are_produced() {
+    let up = FakeUpstream::start(FakeConfig {
+        chunks: 3,
+        // Each content chunk comes 20 s after the previous one: a gateway that
+        // buffered the response would hold even the first event for a minute.
+        chunk_delay: Duration::from_secs(20),
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let key = gw.create_key("test", &[]);
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&chat_body("gpt-4o-mini", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut sse = SseReader::new(resp);
+    let first = tokio::time::timeout(Duration::from_secs(10), sse.next())
+        .await
+        .expect("the first event must arrive long before the upstream finishes")
+        .unwrap();
+    let first: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+    // The client gives up mid-stream: the request is still recorded once.
+    drop(sse);
+    let rows = gw.wait_usage_rows(1).await;
+    assert_eq!(rows[0].status, 200);
+    assert!(rows[0].stream);
+}
+
+#[tokio::test]
+async fn embeddings_completions_and_models() {
+    let up = fake().await;
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let key = gw.create_key("test", &[]);
+    let c = client();
+
+    let resp = c
+        .post(gw.url("/v1/embeddings"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "text-embedding-3-small", "input": ["one two", "three"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    assert_eq!(body["usage"]["prompt_tokens"], 3);
+
+    let resp = c
+        .post(gw.url("/v1/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "gpt-3.5-turbo-instruct", "prompt": "Once upon a time"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "text_completion");
+
+    let resp = c.get(gw.url("/v1/models")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["gpt-4o-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct"]);
+
+    let resp = c.get(gw.url("/v1/models/gpt-4o-mini")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!((body["id"].as_str(), body["object"].as_str()), (Some("gpt-4o-mini"), Some("model")));
+
+    let rows = gw.wait_usage_rows(4).await;
+    let endpoints: Vec<&str> = rows.iter().map(|r| r.endpoint.as_str()).collect();
+    assert_eq!(endpoints, ["embeddings", "completions", "models.list", "models.retrieve"]);
+    assert_eq!(rows[0].prompt_tokens, 3);
+    // 3 tokens at $0.02 per 1M.
+    assert_eq!(rows[0].cost_nanousd, 60);
+}
+
+#[tokio::test]
+async fn a_key_with_a_model_allow_list_sees_only_those_models() {
+    let up = fake().await;
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let key = gw.create_key("limited", &["--models", "gpt-4o-mini"]);
+    let c = client();
+    let body: Value = c.get(gw.url("/v1/models")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 1);
+    let resp = c
+        .post(gw.url("/v1/embeddings"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "text-embedding-3-small", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_of(resp).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "model_not_found");
+    assert_eq!(up.request_count(), 0);
+}
+
+#[tokio::test]
+async fn bad_requests_get_openai_errors_and_never_reach_the_upstream() {
+    let up = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .yaml("") // defaults
+        .start()
+        .await;
+    let key = gw.create_key("test", &[]);
+    let c = client();
+    let chat = gw.url("/v1/chat/completions");
+
+    let (s, b) = error_of(c.post(&chat).json(&chat_body("gpt-4o-mini", false)).send().await.unwrap()).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (401, Some("invalid_api_key")));
+
+    let wrong = format!("bm_{}", "x".repeat(43));
+    let (s, b) = error_of(c.post(&chat).bearer_auth(&wrong).json(&chat_body("gpt-4o-mini", false)).send().await.unwrap()).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (401, Some("invalid_api_key")));
+    assert!(!b["error"]["message"].as_str().unwrap().contains(&wrong), "the key is redacted");
+
+    let (s, b) = error_of(c.post(&chat).bearer_auth(&key).header("content-type", "application/json").body("{\"model\": ").send().await.unwrap()).await;
+    assert_eq!((s, b["error"]["type"].as_str()), (400, Some("invalid_request_error")));
+
+    let (s, b) = error_of(c.post(&chat).bearer_auth(&key).json(&json!({"messages": []})).send().await.unwrap()).await;
+    assert_eq!((s, b["error"]["param"].as_str()), (400, Some("model")));
+
+    let (s, b) = error_of(c.post(&chat).bearer_auth(&key).json(&chat_body("no-such-model", false)).send().await.unwrap()).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (404, Some("model_not_found")));
+
+    let huge = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x".repeat(5 * 1024 * 1024)}]});
+    let (s, b) = error_of(c.post(&chat).bearer_auth(&key).json(&huge).send().await.unwrap()).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (413, Some("request_too_large")));
+
+    let (s, b) = error_of(c.post(gw.url("/v1/nothing")).bearer_auth(&key).send().await.unwrap()).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (404, Some("unknown_url")));
+
+    let (s, _) = error_of(c.get(&chat).bearer_auth(&key).send().await.unwrap()).await;
+    assert_eq!(s, 405);
+
+    assert_eq!(up.request_count(), 0, "no bad request reached the upstream");
+    let rows = gw.wait_usage_rows(8).await;
+    let statuses: Vec<i64> = rows.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [401, 401, 400, 400, 404, 413, 404, 405]);
+    assert!(rows.iter().all(|r| r.error_code.is_some() && r.prompt_tokens == 0));
+}
+
+#[tokio::test]
+async fn bodies_larger_than_pingoras_retry_buffer_arrive_intact() {
+    let up = fake().await;
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let key = gw.create_key("test", &[]);
+    // 1 MiB of prompt, far past Pingora's stock 64 KiB replay buffer.
+    let words = "lorem ipsum ".repeat(87_382);
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": words}]});
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got: Value = resp.json().await.unwrap();
+    assert_eq!(got["usage"]["prompt_tokens"], 87_382 * 2 + 3);
+    assert_eq!(up.requests()[0].json().unwrap(), body);
+}
+
+#[tokio::test]
+async fn failover_when_a_backend_dies_or_answers_5xx() {
+    let a = fake().await;
+    let b = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(a.url()))
+        .backend(Backend::new(b.url()))
+        .start()
+        .await;
+    let key = gw.create_key("test", &[]);
+    let c = client();
+    let send = || {
+        c.post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&chat_body("gpt-4o-mini", false))
+            .send()
+    };
+
+    // Both serve while healthy (weighted round robin).
+    for _ in 0..4 {
+        assert_eq!(send().await.unwrap().status(), 200);
+    }
+    assert!(a.request_count() > 0 && b.request_count() > 0);
+
+    // A answers 500: every request still succeeds, through B.
+    a.set_mode(Mode::Fail(500));
+    for _ in 0..6 {
+        assert_eq!(send().await.unwrap().status(), 200);
+    }
+
+    // A is killed outright: still no failed request.
+    a.set_mode(Mode::Normal);
+    a.shutdown().await;
+    b.clear_requests();
+    for _ in 0..6 {
+        let resp = send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(b.request_count(), 6);
+
+    // Every backend down: a clear 5xx in OpenAI's shape.
+    b.shutdown().await;
+    let (s, body) = error_of(send().await.unwrap()).await;
+    assert!(s == 502 || s == 503, "{s} {body}");
+    assert_eq!(body["error"]["type"], "server_error");
+    let rows = gw.wait_usage_rows(17).await;
+    assert!(rows[..16].iter().all(|r| r.status == 200));
+    assert!(rows[16].status >= 500);
+}
+
+#[tokio::test]
+async fn health_checks_take_a_backend_out_and_bring_it_back() {
+    let a = fake().await;
+    let b = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(a.url()))
+        .backend(Backend::new(b.url()))
+        .start()
+        .await;
+    let key = gw.create_key("test", &[]);
+    a.set_health_ok(false);
+    // Wait for a failed probe (interval 1 s in tests), then A gets no traffic.
+    let c = client();
+    let mut quiet = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        a.clear_requests();
+        for _ in 0..4 {
+            let r = c.post(gw.url("/v1/chat/completions")).bearer_auth(&key).json(&chat_body("gpt-4o-mini", false)).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        if a.request_count() == 0 {
+            quiet = true;
+            break;
+        }
+    }
+    assert!(quiet, "an unhealthy backend kept receiving requests");
+    a.set_health_ok(true);
+    let mut back = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for _ in 0..4 {
+            c.post(gw.url("/v1/chat/completions")).bearer_auth(&key).json(&chat_body("gpt-4o-mini", false)).send().await.unwrap();
+        }
+        if a.request_count() > 0 {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "a recovered backend never came back into rotation");
+}
+
+#[tokio::test]
+async fn priority_groups_are_used_in_order() {
+    let primary = fake().await;
+    let standby = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(primary.url()))
+        .backend(Backend { priority: 1, ..Backend::new(standby.url()) })
+        .start()
+        .await;
+    let key = gw.create_key("test", &[]);
+    let c = client();
+    for _ in 0..5 {
+        let r = c.post(gw.url("/v1/chat/completions")).bearer_auth(&key).json(&chat_body("gpt-4o-mini", false)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!((primary.request_count(), standby.request_count()), (5, 0));
+    primary.shutdown().await;
+    for _ in 0..3 {
+        let r = c.post(gw.url("/v1/chat/completions")).bearer_auth(&key).json(&chat_body("gpt-4o-mini", false)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(standby.request_count(), 3);
+}
+
+#[tokio::test]
+async fn without_upstream_usage_tokens_are_counted_locally() {
+    let up = fake().await;
+    up.set_mode(Mode::NoUsage);
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let key = gw.create_key("test", &[]);
+    for stream in [false, true] {
+        let resp = client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&chat_body("gpt-4o-mini", stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.unwrap();
+    }
+    let rows = gw.wait_usage_rows(2).await;
+    for r in rows {
+        assert_eq!(r.usage_source, "tokenizer");
+        // "Hello from the fake upstream" is 5 tokens in o200k; the prompt is
+        // 3 + (3 + "Say hello to the tests" = 5) = 11.
+        assert_eq!((r.prompt_tokens, r.completion_tokens), (11, 5), "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_stream_cut_by_the_upstream_is_recorded_with_its_partial_tokens() {
+    let up = fake().await;
+    up.set_mode(Mode::DieMidStream { after_chunks: 2 });
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let key = gw.create_key("test", &[]);
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&chat_body("gpt-4o-mini", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let events = SseReader::new(resp).collect().await;
+    assert_ne!(events.last().map(String::as_str), Some("[DONE]"));
+    let rows = gw.wait_usage_rows(1).await;
+    assert_eq!(rows[0].usage_source, "tokenizer");
+    // Two chunks arrived ("Hello ", "from "): counted with the same tokenizer.
+    let expected = bluesminds::usage::tokenizer::count_text("gpt-4o-mini", "Hello from ") as i64;
+    assert_eq!(rows[0].completion_tokens, expected, "{:?}", rows[0]);
+    assert_eq!(rows[0].error_code.as_deref(), Some("upstream_error"));
+}
+
+#[tokio::test]
+async fn sigterm_flushes_usage_and_exits_cleanly() {
+    let up = fake().await;
+    let mut gw = gateway().backend(Backend::new(up.url())).start().await;
+    let key = gw.create_key("test", &[]);
+    for _ in 0..5 {
+        let r = client().post(gw.url("/v1/chat/completions")).bearer_auth(&key).json(&chat_body("gpt-4o-mini", false)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let status = gw.terminate();
+    assert!(status.success(), "exit status {status}; log:\n{}", gw.log());
+    gw.wait_usage_rows(5).await;
+}
+
+#[tokio::test]
+async fn invalid_config_fails_at_start_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "pools:\n  - name: p\n    models: [m]\n    backends:\n      - url: http://127.0.0.1:1\n        weight: 0\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::bin())
+        .arg("--config")
+        .arg(&path)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pools[0].backends[0].weight"), "{err}");
+    assert!(err.contains("line 6"), "{err}");
+}
