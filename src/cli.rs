@@ -11,10 +11,20 @@ use crate::server;
 use crate::store::{now_ms, NewKey, Store};
 
 #[derive(Parser)]
-#[command(name = "bluesminds", version, about = "BluesMinds Gateway: an OpenAI-compatible AI gateway")]
+#[command(
+    name = "bluesminds",
+    version,
+    about = "BluesMinds Gateway: an OpenAI-compatible AI gateway"
+)]
 struct Cli {
     /// Path to the gateway's YAML config.
-    #[arg(short, long, env = "BLUESMINDS_CONFIG", default_value = "config/gateway.yaml", global = true)]
+    #[arg(
+        short,
+        long,
+        env = "BLUESMINDS_CONFIG",
+        default_value = "config/gateway.yaml",
+        global = true
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
@@ -104,8 +114,7 @@ fn keys(cfg: Config, action: KeysAction) -> anyhow::Result<()> {
                         key_last4: &key.last4,
                         user_id: None,
                         models: models.as_deref(),
-                        expires_at: expires_in_days
-                            .map(|d| now_ms() + i64::from(d) * 86_400_000),
+                        expires_at: expires_in_days.map(|d| now_ms() + i64::from(d) * 86_400_000),
                     })
                     .await?;
                 eprintln!(
@@ -115,7 +124,10 @@ fn keys(cfg: Config, action: KeysAction) -> anyhow::Result<()> {
                 println!("{}", key.secret);
             }
             KeysAction::List => {
-                println!("{:>5}  {:<20} {:<16} {:<10} status", "id", "name", "key", "models");
+                println!(
+                    "{:>5}  {:<20} {:<16} {:<10} status",
+                    "id", "name", "key", "models"
+                );
                 for k in store.list_keys().await? {
                     let status = if k.revoked_at.is_some() {
                         "revoked"

@@ -306,7 +306,10 @@ impl Config {
             ("server.admin_listen", &self.server.admin_listen),
         ] {
             if addr.parse::<SocketAddr>().is_err() {
-                return err(field, format!("`{addr}` is not a socket address like 0.0.0.0:8080"));
+                return err(
+                    field,
+                    format!("`{addr}` is not a socket address like 0.0.0.0:8080"),
+                );
             }
         }
         if self.server.max_body_bytes == 0 || self.server.max_body_bytes > MAX_BODY_LIMIT {
@@ -343,7 +346,10 @@ impl Config {
                 return err(&at("name"), "must not be empty".into());
             }
             if !names.insert(&pool.name) {
-                return err(&at("name"), format!("pool `{}` is defined twice", pool.name));
+                return err(
+                    &at("name"),
+                    format!("pool `{}` is defined twice", pool.name),
+                );
             }
             if pool.models.is_empty() {
                 return err(&at("models"), "a pool must serve at least one model".into());
@@ -378,10 +384,8 @@ impl Config {
             }
         }
         for (model, price) in &self.prices {
-            if !(price.input_per_1m >= 0.0 && price.output_per_1m >= 0.0)
-                || !price.input_per_1m.is_finite()
-                || !price.output_per_1m.is_finite()
-            {
+            let valid = |p: f64| p.is_finite() && p >= 0.0;
+            if !valid(price.input_per_1m) || !valid(price.output_per_1m) {
                 return err(
                     &format!("prices.{model}"),
                     "prices must be finite and not negative".into(),
@@ -483,7 +487,10 @@ prices:
         let e = Config::from_yaml(&bad, "t.yaml").unwrap_err().to_string();
         assert!(e.contains("pools[0].backends[0].url"), "{e}");
 
-        let bad = GOOD.replace("      - url: https://api.example.com/v1\n", "      - url: https://api.example.com/v1\n        api_key_env: BM_SURELY_UNSET_VAR\n");
+        let bad = GOOD.replace(
+            "      - url: https://api.example.com/v1\n",
+            "      - url: https://api.example.com/v1\n        api_key_env: BM_SURELY_UNSET_VAR\n",
+        );
         let e = Config::from_yaml(&bad, "t.yaml").unwrap_err().to_string();
         assert!(e.contains("BM_SURELY_UNSET_VAR"), "{e}");
     }
@@ -493,7 +500,10 @@ prices:
         let u = BackendUrl::parse("http://127.0.0.1:4000").unwrap();
         assert_eq!((u.tls, u.port, u.base_path.as_str()), (false, 4000, "/v1"));
         let u = BackendUrl::parse("https://openrouter.ai/api/v1/").unwrap();
-        assert_eq!((u.tls, u.port, u.base_path.as_str()), (true, 443, "/api/v1"));
+        assert_eq!(
+            (u.tls, u.port, u.base_path.as_str()),
+            (true, 443, "/api/v1")
+        );
         assert_eq!(u.host_header(), "openrouter.ai");
         assert!(BackendUrl::parse("localhost:80").is_err());
     }

@@ -21,7 +21,10 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("bluesminds_requests_total", "Proxied requests by model and status"),
+            Opts::new(
+                "bluesminds_requests_total",
+                "Proxied requests by model and status",
+            ),
             &["model", "status"],
         )
         .expect("metric");

@@ -34,7 +34,10 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let metrics = Metrics::new();
 
     let store = control
-        .block_on(Store::connect(&cfg.database.url, cfg.database.max_connections))
+        .block_on(Store::connect(
+            &cfg.database.url,
+            cfg.database.max_connections,
+        ))
         .with_context(|| format!("cannot open the database {}", cfg.database.url))?;
     let upstreams = Arc::new(
         control

@@ -23,9 +23,15 @@ async fn error_of(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.expect("error bodies are JSON");
     let e = &body["error"];
-    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     assert!(e["type"].is_string(), "{body}");
-    assert!(e.get("param").is_some() && e.get("code").is_some(), "{body}");
+    assert!(
+        e.get("param").is_some() && e.get("code").is_some(),
+        "{body}"
+    );
     (status, body)
 }
 
@@ -57,14 +63,20 @@ async fn chat_is_proxied_with_the_upstream_key_and_usage_recorded() {
     assert_eq!(resp.status(), 200);
     let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["choices"][0]["message"]["content"], "Hello from the fake upstream");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Hello from the fake upstream"
+    );
     assert_eq!(body["usage"]["prompt_tokens"], 8);
     assert_eq!(body["usage"]["completion_tokens"], 5);
 
     // The upstream saw its own key, never the client's, on the path it expects.
     let seen = &up.requests()[0];
     assert_eq!(seen.path, "/v1/chat/completions");
-    assert_eq!(seen.header("authorization"), Some("Bearer sk-upstream-secret"));
+    assert_eq!(
+        seen.header("authorization"),
+        Some("Bearer sk-upstream-secret")
+    );
     assert!(seen.headers.iter().all(|(_, v)| !v.contains(&key)));
     assert_eq!(seen.json().unwrap(), chat_body("gpt-4o-mini", false));
 
@@ -97,7 +109,10 @@ async fn streaming_adds_include_usage_upstream_but_hides_its_chunk() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let events = SseReader::new(resp).collect().await;
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
     let chunks: Vec<Value> = events[..events.len() - 1]
@@ -106,7 +121,9 @@ async fn streaming_adds_include_usage_upstream_but_hides_its_chunk() {
         .collect();
     // role chunk, 5 content chunks, finish chunk; no usage-only chunk.
     assert_eq!(chunks.len(), 7, "{events:#?}");
-    assert!(chunks.iter().all(|c| !c["choices"].as_array().unwrap().is_empty()));
+    assert!(chunks
+        .iter()
+        .all(|c| !c["choices"].as_array().unwrap().is_empty()));
     let text: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
@@ -209,20 +226,53 @@ async fn embeddings_completions_and_models() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["object"], "text_completion");
 
-    let resp = c.get(gw.url("/v1/models")).bearer_auth(&key).send().await.unwrap();
+    let resp = c
+        .get(gw.url("/v1/models"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
-    let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["gpt-4o-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct"]);
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "gpt-4o-mini",
+            "text-embedding-3-small",
+            "gpt-3.5-turbo-instruct"
+        ]
+    );
 
-    let resp = c.get(gw.url("/v1/models/gpt-4o-mini")).bearer_auth(&key).send().await.unwrap();
+    let resp = c
+        .get(gw.url("/v1/models/gpt-4o-mini"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!((body["id"].as_str(), body["object"].as_str()), (Some("gpt-4o-mini"), Some("model")));
+    assert_eq!(
+        (body["id"].as_str(), body["object"].as_str()),
+        (Some("gpt-4o-mini"), Some("model"))
+    );
 
     let rows = gw.wait_usage_rows(4).await;
     let endpoints: Vec<&str> = rows.iter().map(|r| r.endpoint.as_str()).collect();
-    assert_eq!(endpoints, ["embeddings", "completions", "models.list", "models.retrieve"]);
+    assert_eq!(
+        endpoints,
+        [
+            "embeddings",
+            "completions",
+            "models.list",
+            "models.retrieve"
+        ]
+    );
     assert_eq!(rows[0].prompt_tokens, 3);
     // 3 tokens at $0.02 per 1M.
     assert_eq!(rows[0].cost_nanousd, 60);
@@ -234,7 +284,15 @@ async fn a_key_with_a_model_allow_list_sees_only_those_models() {
     let gw = gateway().backend(Backend::new(up.url())).start().await;
     let key = gw.create_key("limited", &["--models", "gpt-4o-mini"]);
     let c = client();
-    let body: Value = c.get(gw.url("/v1/models")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    let body: Value = c
+        .get(gw.url("/v1/models"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["data"].as_array().unwrap().len(), 1);
     let resp = c
         .post(gw.url("/v1/embeddings"))
@@ -261,28 +319,101 @@ async fn bad_requests_get_openai_errors_and_never_reach_the_upstream() {
     let c = client();
     let chat = gw.url("/v1/chat/completions");
 
-    let (s, b) = error_of(c.post(&chat).json(&chat_body("gpt-4o-mini", false)).send().await.unwrap()).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (401, Some("invalid_api_key")));
+    let (s, b) = error_of(
+        c.post(&chat)
+            .json(&chat_body("gpt-4o-mini", false))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
 
     let wrong = format!("bm_{}", "x".repeat(43));
-    let (s, b) = error_of(c.post(&chat).bearer_auth(&wrong).json(&chat_body("gpt-4o-mini", false)).send().await.unwrap()).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (401, Some("invalid_api_key")));
-    assert!(!b["error"]["message"].as_str().unwrap().contains(&wrong), "the key is redacted");
+    let (s, b) = error_of(
+        c.post(&chat)
+            .bearer_auth(&wrong)
+            .json(&chat_body("gpt-4o-mini", false))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
+    assert!(
+        !b["error"]["message"].as_str().unwrap().contains(&wrong),
+        "the key is redacted"
+    );
 
-    let (s, b) = error_of(c.post(&chat).bearer_auth(&key).header("content-type", "application/json").body("{\"model\": ").send().await.unwrap()).await;
-    assert_eq!((s, b["error"]["type"].as_str()), (400, Some("invalid_request_error")));
+    let (s, b) = error_of(
+        c.post(&chat)
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body("{\"model\": ")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["type"].as_str()),
+        (400, Some("invalid_request_error"))
+    );
 
-    let (s, b) = error_of(c.post(&chat).bearer_auth(&key).json(&json!({"messages": []})).send().await.unwrap()).await;
+    let (s, b) = error_of(
+        c.post(&chat)
+            .bearer_auth(&key)
+            .json(&json!({"messages": []}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((s, b["error"]["param"].as_str()), (400, Some("model")));
 
-    let (s, b) = error_of(c.post(&chat).bearer_auth(&key).json(&chat_body("no-such-model", false)).send().await.unwrap()).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (404, Some("model_not_found")));
+    let (s, b) = error_of(
+        c.post(&chat)
+            .bearer_auth(&key)
+            .json(&chat_body("no-such-model", false))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (404, Some("model_not_found"))
+    );
 
     let huge = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x".repeat(5 * 1024 * 1024)}]});
-    let (s, b) = error_of(c.post(&chat).bearer_auth(&key).json(&huge).send().await.unwrap()).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (413, Some("request_too_large")));
+    let (s, b) = error_of(
+        c.post(&chat)
+            .bearer_auth(&key)
+            .json(&huge)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (413, Some("request_too_large"))
+    );
 
-    let (s, b) = error_of(c.post(gw.url("/v1/nothing")).bearer_auth(&key).send().await.unwrap()).await;
+    let (s, b) = error_of(
+        c.post(gw.url("/v1/nothing"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((s, b["error"]["code"].as_str()), (404, Some("unknown_url")));
 
     let (s, _) = error_of(c.get(&chat).bearer_auth(&key).send().await.unwrap()).await;
@@ -292,7 +423,9 @@ async fn bad_requests_get_openai_errors_and_never_reach_the_upstream() {
     let rows = gw.wait_usage_rows(8).await;
     let statuses: Vec<i64> = rows.iter().map(|r| r.status).collect();
     assert_eq!(statuses, [401, 401, 400, 400, 404, 413, 404, 405]);
-    assert!(rows.iter().all(|r| r.error_code.is_some() && r.prompt_tokens == 0));
+    assert!(rows
+        .iter()
+        .all(|r| r.error_code.is_some() && r.prompt_tokens == 0));
 }
 
 #[tokio::test]
@@ -384,7 +517,13 @@ async fn health_checks_take_a_backend_out_and_bring_it_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         a.clear_requests();
         for _ in 0..4 {
-            let r = c.post(gw.url("/v1/chat/completions")).bearer_auth(&key).json(&chat_body("gpt-4o-mini", false)).send().await.unwrap();
+            let r = c
+                .post(gw.url("/v1/chat/completions"))
+                .bearer_auth(&key)
+                .json(&chat_body("gpt-4o-mini", false))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200);
         }
         if a.request_count() == 0 {
@@ -398,7 +537,12 @@ async fn health_checks_take_a_backend_out_and_bring_it_back() {
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         for _ in 0..4 {
-            c.post(gw.url("/v1/chat/completions")).bearer_auth(&key).json(&chat_body("gpt-4o-mini", false)).send().await.unwrap();
+            c.post(gw.url("/v1/chat/completions"))
+                .bearer_auth(&key)
+                .json(&chat_body("gpt-4o-mini", false))
+                .send()
+                .await
+                .unwrap();
         }
         if a.request_count() > 0 {
             back = true;
@@ -414,19 +558,34 @@ async fn priority_groups_are_used_in_order() {
     let standby = fake().await;
     let gw = gateway()
         .backend(Backend::new(primary.url()))
-        .backend(Backend { priority: 1, ..Backend::new(standby.url()) })
+        .backend(Backend {
+            priority: 1,
+            ..Backend::new(standby.url())
+        })
         .start()
         .await;
     let key = gw.create_key("test", &[]);
     let c = client();
     for _ in 0..5 {
-        let r = c.post(gw.url("/v1/chat/completions")).bearer_auth(&key).json(&chat_body("gpt-4o-mini", false)).send().await.unwrap();
+        let r = c
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&chat_body("gpt-4o-mini", false))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
     assert_eq!((primary.request_count(), standby.request_count()), (5, 0));
     primary.shutdown().await;
     for _ in 0..3 {
-        let r = c.post(gw.url("/v1/chat/completions")).bearer_auth(&key).json(&chat_body("gpt-4o-mini", false)).send().await.unwrap();
+        let r = c
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&chat_body("gpt-4o-mini", false))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
     assert_eq!(standby.request_count(), 3);
@@ -488,7 +647,13 @@ async fn sigterm_flushes_usage_and_exits_cleanly() {
     let mut gw = gateway().backend(Backend::new(up.url())).start().await;
     let key = gw.create_key("test", &[]);
     for _ in 0..5 {
-        let r = client().post(gw.url("/v1/chat/completions")).bearer_auth(&key).json(&chat_body("gpt-4o-mini", false)).send().await.unwrap();
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&chat_body("gpt-4o-mini", false))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
     let status = gw.terminate();

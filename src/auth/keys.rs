@@ -165,8 +165,7 @@ impl KeyCache {
 
 /// OpenAI shows only the ends of a wrong key; so do we, and never the whole secret.
 fn redact(token: &str) -> String {
-    if token.len() <= 12 || !token.is_char_boundary(6) || !token.is_char_boundary(token.len() - 4)
-    {
+    if token.len() <= 12 || !token.is_char_boundary(6) || !token.is_char_boundary(token.len() - 4) {
         return "***".into();
     }
     format!("{}***{}", &token[..6], &token[token.len() - 4..])

@@ -79,7 +79,12 @@ fn json_response(status: u16, body_len: usize, request_id: &str) -> Result<Respo
     Ok(resp)
 }
 
-async fn write_json(session: &mut Session, status: u16, body: Bytes, request_id: &str) -> Result<()> {
+async fn write_json(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    request_id: &str,
+) -> Result<()> {
     let resp = json_response(status, body.len(), request_id)?;
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
@@ -163,7 +168,9 @@ impl Gateway {
             match session.read_request_body().await {
                 Ok(Some(chunk)) => {
                     if buf.len() + chunk.len() > limit {
-                        return Err(self.refuse_large_body(session, buf.len() + chunk.len()).await);
+                        return Err(self
+                            .refuse_large_body(session, buf.len() + chunk.len())
+                            .await);
                     }
                     buf.extend_from_slice(&chunk);
                 }
@@ -204,8 +211,7 @@ impl Gateway {
             .map(|m| self.model_value(m))
             .collect();
         Bytes::from(
-            serde_json::to_vec(&serde_json::json!({"object": "list", "data": data}))
-                .expect("json"),
+            serde_json::to_vec(&serde_json::json!({"object": "list", "data": data})).expect("json"),
         )
     }
 
@@ -241,7 +247,14 @@ impl Gateway {
         }
     }
 
-    fn build_record(&self, session: &Session, ctx: &mut Ctx, prompt: u64, completion: u64, source: UsageSource) -> UsageRecord {
+    fn build_record(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+        prompt: u64,
+        completion: u64,
+        source: UsageSource,
+    ) -> UsageRecord {
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
@@ -270,7 +283,11 @@ impl Gateway {
             ttfb_ms: ctx
                 .first_byte
                 .map(|t| t.duration_since(ctx.started).as_millis() as u64),
-            error_code: ctx.error.as_ref().and_then(|e| e.code()).map(str::to_string),
+            error_code: ctx
+                .error
+                .as_ref()
+                .and_then(|e| e.code())
+                .map(str::to_string),
         }
     }
 }
@@ -528,14 +545,18 @@ impl ProxyHttp for Gateway {
                 .response_written()
                 .is_some_and(|r| r.status.is_success());
             if let Some(u) = counter.usage() {
-                (prompt, completion, source) = (u.prompt_tokens, u.completion_tokens, UsageSource::Upstream);
+                (prompt, completion, source) =
+                    (u.prompt_tokens, u.completion_tokens, UsageSource::Upstream);
             } else if status_ok {
                 // No usage from the upstream: count locally, off the async threads.
                 let model = ctx.model.clone().unwrap_or_default();
                 let body = ctx.body.clone();
                 let text = counter.reply_text().to_string();
                 let counted = tokio::task::spawn_blocking(move || {
-                    (tokenizer::count_prompt(&model, &body), tokenizer::count_text(&model, &text))
+                    (
+                        tokenizer::count_prompt(&model, &body),
+                        tokenizer::count_text(&model, &text),
+                    )
                 })
                 .await;
                 if let Ok((p, c)) = counted {
@@ -544,7 +565,9 @@ impl ProxyHttp for Gateway {
             }
         }
         if ctx.error.is_none() && e.is_some() && ctx.response_started && !ctx.completed {
-            ctx.error = Some(GatewayError::UpstreamFailed(ctx.model.clone().unwrap_or_default()));
+            ctx.error = Some(GatewayError::UpstreamFailed(
+                ctx.model.clone().unwrap_or_default(),
+            ));
         }
         let record = self.build_record(session, ctx, prompt, completion, source);
         let metrics = &self.state.metrics;
@@ -560,8 +583,14 @@ impl ProxyHttp for Gateway {
                 .observe(ctx.started.elapsed().as_secs_f64());
         }
         if prompt + completion > 0 {
-            metrics.tokens.with_label_values(&[model_label, "in"]).inc_by(prompt);
-            metrics.tokens.with_label_values(&[model_label, "out"]).inc_by(completion);
+            metrics
+                .tokens
+                .with_label_values(&[model_label, "in"])
+                .inc_by(prompt);
+            metrics
+                .tokens
+                .with_label_values(&[model_label, "out"])
+                .inc_by(completion);
         }
         self.state.usage.submit(record);
     }

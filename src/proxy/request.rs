@@ -162,7 +162,9 @@ pub fn inspect(endpoint: &Endpoint, body: Bytes) -> Result<Inspected, GatewayErr
         // so the rest of the client's body reaches the upstream byte for byte.
         let at = body.iter().position(|&b| b == b'{').expect("checked above") + 1;
         let insert: &[u8] = b"\"stream_options\":{\"include_usage\":true},";
-        let rest_is_empty = body[at..].iter().all(|b| b.is_ascii_whitespace() || *b == b'}');
+        let rest_is_empty = body[at..]
+            .iter()
+            .all(|b| b.is_ascii_whitespace() || *b == b'}');
         let insert = if rest_is_empty {
             &insert[..insert.len() - 1]
         } else {
@@ -211,14 +213,20 @@ mod tests {
                 .status(),
             405
         );
-        assert_eq!(Endpoint::route("POST", "/v1/nope").unwrap_err().status(), 404);
+        assert_eq!(
+            Endpoint::route("POST", "/v1/nope").unwrap_err().status(),
+            404
+        );
     }
 
     #[test]
     fn non_stream_body_is_untouched() {
         let body = Bytes::from_static(br#"{"model":"m","messages":[]}"#);
         let i = inspect(&Endpoint::ChatCompletions, body.clone()).unwrap();
-        assert_eq!((i.model.as_str(), i.stream, i.injected_usage), ("m", false, false));
+        assert_eq!(
+            (i.model.as_str(), i.stream, i.injected_usage),
+            ("m", false, false)
+        );
         assert_eq!(i.body, body);
     }
 
@@ -237,7 +245,10 @@ mod tests {
         let body = Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{}}"#);
         let i = inspect(&Endpoint::ChatCompletions, body).unwrap();
         assert!(i.injected_usage);
-        assert_eq!(parse(std::str::from_utf8(&i.body).unwrap())["stream_options"]["include_usage"], true);
+        assert_eq!(
+            parse(std::str::from_utf8(&i.body).unwrap())["stream_options"]["include_usage"],
+            true
+        );
     }
 
     #[test]

@@ -91,7 +91,8 @@ impl Pool {
                 let accept = |b: &Backend, healthy: bool| {
                     healthy
                         && group.member(b).is_some_and(|m| {
-                            !tried.contains(&m.id) && !(respect_ejection && m.is_ejected(now))
+                            let skip_ejected = respect_ejection && m.is_ejected(now);
+                            !tried.contains(&m.id) && !skip_ejected
                         })
                 };
                 if let Some(b) = group.lb.select_with(b"", 256, accept) {
@@ -216,7 +217,10 @@ impl Upstreams {
                 let timeout = Duration::from_millis(hc.timeout_ms);
                 check.peer_template.options.connection_timeout = Some(timeout);
                 check.peer_template.options.read_timeout = Some(timeout);
-                check.req.set_uri(path.parse().map_err(|e| format!("bad health path {path}: {e}"))?);
+                check.req.set_uri(
+                    path.parse()
+                        .map_err(|e| format!("bad health path {path}: {e}"))?,
+                );
                 if let Some(auth) = &authorization {
                     check
                         .req

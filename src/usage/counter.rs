@@ -358,10 +358,13 @@ mod tests {
     fn huge_json_keeps_tail_usage() {
         let mut c = ResponseCounter::new(Some("application/json"), false);
         let big = "x".repeat(JSON_KEEP + 10);
-        let body = format!(
-            r#"{{"data":"{big}","usage":{{"prompt_tokens":11,"total_tokens":11}}}}"#
-        );
-        let chunks: Vec<&str> = body.as_bytes().chunks(100_000).map(|b| std::str::from_utf8(b).unwrap()).collect();
+        let body =
+            format!(r#"{{"data":"{big}","usage":{{"prompt_tokens":11,"total_tokens":11}}}}"#);
+        let chunks: Vec<&str> = body
+            .as_bytes()
+            .chunks(100_000)
+            .map(|b| std::str::from_utf8(b).unwrap())
+            .collect();
         feed(&mut c, &chunks);
         assert_eq!(c.usage().unwrap().prompt_tokens, 11);
     }

@@ -20,10 +20,14 @@ pub fn warm_up() {
 fn encoder_for(model: &str) -> &'static CoreBPE {
     // Older OpenAI families use cl100k; everything newer (and unknown models) o200k.
     let legacy = model.starts_with("gpt-3.5")
-        || (model.starts_with("gpt-4") && !model.starts_with("gpt-4o") && !model.starts_with("gpt-4.1"))
+        || (model.starts_with("gpt-4")
+            && !model.starts_with("gpt-4o")
+            && !model.starts_with("gpt-4.1"))
         || model.starts_with("text-embedding");
     if legacy {
-        CL100K.get_or_init(|| tiktoken_rs::cl100k_base().expect("cl100k tables ship with tiktoken-rs"))
+        CL100K.get_or_init(|| {
+            tiktoken_rs::cl100k_base().expect("cl100k tables ship with tiktoken-rs")
+        })
     } else {
         O200K.get_or_init(|| tiktoken_rs::o200k_base().expect("o200k tables ship with tiktoken-rs"))
     }

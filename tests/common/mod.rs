@@ -80,10 +80,15 @@ impl Drop for TestDb {
                     .build()
                     .unwrap();
                 rt.block_on(async {
-                    if let Ok(admin) = AnyPoolOptions::new().max_connections(1).connect(&admin_url).await {
-                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                            .execute(&admin)
-                            .await;
+                    if let Ok(admin) = AnyPoolOptions::new()
+                        .max_connections(1)
+                        .connect(&admin_url)
+                        .await
+                    {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&admin)
+                                .await;
                     }
                 });
             })
@@ -131,7 +136,11 @@ pub struct GatewayBuilder<'a> {
 pub fn gateway<'a>() -> GatewayBuilder<'a> {
     GatewayBuilder {
         backends: Vec::new(),
-        models: vec!["gpt-4o-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct"],
+        models: vec![
+            "gpt-4o-mini",
+            "text-embedding-3-small",
+            "gpt-3.5-turbo-instruct",
+        ],
         extra_yaml: String::new(),
         envs: Vec::new(),
     }
@@ -239,11 +248,16 @@ impl Gateway {
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success());
-            let proxy_up = std::net::TcpStream::connect(self.proxy.trim_start_matches("http://")).is_ok();
+            let proxy_up =
+                std::net::TcpStream::connect(self.proxy.trim_start_matches("http://")).is_ok();
             if side_up && proxy_up {
                 return;
             }
-            assert!(Instant::now() < deadline, "gateway did not start; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not start; log:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -256,7 +270,11 @@ impl Gateway {
             .args(extra)
             .output()
             .unwrap();
-        assert!(out.status.success(), "keys create failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "keys create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
         assert!(key.starts_with("bm_"), "unexpected key output {key:?}");
         key
@@ -269,7 +287,10 @@ impl Gateway {
     /// Graceful stop (SIGTERM), waiting for the process to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(s) = child.try_wait().unwrap() {
@@ -290,7 +311,11 @@ impl Gateway {
         loop {
             let rows = usage_rows(&pool).await;
             if rows.len() as i64 >= n {
-                assert_eq!(rows.len() as i64, n, "more usage rows than requests: {rows:#?}");
+                assert_eq!(
+                    rows.len() as i64,
+                    n,
+                    "more usage rows than requests: {rows:#?}"
+                );
                 pool.close().await;
                 return rows;
             }
@@ -368,7 +393,10 @@ pub struct SseReader {
 
 impl SseReader {
     pub fn new(resp: reqwest::Response) -> Self {
-        Self { resp, buf: Vec::new() }
+        Self {
+            resp,
+            buf: Vec::new(),
+        }
     }
 
     /// The next event's data, or None at the end of the body.

@@ -1,0 +1,83 @@
+//! The official `openai` Python SDK drives the real gateway (see tests/python/).
+//!
+//! The SDK lives in a virtualenv under target/ that this test creates on first use
+//! from tests/python/requirements.txt (set BLUESMINDS_PYTHON to use another
+//! interpreter that already has the packages).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{gateway, Backend};
+use fake_upstream::{FakeConfig, FakeUpstream};
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("BLUESMINDS_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target/py-sdk-venv");
+    let py = venv.join("bin/python");
+    let requirements = root.join("tests/python/requirements.txt");
+    let stamp = venv.join("requirements.installed");
+    let wanted = std::fs::read_to_string(&requirements).unwrap();
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 is needed for the SDK tests")
+            .success();
+        assert!(ok, "python3 -m venv failed");
+        let ok = Command::new(&py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&requirements)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "pip install -r tests/python/requirements.txt failed");
+        std::fs::write(&stamp, wanted).unwrap();
+    }
+    py
+}
+
+#[tokio::test]
+async fn official_openai_python_sdk() {
+    let py = tokio::task::spawn_blocking(python).await.unwrap();
+    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let key = gw.create_key("sdk", &[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_openai_sdk.py");
+    let base_url = gw.url("/v1");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(py)
+            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+            .arg(script)
+            .env("BM_BASE_URL", base_url)
+            .env("BM_API_KEY", key)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the SDK tests failed:\n{stdout}\ngateway log:\n{}",
+        gw.log()
+    );
+    assert!(stdout.contains("8 passed"), "{stdout}");
+    // Every SDK call was recorded once: 9 requests, the last 3 refused.
+    let rows = gw.wait_usage_rows(9).await;
+    let statuses: Vec<i64> = rows.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 401, 404, 400]);
+}
