@@ -31,6 +31,8 @@ pub enum GatewayError {
     UpstreamTimeout(String),
     #[error("The gateway could not check the API key right now; retry shortly.")]
     KeyStoreUnavailable,
+    #[error("The client closed the connection before the response was complete.")]
+    ClientClosedRequest,
     #[error("Internal gateway error.")]
     Internal,
 }
@@ -62,6 +64,8 @@ impl GatewayError {
             Self::UpstreamFailed(_) => 502,
             Self::UpstreamTimeout(_) => 504,
             Self::Internal => 500,
+            // nginx's convention; only ever recorded, the client is gone.
+            Self::ClientClosedRequest => 499,
         }
     }
 
@@ -78,6 +82,7 @@ impl GatewayError {
             | Self::UpstreamFailed(_)
             | Self::UpstreamTimeout(_)
             | Self::KeyStoreUnavailable
+            | Self::ClientClosedRequest
             | Self::Internal => "server_error",
         }
     }
@@ -94,6 +99,7 @@ impl GatewayError {
             Self::UpstreamFailed(_) => "upstream_error",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::KeyStoreUnavailable => "service_unavailable",
+            Self::ClientClosedRequest => "client_closed_request",
             Self::Internal => return None,
         })
     }

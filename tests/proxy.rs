@@ -53,13 +53,7 @@ async fn chat_is_proxied_with_the_upstream_key_and_usage_recorded() {
         .await;
     let key = gw.create_key("test", &[]);
 
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .json(&chat_body("gpt-4o-mini", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
     assert_eq!(resp.status(), 200);
     let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     let body: Value = resp.json().await.unwrap();
@@ -101,13 +95,7 @@ async fn streaming_adds_include_usage_upstream_but_hides_its_chunk() {
     let gw = gateway().backend(Backend::new(up.url())).start().await;
     let key = gw.create_key("test", &[]);
 
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .json(&chat_body("gpt-4o-mini", true))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&key, &chat_body("gpt-4o-mini", true)).await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"]
         .to_str()
@@ -146,13 +134,7 @@ async fn a_client_asking_for_usage_gets_the_usage_chunk() {
     let key = gw.create_key("test", &[]);
     let mut body = chat_body("gpt-4o-mini", true);
     body["stream_options"] = json!({"include_usage": true});
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&key, &body).await;
     let events = SseReader::new(resp).collect().await;
     let usage_chunk: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(usage_chunk["choices"], json!([]));
@@ -174,13 +156,7 @@ async fn stream_chunks_reach_the_client_as_they_are_produced() {
     .unwrap();
     let gw = gateway().backend(Backend::new(up.url())).start().await;
     let key = gw.create_key("test", &[]);
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .json(&chat_body("gpt-4o-mini", true))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&key, &chat_body("gpt-4o-mini", true)).await;
     assert_eq!(resp.status(), 200);
     let mut sse = SseReader::new(resp);
     let first = tokio::time::timeout(Duration::from_secs(10), sse.next())
@@ -194,6 +170,7 @@ async fn stream_chunks_reach_the_client_as_they_are_produced() {
     let rows = gw.wait_usage_rows(1).await;
     assert_eq!(rows[0].status, 200);
     assert!(rows[0].stream);
+    assert_eq!(rows[0].error_code.as_deref(), Some("client_closed_request"));
 }
 
 #[tokio::test]
@@ -436,13 +413,7 @@ async fn bodies_larger_than_pingoras_retry_buffer_arrive_intact() {
     // 1 MiB of prompt, far past Pingora's stock 64 KiB replay buffer.
     let words = "lorem ipsum ".repeat(87_382);
     let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": words}]});
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&key, &body).await;
     assert_eq!(resp.status(), 200);
     let got: Value = resp.json().await.unwrap();
     assert_eq!(got["usage"]["prompt_tokens"], 87_382 * 2 + 3);
@@ -459,24 +430,19 @@ async fn failover_when_a_backend_dies_or_answers_5xx() {
         .start()
         .await;
     let key = gw.create_key("test", &[]);
-    let c = client();
-    let send = || {
-        c.post(gw.url("/v1/chat/completions"))
-            .bearer_auth(&key)
-            .json(&chat_body("gpt-4o-mini", false))
-            .send()
-    };
+    let body = chat_body("gpt-4o-mini", false);
+    let send = || gw.chat(&key, &body);
 
     // Both serve while healthy (weighted round robin).
     for _ in 0..4 {
-        assert_eq!(send().await.unwrap().status(), 200);
+        assert_eq!(send().await.status(), 200);
     }
     assert!(a.request_count() > 0 && b.request_count() > 0);
 
     // A answers 500: every request still succeeds, through B.
     a.set_mode(Mode::Fail(500));
     for _ in 0..6 {
-        assert_eq!(send().await.unwrap().status(), 200);
+        assert_eq!(send().await.status(), 200);
     }
 
     // A is killed outright: still no failed request.
@@ -484,14 +450,14 @@ async fn failover_when_a_backend_dies_or_answers_5xx() {
     a.shutdown().await;
     b.clear_requests();
     for _ in 0..6 {
-        let resp = send().await.unwrap();
+        let resp = send().await;
         assert_eq!(resp.status(), 200);
     }
     assert_eq!(b.request_count(), 6);
 
     // Every backend down: a clear 5xx in OpenAI's shape.
     b.shutdown().await;
-    let (s, body) = error_of(send().await.unwrap()).await;
+    let (s, body) = error_of(send().await).await;
     assert!(s == 502 || s == 503, "{s} {body}");
     assert_eq!(body["error"]["type"], "server_error");
     let rows = gw.wait_usage_rows(17).await;
@@ -511,19 +477,12 @@ async fn health_checks_take_a_backend_out_and_bring_it_back() {
     let key = gw.create_key("test", &[]);
     a.set_health_ok(false);
     // Wait for a failed probe (interval 1 s in tests), then A gets no traffic.
-    let c = client();
     let mut quiet = false;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         a.clear_requests();
         for _ in 0..4 {
-            let r = c
-                .post(gw.url("/v1/chat/completions"))
-                .bearer_auth(&key)
-                .json(&chat_body("gpt-4o-mini", false))
-                .send()
-                .await
-                .unwrap();
+            let r = gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
             assert_eq!(r.status(), 200);
         }
         if a.request_count() == 0 {
@@ -537,12 +496,7 @@ async fn health_checks_take_a_backend_out_and_bring_it_back() {
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         for _ in 0..4 {
-            c.post(gw.url("/v1/chat/completions"))
-                .bearer_auth(&key)
-                .json(&chat_body("gpt-4o-mini", false))
-                .send()
-                .await
-                .unwrap();
+            gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
         }
         if a.request_count() > 0 {
             back = true;
@@ -565,27 +519,14 @@ async fn priority_groups_are_used_in_order() {
         .start()
         .await;
     let key = gw.create_key("test", &[]);
-    let c = client();
     for _ in 0..5 {
-        let r = c
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(&key)
-            .json(&chat_body("gpt-4o-mini", false))
-            .send()
-            .await
-            .unwrap();
+        let r = gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
         assert_eq!(r.status(), 200);
     }
     assert_eq!((primary.request_count(), standby.request_count()), (5, 0));
     primary.shutdown().await;
     for _ in 0..3 {
-        let r = c
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(&key)
-            .json(&chat_body("gpt-4o-mini", false))
-            .send()
-            .await
-            .unwrap();
+        let r = gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
         assert_eq!(r.status(), 200);
     }
     assert_eq!(standby.request_count(), 3);
@@ -598,13 +539,7 @@ async fn without_upstream_usage_tokens_are_counted_locally() {
     let gw = gateway().backend(Backend::new(up.url())).start().await;
     let key = gw.create_key("test", &[]);
     for stream in [false, true] {
-        let resp = client()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(&key)
-            .json(&chat_body("gpt-4o-mini", stream))
-            .send()
-            .await
-            .unwrap();
+        let resp = gw.chat(&key, &chat_body("gpt-4o-mini", stream)).await;
         assert_eq!(resp.status(), 200);
         resp.bytes().await.unwrap();
     }
@@ -623,13 +558,7 @@ async fn a_stream_cut_by_the_upstream_is_recorded_with_its_partial_tokens() {
     up.set_mode(Mode::DieMidStream { after_chunks: 2 });
     let gw = gateway().backend(Backend::new(up.url())).start().await;
     let key = gw.create_key("test", &[]);
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .json(&chat_body("gpt-4o-mini", true))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat(&key, &chat_body("gpt-4o-mini", true)).await;
     assert_eq!(resp.status(), 200);
     let events = SseReader::new(resp).collect().await;
     assert_ne!(events.last().map(String::as_str), Some("[DONE]"));
@@ -647,13 +576,7 @@ async fn sigterm_flushes_usage_and_exits_cleanly() {
     let mut gw = gateway().backend(Backend::new(up.url())).start().await;
     let key = gw.create_key("test", &[]);
     for _ in 0..5 {
-        let r = client()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(&key)
-            .json(&chat_body("gpt-4o-mini", false))
-            .send()
-            .await
-            .unwrap();
+        let r = gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
         assert_eq!(r.status(), 200);
     }
     let status = gw.terminate();
@@ -680,4 +603,24 @@ async fn invalid_config_fails_at_start_naming_the_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pools[0].backends[0].weight"), "{err}");
     assert!(err.contains("line 6"), "{err}");
+}
+
+#[tokio::test]
+async fn a_hanging_upstream_times_out_with_504() {
+    let up = fake().await;
+    up.set_mode(Mode::Hang);
+    let gw = gateway()
+        .server("read_timeout_secs: 1")
+        .backend(Backend::new(up.url()))
+        .start()
+        .await;
+    let key = gw.create_key("test", &[]);
+    let resp = gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
+    let (status, body) = error_of(resp).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (504, Some("upstream_timeout"))
+    );
+    let rows = gw.wait_usage_rows(1).await;
+    assert_eq!(rows[0].status, 504);
 }

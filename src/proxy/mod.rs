@@ -236,6 +236,9 @@ impl Gateway {
     /// The error for a Pingora failure the gateway did not decide itself.
     fn classify(&self, e: &Error, ctx: &Ctx) -> GatewayError {
         let model = ctx.model.clone().unwrap_or_default();
+        if e.esource() == &ErrorSource::Downstream {
+            return GatewayError::ClientClosedRequest;
+        }
         match e.etype() {
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
                 GatewayError::UpstreamTimeout(model)
@@ -564,14 +567,17 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        if ctx.error.is_none() && e.is_some() && ctx.response_started && !ctx.completed {
-            ctx.error = Some(GatewayError::UpstreamFailed(
-                ctx.model.clone().unwrap_or_default(),
-            ));
+        if let Some(e) = e.filter(|_| ctx.error.is_none() && !ctx.completed) {
+            ctx.error = Some(self.classify(e, ctx));
         }
         let record = self.build_record(session, ctx, prompt, completion, source);
         let metrics = &self.state.metrics;
-        let model_label = record.model.as_deref().unwrap_or("");
+        // Only routed models become label values: clients must not be able to
+        // create unbounded metric series with made-up model names.
+        let model_label = match &ctx.pool {
+            Some(_) => record.model.as_deref().unwrap_or(""),
+            None => "",
+        };
         metrics
             .requests
             .with_label_values(&[model_label, &record.status.to_string()])

@@ -171,18 +171,7 @@ impl ResponseCounter {
         let Ok(chunk) = serde_json::from_slice::<ChunkView<'_>>(&data) else {
             return true;
         };
-        if let Some(choices) = &chunk.choices {
-            for c in choices {
-                let piece = c
-                    .delta
-                    .as_ref()
-                    .and_then(|d| d.content.as_deref())
-                    .or(c.text.as_deref());
-                if let Some(p) = piece {
-                    push_bounded(&mut self.text, p);
-                }
-            }
-        }
+        push_choice_text(&mut self.text, chunk.choices.as_deref());
         match chunk.usage {
             Some(u) => {
                 self.usage = Some(u);
@@ -204,25 +193,15 @@ impl ResponseCounter {
             }
             Kind::Json => {
                 let body = self.buf.split().freeze();
-                if !self.json_truncated {
+                // `usage` sits at the end: finding it there skips parsing the whole
+                // body (an embeddings answer can be megabytes of numbers).
+                self.usage = usage_from_tail(&body);
+                if self.usage.is_none() && !self.json_truncated {
+                    // No usage: keep the reply text for the tokenizer.
                     if let Ok(view) = serde_json::from_slice::<ChunkView<'_>>(&body) {
-                        if let Some(choices) = &view.choices {
-                            for c in choices {
-                                let piece = c
-                                    .message
-                                    .as_ref()
-                                    .and_then(|m| m.content.as_deref())
-                                    .or(c.text.as_deref());
-                                if let Some(p) = piece {
-                                    push_bounded(&mut self.text, p);
-                                }
-                            }
-                        }
-                        self.usage = view.usage;
-                        return;
+                        push_choice_text(&mut self.text, view.choices.as_deref());
                     }
                 }
-                self.usage = usage_from_tail(&body);
             }
             Kind::Other => {}
         }
@@ -251,9 +230,19 @@ impl ResponseCounter {
     }
 }
 
-fn push_bounded(text: &mut String, piece: &str) {
-    if text.len() + piece.len() <= TEXT_KEEP {
-        text.push_str(piece);
+/// Appends the reply text of each choice: `delta.content` in chat chunks,
+/// `message.content` in chat bodies, `text` in legacy completions.
+fn push_choice_text(text: &mut String, choices: Option<&[ChoiceView<'_>]>) {
+    for c in choices.unwrap_or_default() {
+        let piece = c
+            .delta
+            .as_ref()
+            .or(c.message.as_ref())
+            .and_then(|m| m.content.as_deref())
+            .or(c.text.as_deref());
+        if let Some(p) = piece.filter(|p| text.len() + p.len() <= TEXT_KEEP) {
+            text.push_str(p);
+        }
     }
 }
 
@@ -274,7 +263,8 @@ fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
-/// Finds the last `"usage": {...}` in a (possibly cut) JSON body.
+/// Finds the last `"usage": {...}` in a (possibly cut) JSON body. The needle cannot
+/// match inside a JSON string, where quotes are escaped.
 fn usage_from_tail(body: &[u8]) -> Option<Usage> {
     let needle = b"\"usage\"";
     let pos = body.windows(needle.len()).rposition(|w| w == needle)?;
@@ -351,7 +341,14 @@ mod tests {
         let out = feed(&mut c, &[&body[..20], &body[20..]]);
         assert_eq!(out, body, "JSON bodies are never rewritten");
         assert_eq!(c.usage().unwrap().prompt_tokens, 3);
-        assert_eq!(c.reply_text(), "Hi there");
+
+        let mut c = ResponseCounter::new(Some("application/json"), false);
+        feed(
+            &mut c,
+            &[r#"{"choices":[{"message":{"content":"Hi \"usage\": 1"}}]}"#],
+        );
+        assert_eq!(c.usage(), None);
+        assert_eq!(c.reply_text(), "Hi \"usage\": 1");
     }
 
     #[test]

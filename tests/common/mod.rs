@@ -129,6 +129,7 @@ pub struct Gateway {
 pub struct GatewayBuilder<'a> {
     backends: Vec<Backend<'a>>,
     models: Vec<&'a str>,
+    server_yaml: String,
     extra_yaml: String,
     envs: Vec<(String, String)>,
 }
@@ -141,6 +142,7 @@ pub fn gateway<'a>() -> GatewayBuilder<'a> {
             "text-embedding-3-small",
             "gpt-3.5-turbo-instruct",
         ],
+        server_yaml: String::new(),
         extra_yaml: String::new(),
         envs: Vec::new(),
     }
@@ -153,6 +155,11 @@ impl<'a> GatewayBuilder<'a> {
     }
     pub fn models(mut self, models: &[&'a str]) -> Self {
         self.models = models.to_vec();
+        self
+    }
+    /// One `key: value` line added to the generated `server:` section.
+    pub fn server(mut self, line: &str) -> Self {
+        self.server_yaml.push_str(&format!("  {line}\n"));
         self
     }
     /// YAML appended to the generated config (top-level sections).
@@ -171,10 +178,11 @@ impl<'a> GatewayBuilder<'a> {
         let proxy_port = free_port();
         let side_port = free_port();
         let mut yaml = format!(
-            "server:\n  proxy_listen: \"127.0.0.1:{proxy_port}\"\n  admin_listen: \"127.0.0.1:{side_port}\"\n  threads: 2\n  grace_period_secs: 1\n\
+            "server:\n  proxy_listen: \"127.0.0.1:{proxy_port}\"\n  admin_listen: \"127.0.0.1:{side_port}\"\n  threads: 2\n  grace_period_secs: 1\n{}\
              database:\n  url: \"{}\"\n\
              health_check:\n  interval_secs: 1\n  timeout_ms: 500\n  unhealthy_threshold: 1\n  eject_secs: 30\n\
              pools:\n  - name: main\n    models: [{}]\n    backends:\n",
+            self.server_yaml,
             db.url,
             self.models.join(", ")
         );
@@ -436,4 +444,17 @@ pub fn chat_body(model: &str, stream: bool) -> serde_json::Value {
         "stream": stream,
         "messages": [{"role": "user", "content": "Say hello to the tests"}]
     })
+}
+
+impl Gateway {
+    /// POST /v1/chat/completions with a key, as a client would.
+    pub async fn chat(&self, key: &str, body: &serde_json::Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
 }
