@@ -41,6 +41,31 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Manage users (the owners of keys, each on a plan).
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersAction {
+    /// Create a user on a plan from the config's `plans`.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        plan: String,
+    },
+    /// List users.
+    List,
+    /// Move a user to another plan (a running gateway applies it within 60 s).
+    SetPlan {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        plan: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -55,6 +80,18 @@ enum KeysAction {
         /// Days until the key expires (default: never).
         #[arg(long)]
         expires_in_days: Option<u32>,
+        /// Owner of the key (their plan's limits and quota apply).
+        #[arg(long)]
+        user: Option<String>,
+        /// Requests per minute for this key (default: the plan's, else the config's).
+        #[arg(long)]
+        rpm: Option<u32>,
+        /// Tokens per minute for this key.
+        #[arg(long)]
+        tpm: Option<u32>,
+        /// Requests in flight at once for this key.
+        #[arg(long)]
+        concurrency: Option<u32>,
     },
     /// List keys (prefix and last 4 characters only).
     List,
@@ -85,6 +122,7 @@ pub fn main() -> ExitCode {
             Ok(())
         }
         Command::Keys { action } => keys(cfg, action),
+        Command::Users { action } => users(cfg, action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,7 +142,29 @@ fn keys(cfg: Config, action: KeysAction) -> anyhow::Result<()> {
                 name,
                 models,
                 expires_in_days,
+                user,
+                rpm,
+                tpm,
+                concurrency,
             } => {
+                let user_id = match &user {
+                    Some(email) => Some(
+                        store
+                            .find_user_by_email(email)
+                            .await?
+                            .ok_or_else(|| anyhow::anyhow!("no user with email {email}"))?
+                            .id,
+                    ),
+                    None => None,
+                };
+                let positive = |v: Option<u32>, flag: &str| -> anyhow::Result<Option<i64>> {
+                    match v {
+                        Some(0) => {
+                            anyhow::bail!("--{flag} must be at least 1 (leave it out for no limit)")
+                        }
+                        v => Ok(v.map(i64::from)),
+                    }
+                };
                 let key = generate_key();
                 let record = store
                     .create_key(NewKey {
@@ -112,9 +172,12 @@ fn keys(cfg: Config, action: KeysAction) -> anyhow::Result<()> {
                         key_hash: &key.hash,
                         key_prefix: &key.prefix,
                         key_last4: &key.last4,
-                        user_id: None,
+                        user_id,
                         models: models.as_deref(),
                         expires_at: expires_in_days.map(|d| now_ms() + i64::from(d) * 86_400_000),
+                        rpm: positive(rpm, "rpm")?,
+                        tpm: positive(tpm, "tpm")?,
+                        concurrency: positive(concurrency, "concurrency")?,
                     })
                     .await?;
                 eprintln!(
@@ -149,6 +212,48 @@ fn keys(cfg: Config, action: KeysAction) -> anyhow::Result<()> {
             KeysAction::Revoke { id } => {
                 store.revoke_key(id).await?;
                 println!("revoked key {id}");
+            }
+        }
+        Ok(())
+    })
+}
+
+fn users(cfg: Config, action: UsersAction) -> anyhow::Result<()> {
+    let known_plan = |plan: &str| -> anyhow::Result<()> {
+        if cfg.plans.contains_key(plan) {
+            Ok(())
+        } else {
+            let known: Vec<&str> = cfg.plans.keys().map(String::as_str).collect();
+            anyhow::bail!(
+                "plan `{plan}` is not in the config (plans: {})",
+                known.join(", ")
+            )
+        }
+    };
+    let rt = server::control_runtime()?;
+    rt.block_on(async {
+        let store = Store::connect(&cfg.database.url, 1).await?;
+        match action {
+            UsersAction::Create { email, plan } => {
+                known_plan(&plan)?;
+                let u = store.create_user(&email, &plan).await?;
+                println!("created user {} (id {}) on plan {}", u.email, u.id, u.plan);
+            }
+            UsersAction::List => {
+                println!("{:>5}  {:<32} {:<12} status", "id", "email", "plan");
+                for u in store.list_users().await? {
+                    let status = if u.disabled { "disabled" } else { "active" };
+                    println!("{:>5}  {:<32} {:<12} {status}", u.id, u.email, u.plan);
+                }
+            }
+            UsersAction::SetPlan { email, plan } => {
+                known_plan(&plan)?;
+                let u = store
+                    .find_user_by_email(&email)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no user with email {email}"))?;
+                store.set_user_plan(u.id, &plan).await?;
+                println!("user {email} is now on plan {plan}");
             }
         }
         Ok(())

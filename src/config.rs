@@ -4,7 +4,7 @@
 //! silently ignored; errors name the field path and, for syntax and type errors,
 //! the line in the file.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
@@ -30,6 +30,63 @@ pub struct Config {
     /// Model name -> price in USD per 1M tokens.
     #[serde(default)]
     pub prices: HashMap<String, Price>,
+    /// Limits for keys that have none of their own and no user plan.
+    #[serde(default)]
+    pub limits: LimitSettings,
+    /// Plan name -> limits and monthly quota of the users on it.
+    #[serde(default)]
+    pub plans: BTreeMap<String, PlanConfig>,
+    /// Plan of users whose plan is not (or no longer) in `plans`.
+    #[serde(default)]
+    pub default_plan: Option<String>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// Per-minute buckets and a cap on requests in flight; `None` means unlimited.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Requests per minute.
+    pub rpm: Option<u64>,
+    /// Tokens (prompt + completion) per minute.
+    pub tpm: Option<u64>,
+    /// Requests open at the same time (streams included).
+    pub concurrency: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PlanConfig {
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    #[serde(default)]
+    pub concurrency: Option<u64>,
+    /// Tokens per calendar month (UTC) for all of a user's keys together.
+    #[serde(default)]
+    pub monthly_tokens: Option<u64>,
+    /// Spend per calendar month in USD, priced with `prices`.
+    #[serde(default)]
+    pub monthly_credits_usd: Option<f64>,
+}
+
+impl PlanConfig {
+    pub fn limits(&self) -> LimitSettings {
+        LimitSettings {
+            rpm: self.rpm,
+            tpm: self.tpm,
+            concurrency: self.concurrency,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Environment variable holding the admin API token (`Authorization: Bearer ...`).
+    pub token_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,7 +143,9 @@ pub struct UsageConfig {
     /// Records waiting for the batch writer; beyond this a record is shed and counted.
     pub queue_capacity: usize,
     pub batch_size: usize,
-    pub flush_interval_ms: u64,
+    /// Where records go when the queue is full (the database is down or slow);
+    /// they are replayed from there once the database takes writes again.
+    pub spill_path: String,
 }
 
 impl Default for UsageConfig {
@@ -94,7 +153,7 @@ impl Default for UsageConfig {
         Self {
             queue_capacity: 65_536,
             batch_size: 512,
-            flush_interval_ms: 200,
+            spill_path: "data/usage-spill.jsonl".into(),
         }
     }
 }
@@ -381,6 +440,49 @@ impl Config {
                         );
                     }
                 }
+            }
+        }
+        if let Some(plan) = &self.default_plan {
+            if !self.plans.contains_key(plan) {
+                return err(
+                    "default_plan",
+                    format!("plan `{plan}` is not defined in `plans`"),
+                );
+            }
+        }
+        for (name, plan) in &self.plans {
+            let limits = [plan.rpm, plan.tpm, plan.concurrency, plan.monthly_tokens];
+            if limits.contains(&Some(0)) {
+                return err(
+                    &format!("plans.{name}"),
+                    "a limit of 0 would refuse everything; leave it out for unlimited".into(),
+                );
+            }
+            if plan
+                .monthly_credits_usd
+                .is_some_and(|c| !(c.is_finite() && c > 0.0))
+            {
+                return err(
+                    &format!("plans.{name}.monthly_credits_usd"),
+                    "must be a positive amount".into(),
+                );
+            }
+        }
+        let l = &self.limits;
+        if [l.rpm, l.tpm, l.concurrency].contains(&Some(0)) {
+            return err(
+                "limits",
+                "a limit of 0 would refuse everything; leave it out for unlimited".into(),
+            );
+        }
+        if let Some(var) = &self.admin.token_env {
+            if std::env::var(var).map(|v| v.len() < 16).unwrap_or(true) {
+                return err(
+                    "admin.token_env",
+                    format!(
+                        "environment variable `{var}` must hold a token of at least 16 characters"
+                    ),
+                );
             }
         }
         for (model, price) in &self.prices {

@@ -1,8 +1,34 @@
 //! The proxy's error boundary: every failure a client can see is a `GatewayError`,
 //! and this is the one place that turns it into OpenAI's error JSON.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use serde::Serialize;
+
+use crate::limits::{openai_duration, LimitKind};
+
+fn rate_limit_message(
+    kind: LimitKind,
+    limit: u64,
+    retry_after: Option<Duration>,
+    needed: u64,
+) -> String {
+    let what = match kind {
+        LimitKind::Requests => "requests per min (RPM)",
+        LimitKind::Tokens => "tokens per min (TPM)",
+        LimitKind::Concurrency => "concurrent requests",
+    };
+    match retry_after {
+        Some(wait) => format!(
+            "Rate limit reached for {what}: Limit {limit}. Please try again in {}.",
+            openai_duration(wait)
+        ),
+        None => format!(
+            "Request too large for {what}: Limit {limit}, Requested {needed}. Send a smaller request (or a lower max_tokens)."
+        ),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GatewayError {
@@ -31,6 +57,20 @@ pub enum GatewayError {
     UpstreamTimeout(String),
     #[error("The gateway could not check the API key right now; retry shortly.")]
     KeyStoreUnavailable,
+    #[error("{}", rate_limit_message(*kind, *limit, *retry_after, *needed))]
+    RateLimited {
+        kind: LimitKind,
+        limit: u64,
+        retry_after: Option<Duration>,
+        needed: u64,
+    },
+    #[error("You exceeded your current quota ({what} for this month); it resets on {resets_on}. Upgrade your plan for more.")]
+    QuotaExceeded {
+        what: &'static str,
+        resets_on: String,
+    },
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("The client closed the connection before the response was complete.")]
     ClientClosedRequest,
     #[error("Internal gateway error.")]
@@ -56,10 +96,14 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             Self::MissingApiKey | Self::InvalidApiKey(_) => 401,
+            Self::PermissionDenied(_) => 403,
             Self::UnknownUrl { .. } | Self::ModelNotFound(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::InvalidRequest { .. } => 400,
             Self::BodyTooLarge { .. } => 413,
+            // 429, not 402: OpenAI answers an exhausted quota with 429 and
+            // `insufficient_quota`, and SDKs map exactly that to RateLimitError.
+            Self::RateLimited { .. } | Self::QuotaExceeded { .. } => 429,
             Self::NoHealthyUpstream(_) | Self::KeyStoreUnavailable => 503,
             Self::UpstreamFailed(_) => 502,
             Self::UpstreamTimeout(_) => 504,
@@ -77,7 +121,14 @@ impl GatewayError {
             | Self::MethodNotAllowed { .. }
             | Self::InvalidRequest { .. }
             | Self::BodyTooLarge { .. }
-            | Self::ModelNotFound(_) => "invalid_request_error",
+            | Self::ModelNotFound(_)
+            | Self::PermissionDenied(_) => "invalid_request_error",
+            Self::RateLimited {
+                kind: LimitKind::Tokens,
+                ..
+            } => "tokens",
+            Self::RateLimited { .. } => "requests",
+            Self::QuotaExceeded { .. } => "insufficient_quota",
             Self::NoHealthyUpstream(_)
             | Self::UpstreamFailed(_)
             | Self::UpstreamTimeout(_)
@@ -91,9 +142,16 @@ impl GatewayError {
         Some(match self {
             Self::MissingApiKey | Self::InvalidApiKey(_) => "invalid_api_key",
             Self::UnknownUrl { .. } => "unknown_url",
+            Self::PermissionDenied(_) => "permission_denied",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::InvalidRequest { .. } => "invalid_request_error",
             Self::BodyTooLarge { .. } => "request_too_large",
+            Self::RateLimited {
+                kind: LimitKind::Concurrency,
+                ..
+            } => "concurrency_limit_exceeded",
+            Self::RateLimited { .. } => "rate_limit_exceeded",
+            Self::QuotaExceeded { .. } => "insufficient_quota",
             Self::ModelNotFound(_) => "model_not_found",
             Self::NoHealthyUpstream(_) => "upstream_unavailable",
             Self::UpstreamFailed(_) => "upstream_error",
@@ -119,6 +177,29 @@ impl GatewayError {
         }
     }
 
+    /// Headers that go with this error: when (and whether) to retry. OpenAI SDKs
+    /// honour `retry-after-ms`, `retry-after` and `x-should-retry`.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::RateLimited {
+                retry_after: Some(wait),
+                ..
+            } => vec![
+                (
+                    "retry-after",
+                    wait.as_secs_f64().ceil().max(1.0).to_string(),
+                ),
+                ("retry-after-ms", wait.as_millis().max(1).to_string()),
+            ],
+            // Waiting cannot help: a request larger than the limit, or a spent quota.
+            Self::RateLimited {
+                retry_after: None, ..
+            }
+            | Self::QuotaExceeded { .. } => vec![("x-should-retry", "false".into())],
+            _ => Vec::new(),
+        }
+    }
+
     pub fn to_json(&self) -> Bytes {
         let body = ErrorBody {
             error: ErrorObject {
@@ -129,6 +210,26 @@ impl GatewayError {
             },
         };
         Bytes::from(serde_json::to_vec(&body).expect("error body serializes"))
+    }
+}
+
+/// The side app (axum) answers with the same error JSON as the proxy.
+impl axum::response::IntoResponse for GatewayError {
+    fn into_response(self) -> axum::response::Response {
+        let status = axum::http::StatusCode::from_u16(self.status())
+            .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            self.to_json(),
+        )
+            .into_response();
+        for (name, value) in self.headers() {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+                resp.headers_mut().insert(name, v);
+            }
+        }
+        resp
     }
 }
 

@@ -13,6 +13,7 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     pub usage_queue_depth: IntGauge,
     pub usage_shed: IntCounter,
+    pub usage_spilled: IntCounter,
     pub usage_written: IntCounter,
     pub usage_write_errors: IntCounter,
 }
@@ -51,7 +52,12 @@ impl Metrics {
         .expect("metric");
         let usage_shed = IntCounter::new(
             "bluesminds_usage_shed_total",
-            "Usage records dropped because the queue was full",
+            "Usage records lost (the spill file could not be written)",
+        )
+        .expect("metric");
+        let usage_spilled = IntCounter::new(
+            "bluesminds_usage_spilled_total",
+            "Usage records written to the spill file because the queue was full",
         )
         .expect("metric");
         let usage_written = IntCounter::new(
@@ -70,6 +76,7 @@ impl Metrics {
             Box::new(tokens.clone()),
             Box::new(usage_queue_depth.clone()),
             Box::new(usage_shed.clone()),
+            Box::new(usage_spilled.clone()),
             Box::new(usage_written.clone()),
             Box::new(usage_write_errors.clone()),
         ] {
@@ -82,6 +89,7 @@ impl Metrics {
             tokens,
             usage_queue_depth,
             usage_shed,
+            usage_spilled,
             usage_written,
             usage_write_errors,
         }

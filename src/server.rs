@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
-use tokio::sync::watch;
 
 use crate::auth::KeyCache;
 use crate::config::Config;
+use crate::limits::{Limiter, QuotaLedger};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::state::AppState;
@@ -44,28 +44,32 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             .block_on(Upstreams::build(&cfg))
             .map_err(|e| anyhow::anyhow!("cannot build upstream pools: {e}"))?,
     );
-    let (usage, usage_rx) = UsageQueue::new(cfg.usage.queue_capacity, metrics.clone());
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let usage = UsageQueue::new(
+        cfg.usage.queue_capacity,
+        std::path::Path::new(&cfg.usage.spill_path),
+        metrics.clone(),
+    );
     let writer = {
         let _guard = control.enter();
-        spawn_writer(
-            store.clone(),
-            usage_rx,
-            cfg.usage.batch_size,
-            metrics.clone(),
-            shutdown_rx,
-        )
+        spawn_writer(store.clone(), usage.clone(), cfg.usage.batch_size)
     };
     std::thread::spawn(tokenizer::warm_up);
 
     let state = Arc::new(AppState {
         config: cfg.clone(),
         keys: KeyCache::new(store.clone(), control.handle().clone()),
+        limiter: Limiter::new(),
+        quotas: QuotaLedger::new(store.clone(), control.handle().clone()),
         upstreams: upstreams.clone(),
         prices: PriceTable::new(&cfg.prices),
-        usage,
+        usage: usage.clone(),
         metrics,
         store,
+        admin_token: cfg
+            .admin
+            .token_env
+            .as_ref()
+            .and_then(|var| std::env::var(var).ok()),
         started_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -119,7 +123,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     server.run(RunArgs::default());
 
     tracing::info!("proxy stopped; flushing usage records");
-    let _ = shutdown_tx.send(true);
+    usage.close();
     match control.block_on(async { tokio::time::timeout(Duration::from_secs(30), writer).await }) {
         Ok(_) => tracing::info!("usage records flushed"),
         Err(_) => tracing::error!("usage writer did not finish within 30s"),

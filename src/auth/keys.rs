@@ -11,6 +11,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 
+use crate::config::LimitSettings;
 use crate::error::GatewayError;
 use crate::store::{now_ms, KeyRecord, Store};
 
@@ -53,6 +54,10 @@ pub struct ApiKey {
     /// Model allow-list; `None` allows every model the gateway serves.
     pub models: Option<Vec<String>>,
     pub expires_at: Option<i64>,
+    /// The key's own limits (each `None` falls back to the plan, then to config).
+    pub limits: LimitSettings,
+    /// The owner's plan name, for keys that belong to a user.
+    pub plan: Option<String>,
 }
 
 impl ApiKey {
@@ -63,15 +68,22 @@ impl ApiKey {
     }
 
     fn from_record(r: KeyRecord) -> Option<Self> {
-        if r.revoked_at.is_some() {
+        if r.revoked_at.is_some() || r.user_disabled {
             return None;
         }
+        let positive = |v: Option<i64>| v.filter(|&n| n > 0).map(|n| n as u64);
         Some(Self {
             id: r.id,
             name: r.name,
             user_id: r.user_id,
             models: r.models,
             expires_at: r.expires_at,
+            limits: LimitSettings {
+                rpm: positive(r.rpm),
+                tpm: positive(r.tpm),
+                concurrency: positive(r.concurrency),
+            },
+            plan: r.user_plan,
         })
     }
 }

@@ -22,6 +22,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::auth::ApiKey;
 use crate::error::GatewayError;
+use crate::limits::{estimate_tokens, Ask, Permit, QuotaLimits, RateInfo};
 use crate::state::AppState;
 use crate::store::now_ms;
 use crate::upstream::{BackendMeta, Pool};
@@ -62,6 +63,10 @@ pub struct Ctx {
     first_byte: Option<Instant>,
     counter: Option<ResponseCounter>,
     completed: bool,
+    /// Rate-limit slots held by this request (released when it ends).
+    permit: Option<Permit>,
+    /// What the `x-ratelimit-*` headers say (also on denials).
+    rate_info: Option<RateInfo>,
 }
 
 enum Admitted {
@@ -71,21 +76,27 @@ enum Admitted {
     Answered,
 }
 
-fn json_response(status: u16, body_len: usize, request_id: &str) -> Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(status, Some(4))?;
-    resp.insert_header(header::CONTENT_TYPE, "application/json")?;
-    resp.insert_header(header::CONTENT_LENGTH, body_len)?;
-    resp.insert_header("x-request-id", request_id)?;
-    Ok(resp)
-}
-
+/// Answers with a JSON body the gateway made itself (models, errors), with the
+/// request id, the rate-limit headers and whatever `extra` headers apply.
 async fn write_json(
     session: &mut Session,
+    ctx: &Ctx,
     status: u16,
     body: Bytes,
-    request_id: &str,
+    extra: &[(&'static str, String)],
 ) -> Result<()> {
-    let resp = json_response(status, body.len(), request_id)?;
+    let mut resp = ResponseHeader::build(status, Some(8))?;
+    resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    for (name, value) in ctx
+        .rate_info
+        .iter()
+        .flat_map(RateInfo::headers)
+        .chain(extra.iter().cloned())
+    {
+        resp.insert_header(name, value)?;
+    }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
 }
@@ -107,27 +118,25 @@ impl Gateway {
         let key = self.state.keys.authenticate(token).await?;
         ctx.key = Some(key.clone());
 
-        match &endpoint {
-            Endpoint::ListModels => {
-                let body = self.models_list(&key);
-                write_json(session, 200, body, &ctx.request_id)
-                    .await
-                    .map_err(|_| GatewayError::Internal)?;
-                return Ok(Admitted::Answered);
-            }
+        let answer = match &endpoint {
+            Endpoint::ListModels => Some(self.models_list(&key)),
             Endpoint::GetModel(id) => {
                 ctx.model = Some(id.clone());
                 let listed = self.state.upstreams.listed_models();
                 if !listed.contains(&id.as_str()) || !key.allows_model(id) {
                     return Err(GatewayError::ModelNotFound(id.clone()));
                 }
-                let body = self.model_object(id);
-                write_json(session, 200, body, &ctx.request_id)
-                    .await
-                    .map_err(|_| GatewayError::Internal)?;
-                return Ok(Admitted::Answered);
+                Some(self.model_object(id))
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(body) = answer {
+            // Listing models costs no tokens but counts as a request.
+            self.limit(ctx, &key, 0).await?;
+            write_json(session, ctx, 200, body, &[])
+                .await
+                .map_err(|_| GatewayError::Internal)?;
+            return Ok(Admitted::Answered);
         }
 
         let body = self.read_body(session).await?;
@@ -146,7 +155,55 @@ impl Gateway {
             .pool_for(&inspected.model)
             .ok_or_else(|| GatewayError::ModelNotFound(inspected.model.clone()))?;
         ctx.pool = Some(pool.clone());
+        let estimate = estimate_tokens(ctx.body.len(), inspected.max_tokens);
+        self.limit(ctx, &key, estimate).await?;
         Ok(Admitted::Proxy)
+    }
+
+    /// Quota first (a spent month is final), then the rate-limit buckets. On
+    /// success the request holds a permit until it ends.
+    async fn limit(&self, ctx: &mut Ctx, key: &ApiKey, tokens: u64) -> Result<(), GatewayError> {
+        let state = &self.state;
+        let plan = state.plan_of(key);
+        if let (Some(user_id), Some(plan)) = (key.user_id, plan) {
+            let quota = QuotaLimits::from_plan(plan);
+            let verdict = state
+                .quotas
+                .check(user_id, quota, now_ms())
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "quota lookup failed");
+                    GatewayError::KeyStoreUnavailable
+                })?;
+            if let Err(spent) = verdict {
+                return Err(GatewayError::QuotaExceeded {
+                    what: spent.what,
+                    resets_on: spent.resets_on.to_string(),
+                });
+            }
+        }
+        let ask = Ask {
+            key_id: key.id,
+            key: state.key_limits(key, plan),
+            user: key.user_id.zip(plan.map(|p| p.limits())),
+            tokens,
+        };
+        match state.limiter.admit(&ask) {
+            Ok(permit) => {
+                ctx.rate_info = Some(permit.info.clone());
+                ctx.permit = Some(permit);
+                Ok(())
+            }
+            Err(denied) => {
+                ctx.rate_info = Some(denied.info);
+                Err(GatewayError::RateLimited {
+                    kind: denied.kind,
+                    limit: denied.limit,
+                    retry_after: denied.retry_after,
+                    needed: tokens,
+                })
+            }
+        }
     }
 
     /// Reads the whole body, refusing more than `max_body_bytes`. Pingora's retry
@@ -273,7 +330,11 @@ impl Gateway {
             created_at: now_ms(),
             key_id: ctx.key.as_ref().map(|k| k.id),
             user_id: ctx.key.as_ref().and_then(|k| k.user_id),
-            endpoint: ctx.endpoint.as_ref().map_or("unknown", |e| e.as_str()),
+            endpoint: ctx
+                .endpoint
+                .as_ref()
+                .map_or("unknown", |e| e.as_str())
+                .into(),
             model,
             backend: ctx.backend.as_ref().map(|b| b.display.clone()),
             status,
@@ -318,6 +379,8 @@ impl ProxyHttp for Gateway {
             first_byte: None,
             counter: None,
             completed: false,
+            permit: None,
+            rate_info: None,
         }
     }
 
@@ -330,7 +393,7 @@ impl ProxyHttp for Gateway {
                     // An unread body would corrupt the next request on this connection.
                     session.set_keepalive(None);
                 }
-                let _ = write_json(session, e.status(), e.to_json(), &ctx.request_id).await;
+                let _ = write_json(session, ctx, e.status(), e.to_json(), &e.headers()).await;
                 ctx.error = Some(e);
                 Ok(true)
             }
@@ -451,9 +514,23 @@ impl ProxyHttp for Gateway {
             }
         }
         ctx.counter = Some(counter);
-        // Upstream account details are none of the client's business.
-        for name in ["set-cookie", "openai-organization", "openai-project"] {
+        // Upstream account details (and the upstream's own limits) are none of
+        // the client's business; the gateway's limits replace them.
+        for name in [
+            "set-cookie",
+            "openai-organization",
+            "openai-project",
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-reset-tokens",
+        ] {
             upstream_response.remove_header(name);
+        }
+        for (name, value) in ctx.rate_info.iter().flat_map(RateInfo::headers) {
+            upstream_response.insert_header(name, value)?;
         }
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
         Ok(())
@@ -520,7 +597,7 @@ impl ProxyHttp for Gateway {
         let client_gone = e.esource() == &ErrorSource::Downstream;
         if !client_gone && session.response_written().is_none() {
             if let Err(write_err) =
-                write_json(session, status, err.to_json(), &ctx.request_id).await
+                write_json(session, ctx, status, err.to_json(), &err.headers()).await
             {
                 tracing::debug!(error = %write_err, "could not send the error response");
             }
@@ -571,6 +648,18 @@ impl ProxyHttp for Gateway {
             ctx.error = Some(self.classify(e, ctx));
         }
         let record = self.build_record(session, ctx, prompt, completion, source);
+        if let Some(permit) = ctx.permit.take() {
+            // Settle the token estimate; dropping the permit frees its concurrency slot.
+            permit.reconcile(prompt + completion);
+        }
+        if let Some(user_id) = record.user_id {
+            self.state.quotas.add(
+                user_id,
+                prompt + completion,
+                record.cost_nanousd,
+                record.created_at,
+            );
+        }
         let metrics = &self.state.metrics;
         // Only routed models become label values: clients must not be able to
         // create unbounded metric series with made-up model names.

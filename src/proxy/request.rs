@@ -97,6 +97,8 @@ pub struct Inspected {
     pub stream: bool,
     /// The gateway added `stream_options.include_usage`; the client must not see its chunk.
     pub injected_usage: bool,
+    /// The completion budget the client set (`max_tokens` or `max_completion_tokens`).
+    pub max_tokens: Option<u64>,
     /// The body to send upstream (the client's, unless usage had to be requested).
     pub body: Bytes,
 }
@@ -109,6 +111,10 @@ struct RequestView<'a> {
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -144,6 +150,7 @@ pub fn inspect(endpoint: &Endpoint, body: Bytes) -> Result<Inspected, GatewayErr
         }
     };
     let stream = view.stream.unwrap_or(false) && endpoint.can_stream();
+    let max_tokens = view.max_completion_tokens.or(view.max_tokens);
     let client_wants_usage = view
         .stream_options
         .as_ref()
@@ -154,6 +161,7 @@ pub fn inspect(endpoint: &Endpoint, body: Bytes) -> Result<Inspected, GatewayErr
             model,
             stream,
             injected_usage: false,
+            max_tokens,
             body,
         });
     }
@@ -185,6 +193,7 @@ pub fn inspect(endpoint: &Endpoint, body: Bytes) -> Result<Inspected, GatewayErr
         model,
         stream,
         injected_usage: true,
+        max_tokens,
         body,
     })
 }

@@ -1,5 +1,5 @@
-//! The side app (axum, its own listener): health, readiness and metrics for now;
-//! the dashboard, accounts, keys, billing and admin API grow here.
+//! The side app (axum, its own listener): health, readiness, metrics and the usage
+//! API; the dashboard, accounts, keys, billing and admin API grow here.
 
 use std::sync::Arc;
 
@@ -9,14 +9,29 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use crate::error::GatewayError;
 use crate::state::AppState;
+
+mod caller;
+mod usage;
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/usage/daily", get(usage::daily))
+        .route("/api/usage/models", get(usage::by_model))
+        .route("/api/usage/requests", get(usage::requests))
+        .fallback(not_found)
         .with_state(state)
+}
+
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> GatewayError {
+    GatewayError::UnknownUrl {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
 }
 
 /// Liveness: the process answers.

@@ -49,9 +49,60 @@ pub struct KeyRecord {
     pub models: Option<Vec<String>>,
     pub rpm: Option<i64>,
     pub tpm: Option<i64>,
+    pub concurrency: Option<i64>,
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The owner's plan and state, when the key belongs to a user.
+    pub user_plan: Option<String>,
+    pub user_disabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    pub id: i64,
+    pub email: String,
+    pub plan: String,
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+/// Usage totals for one group (a day or a model).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UsageTotals {
+    pub group: String,
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_nanousd: i64,
+}
+
+/// Which usage a query covers: a day range (inclusive, `YYYY-MM-DD`) and
+/// optionally one key or one user.
+#[derive(Debug, Clone, Default)]
+pub struct UsageFilter {
+    pub from_day: String,
+    pub to_day: String,
+    pub key_id: Option<i64>,
+    pub user_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RequestRow {
+    pub id: i64,
+    pub request_id: String,
+    pub created_at: i64,
+    pub key_id: Option<i64>,
+    pub endpoint: String,
+    pub model: Option<String>,
+    pub status: i64,
+    pub stream: bool,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_nanousd: i64,
+    pub latency_ms: i64,
+    pub ttfb_ms: Option<i64>,
+    pub error_code: Option<String>,
 }
 
 pub struct NewKey<'a> {
@@ -62,6 +113,17 @@ pub struct NewKey<'a> {
     pub user_id: Option<i64>,
     pub models: Option<&'a [String]>,
     pub expires_at: Option<i64>,
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
+    pub concurrency: Option<i64>,
+}
+
+/// The UTC day (`YYYY-MM-DD`) of a unix-milliseconds time.
+pub fn day_of(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .date()
+        .to_string()
 }
 
 pub fn now_ms() -> i64 {
@@ -71,7 +133,9 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-const KEY_COLUMNS: &str = "id, name, key_prefix, key_last4, user_id, models, rpm, tpm, created_at, expires_at, revoked_at";
+const KEY_SELECT: &str = "SELECT k.id, k.name, k.key_prefix, k.key_last4, k.user_id, k.models, k.rpm, k.tpm, \
+     k.concurrency, k.created_at, k.expires_at, k.revoked_at, u.plan AS user_plan, u.disabled AS user_disabled \
+     FROM api_keys k LEFT JOIN users u ON u.id = k.user_id";
 
 impl Store {
     /// Connects (creating a SQLite file and its directory when missing) and migrates.
@@ -120,12 +184,10 @@ impl Store {
     }
 
     pub async fn find_key_by_hash(&self, key_hash: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"
-        ))
-        .bind(key_hash)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(&format!("{KEY_SELECT} WHERE k.key_hash = $1"))
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| key_from_row(&r)).transpose()
     }
 
@@ -133,10 +195,10 @@ impl Store {
         let models = new
             .models
             .map(|m| serde_json::to_string(m).expect("strings serialize"));
-        let row = sqlx::query(&format!(
-            "INSERT INTO api_keys (name, key_hash, key_prefix, key_last4, user_id, models, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {KEY_COLUMNS}"
-        ))
+        let row = sqlx::query(
+            "INSERT INTO api_keys (name, key_hash, key_prefix, key_last4, user_id, models, created_at, expires_at, rpm, tpm, concurrency) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+        )
         .bind(new.name)
         .bind(new.key_hash)
         .bind(new.key_prefix)
@@ -145,13 +207,21 @@ impl Store {
         .bind(models)
         .bind(now_ms())
         .bind(new.expires_at)
+        .bind(new.rpm)
+        .bind(new.tpm)
+        .bind(new.concurrency)
         .fetch_one(&self.pool)
         .await?;
+        let id: i64 = row.try_get(0)?;
+        let row = sqlx::query(&format!("{KEY_SELECT} WHERE k.id = $1"))
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
         key_from_row(&row)
     }
 
     pub async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"))
+        sqlx::query(&format!("{KEY_SELECT} ORDER BY k.id"))
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -172,12 +242,16 @@ impl Store {
         Ok(row.try_get::<String, _>(0)?)
     }
 
-    /// Writes a batch in one transaction. A request id already present is skipped,
-    /// so a batch retried after an unclear failure never duplicates rows.
+    /// Writes a batch in one transaction, with the daily totals of the records it
+    /// adds. A request id already present is skipped (and not counted again), so a
+    /// batch retried after an unclear failure or replayed from the spill file never
+    /// duplicates anything.
     pub async fn insert_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        let mut daily: std::collections::BTreeMap<(String, i64, String), (i64, UsageTotals)> =
+            Default::default();
         for r in records {
-            sqlx::query(
+            let inserted = sqlx::query(
                 "INSERT INTO usage_records (request_id, created_at, key_id, user_id, endpoint, model, backend, \
                  status, stream, prompt_tokens, completion_tokens, usage_source, cost_nanousd, latency_ms, ttfb_ms, error_code) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
@@ -187,10 +261,10 @@ impl Store {
             .bind(r.created_at)
             .bind(r.key_id)
             .bind(r.user_id)
-            .bind(r.endpoint)
+            .bind(r.endpoint.as_ref())
             .bind(r.model.as_deref())
             .bind(r.backend.as_deref())
-            .bind(r.status as i32)
+            .bind(i32::from(r.status))
             .bind(i32::from(r.stream))
             .bind(r.prompt_tokens as i64)
             .bind(r.completion_tokens as i64)
@@ -200,9 +274,206 @@ impl Store {
             .bind(r.ttfb_ms.map(|v| v as i64))
             .bind(r.error_code.as_deref())
             .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                continue;
+            }
+            let key = (
+                day_of(r.created_at),
+                r.key_id.unwrap_or(0),
+                r.model.clone().unwrap_or_default(),
+            );
+            let (user, t) = daily.entry(key).or_insert_with(|| {
+                (
+                    r.user_id.unwrap_or(0),
+                    UsageTotals {
+                        group: String::new(),
+                        requests: 0,
+                        prompt_tokens: 0,
+                        completion_tokens: 0,
+                        cost_nanousd: 0,
+                    },
+                )
+            });
+            *user = r.user_id.unwrap_or(*user);
+            t.requests += 1;
+            t.prompt_tokens += r.prompt_tokens as i64;
+            t.completion_tokens += r.completion_tokens as i64;
+            t.cost_nanousd += r.cost_nanousd;
+        }
+        for ((day, key_id, model), (user_id, t)) in daily {
+            sqlx::query(
+                "INSERT INTO usage_daily (day, key_id, model, user_id, requests, prompt_tokens, completion_tokens, cost_nanousd) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (day, key_id, model) DO UPDATE SET \
+                 requests = usage_daily.requests + excluded.requests, \
+                 prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
+                 completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
+                 cost_nanousd = usage_daily.cost_nanousd + excluded.cost_nanousd, \
+                 user_id = excluded.user_id",
+            )
+            .bind(day)
+            .bind(key_id)
+            .bind(model)
+            .bind(user_id)
+            .bind(t.requests)
+            .bind(t.prompt_tokens)
+            .bind(t.completion_tokens)
+            .bind(t.cost_nanousd)
+            .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Tokens and cost a user used since `since_day` (for quotas).
+    pub async fn user_usage_since(
+        &self,
+        user_id: i64,
+        since_day: &str,
+    ) -> Result<(u64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) AS tokens, \
+             CAST(COALESCE(SUM(cost_nanousd), 0) AS BIGINT) AS cost \
+             FROM usage_daily WHERE user_id = $1 AND day >= $2",
+        )
+        .bind(user_id)
+        .bind(since_day)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            row.try_get::<i64, _>("tokens")?.max(0) as u64,
+            row.try_get("cost")?,
+        ))
+    }
+
+    /// Totals grouped by day or by model over a filter.
+    pub async fn usage_totals(
+        &self,
+        filter: &UsageFilter,
+        by_model: bool,
+    ) -> Result<Vec<UsageTotals>, StoreError> {
+        let group = if by_model { "model" } else { "day" };
+        let sql = format!(
+            "SELECT {group} AS grp, CAST(SUM(requests) AS BIGINT) AS requests, \
+             CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens, CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, \
+             CAST(SUM(cost_nanousd) AS BIGINT) AS cost_nanousd FROM usage_daily \
+             WHERE day >= $1 AND day <= $2 AND ($3 = 0 OR key_id = $4) AND ($5 = 0 OR user_id = $6) \
+             GROUP BY {group} ORDER BY {group}"
+        );
+        let key = filter.key_id.unwrap_or(0);
+        let user = filter.user_id.unwrap_or(0);
+        sqlx::query(&sql)
+            .bind(&filter.from_day)
+            .bind(&filter.to_day)
+            .bind(key)
+            .bind(key)
+            .bind(user)
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(UsageTotals {
+                    group: r.try_get("grp")?,
+                    requests: r.try_get("requests")?,
+                    prompt_tokens: r.try_get("prompt_tokens")?,
+                    completion_tokens: r.try_get("completion_tokens")?,
+                    cost_nanousd: r.try_get("cost_nanousd")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Most recent requests first; `before_id` pages backwards.
+    pub async fn recent_requests(
+        &self,
+        key_id: Option<i64>,
+        user_id: Option<i64>,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        let key = key_id.unwrap_or(0);
+        let user = user_id.unwrap_or(0);
+        sqlx::query(
+            "SELECT id, request_id, created_at, key_id, endpoint, model, CAST(status AS BIGINT) AS status, \
+             CAST(stream AS BIGINT) AS stream, prompt_tokens, completion_tokens, cost_nanousd, latency_ms, ttfb_ms, error_code \
+             FROM usage_records WHERE ($1 = 0 OR key_id = $2) AND ($3 = 0 OR user_id = $4) AND id < $5 \
+             ORDER BY id DESC LIMIT $6",
+        )
+        .bind(key)
+        .bind(key)
+        .bind(user)
+        .bind(user)
+        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(RequestRow {
+                id: r.try_get("id")?,
+                request_id: r.try_get("request_id")?,
+                created_at: r.try_get("created_at")?,
+                key_id: r.try_get("key_id")?,
+                endpoint: r.try_get("endpoint")?,
+                model: r.try_get("model")?,
+                status: r.try_get("status")?,
+                stream: r.try_get::<i64, _>("stream")? != 0,
+                prompt_tokens: r.try_get("prompt_tokens")?,
+                completion_tokens: r.try_get("completion_tokens")?,
+                cost_nanousd: r.try_get("cost_nanousd")?,
+                latency_ms: r.try_get("latency_ms")?,
+                ttfb_ms: r.try_get("ttfb_ms")?,
+                error_code: r.try_get("error_code")?,
+            })
+        })
+        .collect()
+    }
+
+    pub async fn create_user(&self, email: &str, plan: &str) -> Result<UserRecord, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO users (email, plan, created_at) VALUES ($1, $2, $3) \
+             RETURNING id, email, plan, disabled, created_at",
+        )
+        .bind(email)
+        .bind(plan)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        user_from_row(&row)
+    }
+
+    pub async fn find_user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        sqlx::query("SELECT id, email, plan, disabled, created_at FROM users WHERE email = $1")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| user_from_row(&r))
+            .transpose()
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        sqlx::query("SELECT id, email, plan, disabled, created_at FROM users ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+
+    pub async fn set_user_plan(&self, user_id: i64, plan: &str) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE users SET plan = $1 WHERE id = $2")
+            .bind(plan)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if done == 0 {
+            return Err(StoreError::NotFound(format!("no user with id {user_id}")));
+        }
         Ok(())
     }
 }
@@ -218,9 +489,22 @@ fn key_from_row(r: &AnyRow) -> Result<KeyRecord, StoreError> {
         models: models.and_then(|m| serde_json::from_str(&m).ok()),
         rpm: r.try_get("rpm")?,
         tpm: r.try_get("tpm")?,
+        concurrency: r.try_get("concurrency")?,
         created_at: r.try_get("created_at")?,
         expires_at: r.try_get("expires_at")?,
         revoked_at: r.try_get("revoked_at")?,
+        user_plan: r.try_get("user_plan")?,
+        user_disabled: r.try_get::<Option<i64>, _>("user_disabled")?.unwrap_or(0) != 0,
+    })
+}
+
+fn user_from_row(r: &AnyRow) -> Result<UserRecord, StoreError> {
+    Ok(UserRecord {
+        id: r.try_get("id")?,
+        email: r.try_get("email")?,
+        plan: r.try_get("plan")?,
+        disabled: r.try_get::<i64, _>("disabled")? != 0,
+        created_at: r.try_get("created_at")?,
     })
 }
 

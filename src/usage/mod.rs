@@ -3,15 +3,21 @@
 
 pub mod cost;
 pub mod counter;
+pub mod spill;
 pub mod tokenizer;
 pub mod writer;
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 pub use cost::PriceTable;
 pub use counter::{ResponseCounter, Usage};
 pub use writer::{spawn_writer, UsageQueue};
 
 /// Where a record's token counts came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum UsageSource {
     /// The upstream's own `usage` object.
     Upstream,
@@ -31,14 +37,15 @@ impl UsageSource {
     }
 }
 
-/// One proxied request, as stored in `usage_records`.
-#[derive(Debug, Clone)]
+/// One proxied request, as stored in `usage_records` (and, while the database is
+/// unavailable, as a JSON line in the spill file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageRecord {
     pub request_id: String,
     pub created_at: i64,
     pub key_id: Option<i64>,
     pub user_id: Option<i64>,
-    pub endpoint: &'static str,
+    pub endpoint: Cow<'static, str>,
     pub model: Option<String>,
     pub backend: Option<String>,
     pub status: u16,

@@ -130,6 +130,7 @@ pub struct GatewayBuilder<'a> {
     backends: Vec<Backend<'a>>,
     models: Vec<&'a str>,
     server_yaml: String,
+    usage_yaml: String,
     extra_yaml: String,
     envs: Vec<(String, String)>,
 }
@@ -143,6 +144,7 @@ pub fn gateway<'a>() -> GatewayBuilder<'a> {
             "gpt-3.5-turbo-instruct",
         ],
         server_yaml: String::new(),
+        usage_yaml: String::new(),
         extra_yaml: String::new(),
         envs: Vec::new(),
     }
@@ -160,6 +162,11 @@ impl<'a> GatewayBuilder<'a> {
     /// One `key: value` line added to the generated `server:` section.
     pub fn server(mut self, line: &str) -> Self {
         self.server_yaml.push_str(&format!("  {line}\n"));
+        self
+    }
+    /// One `key: value` line added to the generated `usage:` section.
+    pub fn usage(mut self, line: &str) -> Self {
+        self.usage_yaml.push_str(&format!("  {line}\n"));
         self
     }
     /// YAML appended to the generated config (top-level sections).
@@ -180,10 +187,13 @@ impl<'a> GatewayBuilder<'a> {
         let mut yaml = format!(
             "server:\n  proxy_listen: \"127.0.0.1:{proxy_port}\"\n  admin_listen: \"127.0.0.1:{side_port}\"\n  threads: 2\n  grace_period_secs: 1\n{}\
              database:\n  url: \"{}\"\n\
+             usage:\n  spill_path: \"{}\"\n{}\
              health_check:\n  interval_secs: 1\n  timeout_ms: 500\n  unhealthy_threshold: 1\n  eject_secs: 30\n\
              pools:\n  - name: main\n    models: [{}]\n    backends:\n",
             self.server_yaml,
             db.url,
+            dir.path().join("usage-spill.jsonl").display(),
+            self.usage_yaml,
             self.models.join(", ")
         );
         for b in &self.backends {

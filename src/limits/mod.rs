@@ -1,0 +1,390 @@
+//! Rate limits on the hot path, all in memory: per key and per user, a requests
+//! bucket, a tokens bucket and a cap on requests in flight. A request is admitted
+//! only if every bucket that applies to it has room, and then all are debited
+//! together under their locks, so N requests against a limit of L admit exactly L.
+//!
+//! Tokens are unknown before the answer: admission debits an estimate (prompt
+//! bytes / 4 + max_tokens) and `Permit::reconcile` settles the difference.
+
+pub mod bucket;
+pub mod quota;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use moka::sync::Cache;
+
+pub use bucket::TokenBucket;
+pub use quota::{QuotaLedger, QuotaLimits};
+
+use crate::config::LimitSettings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Subject {
+    Key(i64),
+    User(i64),
+}
+
+#[derive(Debug)]
+struct Buckets {
+    requests: Option<TokenBucket>,
+    tokens: Option<TokenBucket>,
+}
+
+#[derive(Debug)]
+struct SubjectState {
+    buckets: Mutex<Buckets>,
+    open: AtomicU64,
+}
+
+impl SubjectState {
+    fn new() -> Self {
+        Self {
+            buckets: Mutex::new(Buckets {
+                requests: None,
+                tokens: None,
+            }),
+            open: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What `x-ratelimit-*` headers report: the tightest bucket of each kind.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RateInfo {
+    pub requests: Option<BucketInfo>,
+    pub tokens: Option<BucketInfo>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BucketInfo {
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset: Duration,
+}
+
+impl RateInfo {
+    /// OpenAI's headers, in its duration format (`1s`, `6m0s`, `20ms`).
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::with_capacity(6);
+        if let Some(b) = &self.requests {
+            out.push(("x-ratelimit-limit-requests", b.limit.to_string()));
+            out.push(("x-ratelimit-remaining-requests", b.remaining.to_string()));
+            out.push(("x-ratelimit-reset-requests", openai_duration(b.reset)));
+        }
+        if let Some(b) = &self.tokens {
+            out.push(("x-ratelimit-limit-tokens", b.limit.to_string()));
+            out.push(("x-ratelimit-remaining-tokens", b.remaining.to_string()));
+            out.push(("x-ratelimit-reset-tokens", openai_duration(b.reset)));
+        }
+        out
+    }
+}
+
+pub fn openai_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs_f64().ceil() as u64;
+    if secs < 60 {
+        format!("{secs}s")
+    } else {
+        format!("{}m{}s", secs / 60, secs % 60)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    Requests,
+    Tokens,
+    Concurrency,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Denied {
+    pub kind: LimitKind,
+    pub limit: u64,
+    /// When retrying can succeed; `None` when it never can (request larger than the TPM limit).
+    pub retry_after: Option<Duration>,
+    pub info: RateInfo,
+}
+
+/// An admitted request: holds its concurrency slots until dropped and settles
+/// its token estimate once the real count is known.
+#[derive(Debug)]
+pub struct Permit {
+    held: Vec<Arc<SubjectState>>,
+    estimate: u64,
+    pub info: RateInfo,
+}
+
+impl Permit {
+    pub fn reconcile(&self, actual_tokens: u64) {
+        if actual_tokens == self.estimate {
+            return;
+        }
+        let delta = self.estimate as f64 - actual_tokens as f64;
+        let now = Instant::now();
+        for state in &self.held {
+            let mut b = state.buckets.lock().expect("bucket lock");
+            if let Some(t) = b.tokens.as_mut() {
+                t.adjust(delta, now);
+            }
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        for state in &self.held {
+            state.open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The limits that apply to one request.
+pub struct Ask {
+    pub key_id: i64,
+    pub key: LimitSettings,
+    pub user: Option<(i64, LimitSettings)>,
+    pub tokens: u64,
+}
+
+pub struct Limiter {
+    subjects: Cache<Subject, Arc<SubjectState>>,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Limiter {
+    pub fn new() -> Self {
+        Self {
+            // Idle subjects are forgotten; after an hour of silence their buckets
+            // would be full anyway.
+            subjects: Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+        }
+    }
+
+    fn state(&self, s: Subject) -> Arc<SubjectState> {
+        self.subjects.get_with(s, || Arc::new(SubjectState::new()))
+    }
+
+    pub fn admit(&self, ask: &Ask) -> Result<Permit, Denied> {
+        let now = Instant::now();
+        let mut subjects = vec![(self.state(Subject::Key(ask.key_id)), ask.key)];
+        if let Some((user_id, limits)) = ask.user {
+            subjects.push((self.state(Subject::User(user_id)), limits));
+        }
+        // Locks are always taken key first, then user: no deadlock.
+        let mut guards: Vec<_> = subjects
+            .iter()
+            .map(|(s, _)| s.buckets.lock().expect("bucket lock"))
+            .collect();
+        let mut denial: Option<(LimitKind, u64, Option<Duration>)> = None;
+        for ((state, limits), buckets) in subjects.iter().zip(guards.iter_mut()) {
+            sync_bucket(&mut buckets.requests, limits.rpm, now);
+            sync_bucket(&mut buckets.tokens, limits.tpm, now);
+            if denial.is_some() {
+                continue;
+            }
+            if let Some(max) = limits.concurrency {
+                if state.open.load(Ordering::Acquire) >= max {
+                    denial = Some((LimitKind::Concurrency, max, Some(Duration::from_secs(1))));
+                    continue;
+                }
+            }
+            if let Some(b) = buckets.requests.as_mut() {
+                if !b.has(1, now) {
+                    denial = Some((LimitKind::Requests, b.limit(), Some(b.wait_for(1))));
+                    continue;
+                }
+            }
+            if let Some(b) = buckets.tokens.as_mut() {
+                if ask.tokens > b.limit() {
+                    denial = Some((LimitKind::Tokens, b.limit(), None));
+                } else if !b.has(ask.tokens, now) {
+                    denial = Some((LimitKind::Tokens, b.limit(), Some(b.wait_for(ask.tokens))));
+                }
+            }
+        }
+        if denial.is_none() {
+            for ((state, _), buckets) in subjects.iter().zip(guards.iter_mut()) {
+                if let Some(b) = buckets.requests.as_mut() {
+                    b.take(1);
+                }
+                if let Some(b) = buckets.tokens.as_mut() {
+                    b.take(ask.tokens);
+                }
+                state.open.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        let info = rate_info(&guards);
+        drop(guards);
+        match denial {
+            Some((kind, limit, retry_after)) => Err(Denied {
+                kind,
+                limit,
+                retry_after,
+                info,
+            }),
+            None => Ok(Permit {
+                held: subjects.into_iter().map(|(s, _)| s).collect(),
+                estimate: ask.tokens,
+                info,
+            }),
+        }
+    }
+}
+
+fn sync_bucket(bucket: &mut Option<TokenBucket>, limit: Option<u64>, now: Instant) {
+    match (bucket.as_mut(), limit) {
+        (Some(b), Some(l)) => b.set_limit(l, now),
+        (None, Some(l)) => *bucket = Some(TokenBucket::per_minute(l, now)),
+        (_, None) => *bucket = None,
+    }
+}
+
+fn rate_info(guards: &[std::sync::MutexGuard<'_, Buckets>]) -> RateInfo {
+    let tightest = |pick: fn(&Buckets) -> Option<&TokenBucket>| {
+        guards
+            .iter()
+            .filter_map(|g| pick(g))
+            .min_by_key(|b| b.remaining())
+            .map(|b| BucketInfo {
+                limit: b.limit(),
+                remaining: b.remaining(),
+                reset: b.until_full(),
+            })
+    };
+    RateInfo {
+        requests: tightest(|b| b.requests.as_ref()),
+        tokens: tightest(|b| b.tokens.as_ref()),
+    }
+}
+
+/// A cheap pre-answer token estimate: ~4 bytes of prompt per token plus the
+/// completion budget the client asked for.
+pub fn estimate_tokens(body_len: usize, max_tokens: Option<u64>) -> u64 {
+    (body_len as u64).div_ceil(4) + max_tokens.unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(rpm: Option<u64>, tpm: Option<u64>, conc: Option<u64>, tokens: u64) -> Ask {
+        Ask {
+            key_id: 1,
+            key: LimitSettings {
+                rpm,
+                tpm,
+                concurrency: conc,
+            },
+            user: None,
+            tokens,
+        }
+    }
+
+    #[test]
+    fn exactly_the_limit_is_admitted() {
+        let l = Limiter::new();
+        let a = ask(Some(5), None, None, 0);
+        let results: Vec<_> = (0..20).map(|_| l.admit(&a)).collect();
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5);
+        let remaining: Vec<u64> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|p| p.info.requests.unwrap().remaining)
+            .collect();
+        assert_eq!(remaining, [4, 3, 2, 1, 0]);
+        let d = results[5].as_ref().unwrap_err();
+        assert_eq!((d.kind, d.limit), (LimitKind::Requests, 5));
+        // One request refills every 12 s.
+        let wait = d.retry_after.unwrap();
+        assert!(
+            wait > Duration::from_secs(11) && wait <= Duration::from_secs(12),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn user_limit_spans_keys_and_a_denial_debits_nothing() {
+        let l = Limiter::new();
+        let user = Some((
+            7,
+            LimitSettings {
+                rpm: Some(3),
+                ..Default::default()
+            },
+        ));
+        let mut admitted = 0;
+        for key_id in [1, 2, 3, 4, 5, 6] {
+            let a = Ask {
+                key_id,
+                key: LimitSettings {
+                    rpm: Some(10),
+                    ..Default::default()
+                },
+                user,
+                tokens: 0,
+            };
+            admitted += l.admit(&a).is_ok() as usize;
+        }
+        assert_eq!(admitted, 3);
+        // Key 4 was refused by its user: its own bucket is untouched.
+        let a = Ask {
+            key_id: 4,
+            key: LimitSettings {
+                rpm: Some(10),
+                ..Default::default()
+            },
+            user: None,
+            tokens: 0,
+        };
+        assert_eq!(l.admit(&a).unwrap().info.requests.unwrap().remaining, 9);
+    }
+
+    #[test]
+    fn concurrency_slots_come_back_when_permits_drop() {
+        let l = Limiter::new();
+        let a = ask(None, None, Some(2), 0);
+        let p1 = l.admit(&a).unwrap();
+        let _p2 = l.admit(&a).unwrap();
+        assert_eq!(l.admit(&a).unwrap_err().kind, LimitKind::Concurrency);
+        drop(p1);
+        assert!(l.admit(&a).is_ok());
+    }
+
+    #[test]
+    fn tokens_are_estimated_then_reconciled() {
+        let l = Limiter::new();
+        let p = l.admit(&ask(None, Some(1000), None, 600)).unwrap();
+        assert_eq!(p.info.tokens.unwrap().remaining, 400);
+        let d = l.admit(&ask(None, Some(1000), None, 600)).unwrap_err();
+        assert_eq!(d.kind, LimitKind::Tokens);
+        p.reconcile(100); // the answer was short: 500 tokens come back
+        let p2 = l.admit(&ask(None, Some(1000), None, 600)).unwrap();
+        assert!(p2.info.tokens.unwrap().remaining < 400);
+        let d = l.admit(&ask(None, Some(1000), None, 5000)).unwrap_err();
+        assert_eq!(
+            d.retry_after, None,
+            "larger than the limit: retrying cannot help"
+        );
+    }
+
+    #[test]
+    fn duration_format_matches_openai() {
+        assert_eq!(openai_duration(Duration::from_millis(20)), "20ms");
+        assert_eq!(openai_duration(Duration::from_millis(1200)), "2s");
+        assert_eq!(openai_duration(Duration::from_secs(360)), "6m0s");
+    }
+}
