@@ -12,7 +12,13 @@ use std::process::Command;
 use common::{gateway, Backend};
 use fake_upstream::{FakeConfig, FakeUpstream};
 
+/// The interpreter, set up once per test run (tests in this file run in parallel).
 fn python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(setup_python).clone()
+}
+
+fn setup_python() -> PathBuf {
     if let Ok(p) = std::env::var("BLUESMINDS_PYTHON") {
         return PathBuf::from(p);
     }
@@ -49,14 +55,12 @@ fn python() -> PathBuf {
     py
 }
 
-#[tokio::test]
-async fn official_openai_python_sdk() {
+/// Runs one pytest file against the gateway with `key`; returns pytest's output.
+async fn run_pytest(file: &str, base_url: String, key: String) -> (bool, String) {
     let py = tokio::task::spawn_blocking(python).await.unwrap();
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
-    let gw = gateway().backend(Backend::new(up.url())).start().await;
-    let key = gw.create_key("sdk", &[]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_openai_sdk.py");
-    let base_url = gw.url("/v1");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(file);
     let out = tokio::task::spawn_blocking(move || {
         Command::new(py)
             .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
@@ -68,16 +72,49 @@ async fn official_openai_python_sdk() {
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn official_openai_python_sdk() {
+    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let key = gw.create_key("sdk", &[]);
+    let (ok, out) = run_pytest("test_openai_sdk.py", gw.url("/v1"), key).await;
     assert!(
-        out.status.success(),
-        "the SDK tests failed:\n{stdout}\ngateway log:\n{}",
+        ok,
+        "the SDK tests failed:\n{out}\ngateway log:\n{}",
         gw.log()
     );
-    assert!(stdout.contains("8 passed"), "{stdout}");
+    assert!(out.contains("8 passed"), "{out}");
     // Every SDK call was recorded once: 9 requests, the last 3 refused.
     let rows = gw.wait_usage_rows(9).await;
     let statuses: Vec<i64> = rows.iter().map(|r| r.status).collect();
     assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 401, 404, 400]);
+}
+
+#[tokio::test]
+async fn official_openai_python_sdk_and_rate_limits() {
+    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let key = gw.create_key("sdk-limited", &["--rpm", "30"]);
+    let (ok, out) = run_pytest("test_rate_limits.py", gw.url("/v1"), key).await;
+    assert!(
+        ok,
+        "the SDK rate-limit tests failed:\n{out}\ngateway log:\n{}",
+        gw.log()
+    );
+    assert!(out.contains("1 passed"), "{out}");
+    // 30 admitted, then two refusals (no-retry client, first try of the retrying
+    // one) and the successful retry.
+    let rows = gw.wait_usage_rows(33).await;
+    let refused = rows.iter().filter(|r| r.status == 429).count();
+    assert_eq!(refused, 2);
+    assert_eq!(rows.last().unwrap().status, 200);
 }

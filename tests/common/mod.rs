@@ -468,3 +468,16 @@ impl Gateway {
             .expect("the gateway answers")
     }
 }
+
+impl Gateway {
+    /// Runs a `bluesminds` subcommand against this gateway's config; panics on failure.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = self.command().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "bluesminds {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
