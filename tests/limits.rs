@@ -427,3 +427,40 @@ async fn usage_api_totals_and_pages_for_admins_and_keys() {
         .unwrap();
     assert_eq!(wrong.status(), 401);
 }
+
+#[tokio::test]
+async fn a_stream_the_client_abandons_is_billed_for_what_was_generated() {
+    let up = fake().await;
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let key = gw.create_key("abort", &[]);
+    let resp = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header(CHUNK_DELAY_HEADER, "300")
+        .json(&chat_body("gpt-4o-mini", true))
+        .send()
+        .await
+        .unwrap();
+    let mut sse = SseReader::new(resp);
+    let mut received = String::new();
+    while let Some(event) = sse.next().await {
+        let chunk: Value = serde_json::from_str(&event).unwrap();
+        received.push_str(chunk["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+        if received.len() >= "Hello from ".len() {
+            break;
+        }
+    }
+    assert_eq!(received, "Hello from ");
+    drop(sse);
+
+    let rows = gw.wait_usage_rows(1).await;
+    let r = &rows[0];
+    assert_eq!(r.error_code.as_deref(), Some("client_closed_request"));
+    assert_eq!(r.usage_source, "tokenizer", "the usage chunk never came");
+    assert_eq!(r.prompt_tokens, 11);
+    // At least what the client got; at most what the upstream sent before the
+    // gateway noticed the client was gone (never the whole 5-token reply).
+    let got = bluesminds::usage::tokenizer::count_text("gpt-4o-mini", &received) as i64;
+    assert!(r.completion_tokens >= got && r.completion_tokens < 5, "{r:?}");
+    assert!(r.cost_nanousd > 0);
+}
