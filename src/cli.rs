@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::auth::generate_key;
-use crate::config::Config;
+use crate::auth::keys::{issue, KeySpec};
+use crate::config::{Config, LimitSettings};
 use crate::server;
-use crate::store::{now_ms, NewKey, Store};
+use crate::store::{now_ms, Store};
 
 #[derive(Parser)]
 #[command(
@@ -157,34 +157,34 @@ fn keys(cfg: Config, action: KeysAction) -> anyhow::Result<()> {
                     ),
                     None => None,
                 };
-                let positive = |v: Option<u32>, flag: &str| -> anyhow::Result<Option<i64>> {
+                let positive = |v: Option<u32>, flag: &str| -> anyhow::Result<Option<u64>> {
                     match v {
                         Some(0) => {
                             anyhow::bail!("--{flag} must be at least 1 (leave it out for no limit)")
                         }
-                        v => Ok(v.map(i64::from)),
+                        v => Ok(v.map(u64::from)),
                     }
                 };
-                let key = generate_key();
-                let record = store
-                    .create_key(NewKey {
+                let (secret, record) = issue(
+                    &store,
+                    KeySpec {
                         name: &name,
-                        key_hash: &key.hash,
-                        key_prefix: &key.prefix,
-                        key_last4: &key.last4,
                         user_id,
                         models: models.as_deref(),
                         expires_at: expires_in_days.map(|d| now_ms() + i64::from(d) * 86_400_000),
-                        rpm: positive(rpm, "rpm")?,
-                        tpm: positive(tpm, "tpm")?,
-                        concurrency: positive(concurrency, "concurrency")?,
-                    })
-                    .await?;
+                        limits: LimitSettings {
+                            rpm: positive(rpm, "rpm")?,
+                            tpm: positive(tpm, "tpm")?,
+                            concurrency: positive(concurrency, "concurrency")?,
+                        },
+                    },
+                )
+                .await?;
                 eprintln!(
                     "created key {} (id {}); store it now, it is not shown again:",
                     record.name, record.id
                 );
-                println!("{}", key.secret);
+                println!("{secret}");
             }
             KeysAction::List => {
                 println!(

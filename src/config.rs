@@ -41,6 +41,17 @@ pub struct Config {
     pub default_plan: Option<String>,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Users with these emails are admins of the dashboard and admin API.
+    #[serde(default)]
+    pub admin_emails: Vec<String>,
+}
+
+impl Config {
+    pub fn is_admin_email(&self, email: &str) -> bool {
+        self.admin_emails
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(email))
+    }
 }
 
 /// Per-minute buckets and a cap on requests in flight; `None` means unlimited.
@@ -82,11 +93,28 @@ impl PlanConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Environment variable holding the admin API token (`Authorization: Bearer ...`).
     pub token_env: Option<String>,
+    /// Whether anyone may create an account on the dashboard.
+    pub allow_signup: bool,
+    /// After a key is rotated, the old one keeps working this long.
+    pub key_rotation_grace_secs: u64,
+    /// Mark session cookies `Secure` (also done when `x-forwarded-proto: https`).
+    pub secure_cookies: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            token_env: None,
+            allow_signup: true,
+            key_rotation_grace_secs: 3600,
+            secure_cookies: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -71,6 +71,16 @@ pub enum GatewayError {
     },
     #[error("{0}")]
     PermissionDenied(String),
+    #[error("You are not signed in.")]
+    NotSignedIn,
+    #[error("Wrong email or password.")]
+    InvalidCredentials,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("Too many failed sign-in attempts; try again later.")]
+    TooManyLogins { retry_after: Duration },
     #[error("The client closed the connection before the response was complete.")]
     ClientClosedRequest,
     #[error("Internal gateway error.")]
@@ -97,6 +107,10 @@ impl GatewayError {
         match self {
             Self::MissingApiKey | Self::InvalidApiKey(_) => 401,
             Self::PermissionDenied(_) => 403,
+            Self::NotSignedIn | Self::InvalidCredentials => 401,
+            Self::Conflict(_) => 409,
+            Self::NotFound(_) => 404,
+            Self::TooManyLogins { .. } => 429,
             Self::UnknownUrl { .. } | Self::ModelNotFound(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::InvalidRequest { .. } => 400,
@@ -122,7 +136,12 @@ impl GatewayError {
             | Self::InvalidRequest { .. }
             | Self::BodyTooLarge { .. }
             | Self::ModelNotFound(_)
-            | Self::PermissionDenied(_) => "invalid_request_error",
+            | Self::PermissionDenied(_)
+            | Self::NotSignedIn
+            | Self::InvalidCredentials
+            | Self::Conflict(_)
+            | Self::NotFound(_)
+            | Self::TooManyLogins { .. } => "invalid_request_error",
             Self::RateLimited {
                 kind: LimitKind::Tokens,
                 ..
@@ -143,6 +162,11 @@ impl GatewayError {
             Self::MissingApiKey | Self::InvalidApiKey(_) => "invalid_api_key",
             Self::UnknownUrl { .. } => "unknown_url",
             Self::PermissionDenied(_) => "permission_denied",
+            Self::NotSignedIn => "not_signed_in",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Conflict(_) => "conflict",
+            Self::NotFound(_) => "not_found",
+            Self::TooManyLogins { .. } => "too_many_attempts",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::InvalidRequest { .. } => "invalid_request_error",
             Self::BodyTooLarge { .. } => "request_too_large",
@@ -191,6 +215,9 @@ impl GatewayError {
                 ),
                 ("retry-after-ms", wait.as_millis().max(1).to_string()),
             ],
+            Self::TooManyLogins { retry_after } => {
+                vec![("retry-after", retry_after.as_secs().max(1).to_string())]
+            }
             // Waiting cannot help: a request larger than the limit, or a spent quota.
             Self::RateLimited {
                 retry_after: None, ..

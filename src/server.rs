@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 
@@ -39,11 +40,12 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.database.max_connections,
         ))
         .with_context(|| format!("cannot open the database {}", cfg.database.url))?;
-    let upstreams = Arc::new(
-        control
-            .block_on(Upstreams::build(&cfg))
-            .map_err(|e| anyhow::anyhow!("cannot build upstream pools: {e}"))?,
-    );
+    let servers = control
+        .block_on(store.list_servers())
+        .context("cannot read the upstream servers")?;
+    let upstreams = control
+        .block_on(Upstreams::build(&cfg, &servers))
+        .map_err(|e| anyhow::anyhow!("cannot build upstream pools: {e}"))?;
     let usage = UsageQueue::new(
         cfg.usage.queue_capacity,
         std::path::Path::new(&cfg.usage.spill_path),
@@ -59,8 +61,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         config: cfg.clone(),
         keys: KeyCache::new(store.clone(), control.handle().clone()),
         limiter: Limiter::new(),
+        login_throttle: crate::auth::LoginThrottle::new(),
         quotas: QuotaLedger::new(store.clone(), control.handle().clone()),
-        upstreams: upstreams.clone(),
+        upstreams: ArcSwap::from_pointee(upstreams),
         prices: PriceTable::new(&cfg.prices),
         usage: usage.clone(),
         metrics,
@@ -77,12 +80,14 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     });
 
     if cfg.health_check.enabled {
-        let upstreams = upstreams.clone();
+        let state = state.clone();
         let every = Duration::from_secs(cfg.health_check.interval_secs);
         control.spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
+                // The pools in force now (they may have been swapped since the last round).
+                let upstreams = state.upstreams.load_full();
                 upstreams.check_health().await;
             }
         });
@@ -93,6 +98,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", cfg.server.admin_listen))?;
     let app = crate::side::router(state.clone());
     control.spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         if let Err(e) = axum::serve(side, app).await {
             tracing::error!(error = %e, "side app stopped");
         }

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use crate::auth::KeyCache;
 use crate::config::{Config, LimitSettings, PlanConfig};
 use crate::limits::{Limiter, QuotaLedger};
@@ -13,10 +15,12 @@ use crate::usage::{PriceTable, UsageQueue};
 pub struct AppState {
     pub config: Arc<Config>,
     pub keys: KeyCache,
-    pub upstreams: Arc<Upstreams>,
+    /// Swapped whole when admin-managed servers change; a request keeps the pool it started with.
+    pub upstreams: ArcSwap<Upstreams>,
     pub prices: PriceTable,
     pub usage: UsageQueue,
     pub limiter: Limiter,
+    pub login_throttle: crate::auth::LoginThrottle,
     pub quotas: QuotaLedger,
     pub metrics: Metrics,
     pub store: Store,
@@ -27,6 +31,15 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Rebuilds the pools from config and the stored servers and swaps them in.
+    pub async fn reload_upstreams(&self) -> Result<(), String> {
+        let servers = self.store.list_servers().await.map_err(|e| e.to_string())?;
+        let built = Upstreams::build(&self.config, &servers).await?;
+        self.upstreams.store(Arc::new(built));
+        tracing::info!(admin_servers = servers.len(), "upstream pools rebuilt");
+        Ok(())
+    }
+
     /// The plan of a key's owner: theirs if it is configured, else `default_plan`.
     /// Keys without an owner have no plan.
     pub fn plan_of(&self, key: &crate::auth::ApiKey) -> Option<&PlanConfig> {

@@ -445,7 +445,11 @@ async fn a_stream_the_client_abandons_is_billed_for_what_was_generated() {
     let mut received = String::new();
     while let Some(event) = sse.next().await {
         let chunk: Value = serde_json::from_str(&event).unwrap();
-        received.push_str(chunk["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+        received.push_str(
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or(""),
+        );
         if received.len() >= "Hello from ".len() {
             break;
         }
@@ -461,6 +465,9 @@ async fn a_stream_the_client_abandons_is_billed_for_what_was_generated() {
     // At least what the client got; at most what the upstream sent before the
     // gateway noticed the client was gone (never the whole 5-token reply).
     let got = bluesminds::usage::tokenizer::count_text("gpt-4o-mini", &received) as i64;
-    assert!(r.completion_tokens >= got && r.completion_tokens < 5, "{r:?}");
+    assert!(
+        r.completion_tokens >= got && r.completion_tokens < 5,
+        "{r:?}"
+    );
     assert!(r.cost_nanousd > 0);
 }

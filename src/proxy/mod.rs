@@ -25,7 +25,7 @@ use crate::error::GatewayError;
 use crate::limits::{estimate_tokens, Ask, Permit, QuotaLimits, RateInfo};
 use crate::state::AppState;
 use crate::store::now_ms;
-use crate::upstream::{BackendMeta, Pool};
+use crate::upstream::{BackendMeta, Pool, Upstreams};
 use crate::usage::{tokenizer, ResponseCounter, UsageRecord, UsageSource};
 use request::{inspect, Endpoint};
 
@@ -122,7 +122,8 @@ impl Gateway {
             Endpoint::ListModels => Some(self.models_list(&key)),
             Endpoint::GetModel(id) => {
                 ctx.model = Some(id.clone());
-                let listed = self.state.upstreams.listed_models();
+                let listed = self.state.upstreams.load();
+                let listed = listed.listed_models();
                 if !listed.contains(&id.as_str()) || !key.allows_model(id) {
                     return Err(GatewayError::ModelNotFound(id.clone()));
                 }
@@ -152,9 +153,11 @@ impl Gateway {
         let pool = self
             .state
             .upstreams
+            .load()
             .pool_for(&inspected.model)
+            .cloned()
             .ok_or_else(|| GatewayError::ModelNotFound(inspected.model.clone()))?;
-        ctx.pool = Some(pool.clone());
+        ctx.pool = Some(pool);
         let estimate = estimate_tokens(ctx.body.len(), inspected.max_tokens);
         self.limit(ctx, &key, estimate).await?;
         Ok(Admitted::Proxy)
@@ -259,23 +262,20 @@ impl Gateway {
     }
 
     fn models_list(&self, key: &ApiKey) -> Bytes {
-        let data: Vec<serde_json::Value> = self
-            .state
-            .upstreams
+        let upstreams = self.state.upstreams.load();
+        let data: Vec<serde_json::Value> = upstreams
             .listed_models()
             .into_iter()
             .filter(|m| key.allows_model(m))
-            .map(|m| self.model_value(m))
+            .map(|m| self.model_value(&upstreams, m))
             .collect();
         Bytes::from(
             serde_json::to_vec(&serde_json::json!({"object": "list", "data": data})).expect("json"),
         )
     }
 
-    fn model_value(&self, id: &str) -> serde_json::Value {
-        let owner = self
-            .state
-            .upstreams
+    fn model_value(&self, upstreams: &Upstreams, id: &str) -> serde_json::Value {
+        let owner = upstreams
             .pool_for(id)
             .map_or("bluesminds", |p| p.name.as_str());
         serde_json::json!({
@@ -287,7 +287,8 @@ impl Gateway {
     }
 
     fn model_object(&self, id: &str) -> Bytes {
-        Bytes::from(serde_json::to_vec(&self.model_value(id)).expect("json"))
+        let upstreams = self.state.upstreams.load();
+        Bytes::from(serde_json::to_vec(&self.model_value(&upstreams, id)).expect("json"))
     }
 
     /// The error for a Pingora failure the gateway did not decide itself.
@@ -402,8 +403,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let pool = ctx.pool.clone().expect("request_filter set the pool");
-        let upstreams = &self.state.upstreams;
-        let Some(backend) = pool.select(&ctx.tried, upstreams.clock()) else {
+        let Some(backend) = pool.select(&ctx.tried) else {
             let model = ctx.model.clone().unwrap_or_default();
             ctx.error = Some(if ctx.tried.is_empty() {
                 GatewayError::NoHealthyUpstream(model)
@@ -482,7 +482,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         if upstream_response.status.is_server_error() {
             if let (Some(backend), Some(pool)) = (&ctx.backend, &ctx.pool) {
-                self.state.upstreams.eject(backend);
+                pool.eject(backend);
                 if pool.has_untried(&ctx.tried) {
                     ctx.failover = true;
                     return Error::e_explain(
@@ -562,8 +562,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(backend) = &ctx.backend {
-            self.state.upstreams.eject(backend);
+        if let (Some(backend), Some(pool)) = (&ctx.backend, &ctx.pool) {
+            pool.eject(backend);
         }
         let more = ctx.pool.as_ref().is_some_and(|p| p.has_untried(&ctx.tried));
         e.set_retry(more);

@@ -6,13 +6,16 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::error::GatewayError;
 use crate::state::AppState;
 
+mod accounts;
+mod admin;
 mod caller;
+mod keys;
 mod usage;
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -23,6 +26,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/usage/daily", get(usage::daily))
         .route("/api/usage/models", get(usage::by_model))
         .route("/api/usage/requests", get(usage::requests))
+        .route("/api/auth/signup", post(accounts::signup))
+        .route("/api/auth/login", post(accounts::login))
+        .route("/api/auth/logout", post(accounts::logout))
+        .route("/api/auth/me", get(accounts::me))
+        .route("/api/keys", get(keys::list).post(keys::create))
+        .route("/api/keys/{id}", delete(keys::revoke))
+        .route("/api/keys/{id}/rotate", post(keys::rotate))
+        .route(
+            "/api/admin/servers",
+            get(admin::servers).post(admin::add_server),
+        )
+        .route(
+            "/api/admin/servers/{id}",
+            put(admin::update_server).delete(admin::delete_server),
+        )
+        .route("/api/admin/health", get(admin::health))
+        .route("/api/admin/users", get(admin::users))
+        .route("/api/admin/users/{id}/disable", post(admin::disable_user))
+        .route("/api/admin/users/{id}/enable", post(admin::enable_user))
         .fallback(not_found)
         .with_state(state)
 }
@@ -44,12 +66,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if let Err(e) = state.store.ping().await {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}"));
     }
-    let upstreams = &state.upstreams;
+    let upstreams = state.upstreams.load();
     let any_healthy = upstreams
         .pools()
         .iter()
-        .flat_map(|p| p.backends())
-        .any(|b| upstreams.is_healthy(b));
+        .any(|p| p.backends().any(|b| p.is_healthy(b)));
     if !upstreams.pools().is_empty() && !any_healthy {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -1,6 +1,6 @@
 //! Usage API: totals by day and by model over a day range, and recent requests
-//! (paged). An admin sees everything and may filter by key or user; an API key
-//! sees its own usage only.
+//! (paged). An admin sees everything and may filter by key or user; a dashboard
+//! user sees their own keys; an API key sees its own usage only.
 
 use std::sync::Arc;
 
@@ -83,6 +83,17 @@ fn scope(
 ) -> Result<(Option<i64>, Option<i64>), GatewayError> {
     match caller {
         Caller::Admin => Ok((key_id, user_id)),
+        Caller::Session(s) if s.is_admin => Ok((key_id, user_id)),
+        // A user sees their own usage; a key filter narrows it (another user's
+        // key matches nothing, since the user filter stays).
+        Caller::Session(s) => {
+            if user_id.is_some_and(|u| u != s.user.id) {
+                return Err(GatewayError::PermissionDenied(
+                    "you can only read your own usage".into(),
+                ));
+            }
+            Ok((key_id, Some(s.user.id)))
+        }
         Caller::Key(key) => {
             if key_id.is_some_and(|k| k != key.id) || user_id.is_some() {
                 return Err(GatewayError::PermissionDenied(

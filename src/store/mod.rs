@@ -11,6 +11,9 @@ use sqlx::{AnyPool, Row};
 
 use crate::usage::UsageRecord;
 
+mod accounts;
+pub use accounts::{NewServer, ServerRecord, SessionRecord};
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -133,7 +136,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-const KEY_SELECT: &str = "SELECT k.id, k.name, k.key_prefix, k.key_last4, k.user_id, k.models, k.rpm, k.tpm, \
+pub(crate) const KEY_SELECT: &str = "SELECT k.id, k.name, k.key_prefix, k.key_last4, k.user_id, k.models, k.rpm, k.tpm, \
      k.concurrency, k.created_at, k.expires_at, k.revoked_at, u.plan AS user_plan, u.disabled AS user_disabled \
      FROM api_keys k LEFT JOIN users u ON u.id = k.user_id";
 
@@ -478,7 +481,7 @@ impl Store {
     }
 }
 
-fn key_from_row(r: &AnyRow) -> Result<KeyRecord, StoreError> {
+pub(crate) fn key_from_row(r: &AnyRow) -> Result<KeyRecord, StoreError> {
     let models: Option<String> = r.try_get("models")?;
     Ok(KeyRecord {
         id: r.try_get("id")?,
@@ -498,7 +501,7 @@ fn key_from_row(r: &AnyRow) -> Result<KeyRecord, StoreError> {
     })
 }
 
-fn user_from_row(r: &AnyRow) -> Result<UserRecord, StoreError> {
+pub(crate) fn user_from_row(r: &AnyRow) -> Result<UserRecord, StoreError> {
     Ok(UserRecord {
         id: r.try_get("id")?,
         email: r.try_get("email")?,

@@ -20,7 +20,8 @@ use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::{BackendUrl, Config};
+use crate::config::{BackendConfig, BackendUrl, Config, PoolConfig};
+use crate::store::ServerRecord;
 
 /// One upstream server as the proxy sees it.
 pub struct BackendMeta {
@@ -76,6 +77,8 @@ impl PriorityGroup {
 pub struct Pool {
     pub name: String,
     groups: Vec<PriorityGroup>,
+    clock: Clock,
+    eject_for: Duration,
 }
 
 impl Pool {
@@ -84,8 +87,8 @@ impl Pool {
     /// Backends that failed recently are skipped while any other is usable; when
     /// every healthy one is ejected they are tried anyway rather than failing the
     /// request outright (an ejection is a guess, a health check is a fact).
-    pub fn select(&self, tried: &[usize], clock: &Clock) -> Option<Arc<BackendMeta>> {
-        let now = clock.now_ms();
+    pub fn select(&self, tried: &[usize]) -> Option<Arc<BackendMeta>> {
+        let now = self.clock.now_ms();
         for respect_ejection in [true, false] {
             for group in &self.groups {
                 let accept = |b: &Backend, healthy: bool| {
@@ -113,6 +116,30 @@ impl Pool {
 
     pub fn backends(&self) -> impl Iterator<Item = &Arc<BackendMeta>> {
         self.groups.iter().flat_map(|g| g.members.iter())
+    }
+
+    /// Skips a backend for a while after a connect error or a 5xx.
+    pub fn eject(&self, backend: &BackendMeta) {
+        let until = self.clock.now_ms() + self.eject_for.as_millis() as u64;
+        backend.ejected_until_ms.store(until, Ordering::Relaxed);
+        tracing::warn!(backend = %backend.display, pool = %backend.pool, secs = self.eject_for.as_secs(), "backend ejected after a failure");
+    }
+
+    pub fn is_ejected(&self, backend: &BackendMeta) -> bool {
+        backend.is_ejected(self.clock.now_ms())
+    }
+
+    /// Whether the backend is in rotation (health-checked and enabled).
+    pub fn is_healthy(&self, backend: &BackendMeta) -> bool {
+        self.groups.iter().any(|g| {
+            g.members.iter().any(|m| m.id == backend.id)
+                && g.lb
+                    .backends()
+                    .get_backend()
+                    .iter()
+                    .find(|b| b.addr.as_inet() == Some(&backend.addr))
+                    .is_some_and(|b| g.lb.backends().ready(b))
+        })
     }
 }
 
@@ -146,8 +173,6 @@ pub struct Upstreams {
     pools: Vec<Arc<Pool>>,
     routes: Vec<(ModelMatch, usize)>,
     exact: HashMap<String, usize>,
-    clock: Clock,
-    eject_for: Duration,
 }
 
 /// Probes each backend with its own request (host, TLS, path and key differ per backend).
@@ -188,14 +213,17 @@ impl HealthCheck for PerBackendCheck {
 }
 
 impl Upstreams {
-    /// Builds the pools from config; resolves host names once (blocking DNS, at load time only).
-    pub async fn build(cfg: &Config) -> Result<Self, String> {
+    /// Builds the pools from config plus the servers added through the admin API;
+    /// resolves host names once (blocking DNS, at build time only).
+    pub async fn build(cfg: &Config, servers: &[ServerRecord]) -> Result<Self, String> {
         let hc = &cfg.health_check;
+        let clock = Clock::new();
+        let pool_configs = merged_pools(&cfg.pools, servers);
         let mut pools = Vec::new();
         let mut routes = Vec::new();
         let mut exact = HashMap::new();
         let mut next_id = 0;
-        for (pool_index, pc) in cfg.pools.iter().enumerate() {
+        for (pool_index, pc) in pool_configs.iter().enumerate() {
             let mut by_priority: std::collections::BTreeMap<u32, Vec<Arc<BackendMeta>>> =
                 Default::default();
             for b in &pc.backends {
@@ -279,14 +307,14 @@ impl Upstreams {
             pools.push(Arc::new(Pool {
                 name: pc.name.clone(),
                 groups,
+                clock,
+                eject_for: Duration::from_secs(hc.eject_secs),
             }));
         }
         Ok(Self {
             pools,
             routes,
             exact,
-            clock: Clock::new(),
-            eject_for: Duration::from_secs(hc.eject_secs),
         })
     }
 
@@ -315,17 +343,6 @@ impl Upstreams {
             .collect()
     }
 
-    pub fn clock(&self) -> &Clock {
-        &self.clock
-    }
-
-    /// Skips a backend for a while after a connect error or a 5xx.
-    pub fn eject(&self, backend: &BackendMeta) {
-        let until = self.clock.now_ms() + self.eject_for.as_millis() as u64;
-        backend.ejected_until_ms.store(until, Ordering::Relaxed);
-        tracing::warn!(backend = %backend.display, pool = %backend.pool, secs = self.eject_for.as_secs(), "backend ejected after a failure");
-    }
-
     pub fn pools(&self) -> &[Arc<Pool>] {
         &self.pools
     }
@@ -339,17 +356,35 @@ impl Upstreams {
             .map(|g| g.lb.backends().run_health_check(true));
         futures_util::future::join_all(checks).await;
     }
+}
 
-    /// Whether the backend is currently in rotation (health-checked and enabled).
-    pub fn is_healthy(&self, backend: &BackendMeta) -> bool {
-        self.pools.iter().flat_map(|p| p.groups.iter()).any(|g| {
-            g.members.iter().any(|m| m.id == backend.id)
-                && g.lb
-                    .backends()
-                    .get_backend()
-                    .iter()
-                    .find(|b| b.addr.as_inet() == Some(&backend.addr))
-                    .is_some_and(|b| g.lb.backends().ready(b))
-        })
+/// YAML pools plus admin-added servers: a server joins the pool of its name
+/// (adding its models), or forms a new pool when no such pool exists.
+fn merged_pools(yaml: &[PoolConfig], servers: &[ServerRecord]) -> Vec<PoolConfig> {
+    let mut pools = yaml.to_vec();
+    for s in servers {
+        let backend = BackendConfig {
+            url: s.url.clone(),
+            weight: s.weight.max(1) as usize,
+            priority: s.priority.max(0) as u32,
+            api_key_env: s.api_key_env.clone(),
+        };
+        match pools.iter_mut().find(|p| p.name == s.pool) {
+            Some(p) => {
+                for m in &s.models {
+                    if !p.models.contains(m) {
+                        p.models.push(m.clone());
+                    }
+                }
+                p.backends.push(backend);
+            }
+            None => pools.push(PoolConfig {
+                name: s.pool.clone(),
+                models: s.models.clone(),
+                backends: vec![backend],
+                health_path: None,
+            }),
+        }
     }
+    pools
 }

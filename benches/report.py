@@ -1,0 +1,278 @@
+#!/usr/bin/env python3
+"""Turns the raw outputs of benches/run.sh into target/bench/report.md.
+
+Usage: python3 benches/report.py target/bench/raw > target/bench/report.md
+"""
+
+import json
+import os
+import sys
+
+RAW = sys.argv[1]
+TARGETS = [
+    ("direct", "direct (no hop)"),
+    ("bare", "bare Pingora"),
+    ("nginx", "nginx proxy_pass"),
+    ("bluesminds", "BluesMinds"),
+    ("litellm", "LiteLLM proxy"),
+]
+# Targets from the issue (#7).
+T_RPS_VS_BARE = 0.90
+T_ADDED_P99_US = 150
+T_VS_LITELLM = 20
+T_RSS_MIB = 64
+
+
+def load(name):
+    path = os.path.join(RAW, name)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def text(name):
+    path = os.path.join(RAW, name)
+    return open(path).read().strip() if os.path.exists(path) else ""
+
+
+meta = {}
+for line in text("meta.env").splitlines():
+    k, _, v = line.partition("=")
+    meta[k] = v
+
+
+def ok_rps(d):
+    """Answers with a 2xx status per second (oha's own rps counts errors too)."""
+    if not d:
+        return None
+    ok = sum(v for k, v in d.get("statusCodeDistribution", {}).items() if k.startswith("2"))
+    total = d["summary"]["total"]
+    return ok / total if total else None
+
+
+def pct_us(d, p):
+    if not d:
+        return None
+    v = d.get("latencyPercentiles", {}).get(p)
+    return None if v is None else v * 1e6
+
+
+def non2xx(d):
+    if not d:
+        return 0
+    bad = sum(v for k, v in d.get("statusCodeDistribution", {}).items() if not k.startswith("2"))
+    errs = sum(v for k, v in d.get("errorDistribution", {}).items() if "deadline" not in k)
+    return bad + errs
+
+
+def fmt_us(v):
+    if v is None:
+        return "—"
+    if v >= 10_000:
+        return f"{v / 1000:,.1f} ms"
+    return f"{v:,.0f} µs"
+
+
+def fmt_num(v, digits=0):
+    return "—" if v is None else f"{v:,.{digits}f}"
+
+
+def fmt_mib(kib):
+    return "—" if not kib else f"{kib / 1024:,.1f} MiB"
+
+
+R = {}
+for key, label in TARGETS:
+    rate = text(f"{key}.rate.txt")
+    R[key] = {
+        "label": label,
+        "status": text(f"{key}.status"),
+        "closed": load(f"{key}.closed.json"),
+        "open": load(f"{key}.open.{rate}.json"),
+        "stream": load(f"{key}.stream.json"),
+        "cpu": load(f"{key}.cpu.json"),
+        "rate": rate,
+    }
+common_rate = text("rate.txt")
+bare = R["bare"]
+bare_rps = ok_rps(bare["closed"])
+direct_stream = R["direct"]["stream"]
+
+
+def floor_p99(who, rate):
+    """p99 of bare Pingora (or direct) in the open loop at `rate`."""
+    return pct_us(load(f"{who}.open.{rate}.json"), "p99")
+
+
+def added_p99(key):
+    """(added p99 vs bare at the target's own open-loop rate, that rate)."""
+    r = R[key]
+    p99 = pct_us(r["open"], "p99")
+    base = floor_p99("bare", r["rate"])
+    if key == "bare" or p99 is None or base is None:
+        return None, r["rate"]
+    return p99 - base, r["rate"]
+
+out = []
+w = out.append
+w("# BluesMinds load benchmark")
+w("")
+w(f"- date: {meta.get('date_utc', '?')}")
+w(f"- command: `{meta.get('command', '?')}` ({meta.get('mode', '?')} mode)")
+w(f"- commit: {meta.get('git', '?')}")
+w(f"- CPU: {meta.get('cpu_model', '?')}, {meta.get('ncpu', '?')} cores; kernel {meta.get('kernel', '?')}")
+w(f"- pinning (taskset): proxy under test on CPU {meta.get('proxy_cpus')} ({meta.get('proxy_threads')} worker thread(s) / nginx worker(s)); "
+  f"load generator (oha, stream-load) and fake upstream (1 thread) on CPU {meta.get('load_cpus')}")
+w(f"- machine before the run: {meta.get('busy_before_pct', '?')} % of all cores busy over 5 s; load average before / after: "
+  f"{meta.get('loadavg_before', '?')} / {meta.get('loadavg_after', '?')} (per-run CPU use: see the closed-loop table)")
+w(f"- tools: {meta.get('oha', '?')}; nginx {meta.get('nginx', '-')}; LiteLLM {meta.get('litellm', '-')}; {meta.get('rustc', '?')}")
+w(f"- scenarios: closed loop {meta.get('conns')} connections x {meta.get('closed_s')} s (after {meta.get('warm_s')} s warm-up); "
+  f"open loop {meta.get('open_s')} s at a fixed rate with latency correction (common rate = half of bare Pingora's closed-loop rps = {common_rate} rps); "
+  f"{meta.get('streams')} SSE streams of {meta.get('chunks')} chunks x {meta.get('chunk_delay_ms')} ms, started over {meta.get('stream_ramp_ms')} ms")
+w("- request: non-streaming `POST /v1/chat/completions` (2 messages, ~170 B body; ~560 B answer); streams: the same with `\"stream\":true`")
+w("")
+
+# --- summary -----------------------------------------------------------------
+w("## Summary against bare Pingora")
+w("")
+w("| target | rps (closed loop) | rps vs bare | p99 at fixed rate | added p99 vs bare | TTFB p50 / p99, 1,000 streams | added TTFB p50 vs direct | RSS with 1,000 streams | RSS vs bare |")
+w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+bare_rss = (bare["stream"] or {}).get("rss_kib_at_max_live")
+for key, _ in TARGETS:
+    r = R[key]
+    if not r["closed"]:
+        w(f"| {r['label']} | {r['status'] or 'not run'} | | | | | | | |")
+        continue
+    rps = ok_rps(r["closed"])
+    ratio = f"{rps / bare_rps:.2f}x" if rps and bare_rps else "—"
+    p99 = pct_us(r["open"], "p99")
+    flagged = r["rate"] and common_rate and r["rate"] != common_rate
+    p99_s = fmt_us(p99) + (f" (at {r['rate']} rps¹)" if flagged else "")
+    a, _ = added_p99(key)
+    added = "—" if a is None else f"{a:+,.0f} µs"
+    s = r["stream"] or {}
+    ttfb = s.get("ttfb_us", {})
+    ttfb_s = f"{fmt_us(ttfb.get('p50'))} / {fmt_us(ttfb.get('p99'))}" if s.get("ok") else "—"
+    if s and s.get("failed"):
+        ttfb_s += f" ({s['failed']} failed)"
+    added_ttfb = "—"
+    if key != "direct" and s.get("ok") and direct_stream and direct_stream.get("ok"):
+        added_ttfb = f"{ttfb['p50'] - direct_stream['ttfb_us']['p50']:+,.0f} µs"
+    rss = s.get("rss_kib_at_max_live")
+    rss_s = "(upstream) " + fmt_mib(rss) if key == "direct" else fmt_mib(rss)
+    rss_ratio = f"{rss / bare_rss:.1f}x" if rss and bare_rss and key != "direct" else "—"
+    w(f"| {r['label']} | {fmt_num(rps)} | {ratio} | {p99_s} | {added} | {ttfb_s} | {added_ttfb} | {rss_s} | {rss_ratio} |")
+if any(R[k]["rate"] and R[k]["rate"] != common_rate for k, _ in TARGETS):
+    w("")
+    w(f"¹ cannot carry the common rate ({common_rate} rps): measured at half its own closed-loop rps, "
+      "and its added p99 is against bare Pingora at that same rate.")
+w("")
+
+# --- targets -----------------------------------------------------------------
+bm = R["bluesminds"]
+lite = R["litellm"]
+w("## Targets (issue #7)")
+w("")
+w("| target | measured | met |")
+w("| --- | --- | --- |")
+
+
+def verdict(ok):
+    return "—" if ok is None else ("yes" if ok else "**no**")
+
+
+bm_rps = ok_rps(bm["closed"])
+v = bm_rps / bare_rps if bm_rps and bare_rps else None
+w(f"| BluesMinds >= {T_RPS_VS_BARE:.0%} of bare-Pingora rps | {'—' if v is None else f'{v:.1%}'} | {verdict(None if v is None else v >= T_RPS_VS_BARE)} |")
+v, rate = added_p99("bluesminds")
+if v is None:
+    w(f"| added p99 <= {T_ADDED_P99_US} µs at half saturation ({common_rate} rps) | — | — |")
+elif rate == common_rate:
+    w(f"| added p99 <= {T_ADDED_P99_US} µs at half saturation ({common_rate} rps) | {v:+,.0f} µs | {verdict(v <= T_ADDED_P99_US)} |")
+else:
+    w(f"| added p99 <= {T_ADDED_P99_US} µs at half saturation ({common_rate} rps) | cannot carry {common_rate} rps; "
+      f"at half its own saturation ({rate} rps): {v:+,.0f} µs vs bare Pingora at {rate} rps | **no** |")
+lite_rps = ok_rps(lite["closed"])
+v = bm_rps / lite_rps if bm_rps and lite_rps else None
+w(f"| >= {T_VS_LITELLM}x LiteLLM rps | {'— (' + (lite['status'] or 'not run') + ')' if v is None else f'{v:.1f}x'} | {verdict(None if v is None else v >= T_VS_LITELLM)} |")
+rss = (bm["stream"] or {}).get("rss_kib_at_max_live")
+live = (bm["stream"] or {}).get("max_live")
+v = rss / 1024 if rss else None
+w(f"| <= {T_RSS_MIB} MiB RSS with 1,000 open streams | {'—' if v is None else f'{v:.1f} MiB ({live} streams live when sampled)'} | {verdict(None if v is None else v <= T_RSS_MIB)} |")
+w("")
+
+# --- details -----------------------------------------------------------------
+w("## Closed loop (fixed concurrency)")
+w("")
+w(f"{meta.get('conns')} connections, keep-alive, each sends its next request as soon as the previous answer arrived.")
+w("CPU columns: busy share of the load core and of the proxy core over the run, and the cores used by the target's own processes (for `direct`: the fake upstream).")
+w("")
+w("| target | rps (2xx) | p50 | p90 | p99 | p99.9 | errors | load CPU busy | proxy CPU busy | target process cores | proxy CPU not used by the target (other processes, softirq) |")
+w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+for key, _ in TARGETS:
+    r = R[key]
+    d = r["closed"]
+    if not d:
+        continue
+    c = r["cpu"] or {}
+    other = None
+    if c.get("proxy_cpu_busy_pct") is not None:
+        # direct has nothing of ours on the proxy core: all its load is foreign.
+        own = 0 if key == "direct" else 100 * c.get("target_process_cores", 0)
+        other = max(0.0, c["proxy_cpu_busy_pct"] - own)
+    w(f"| {r['label']} | {fmt_num(ok_rps(d))} | {fmt_us(pct_us(d, 'p50'))} | {fmt_us(pct_us(d, 'p90'))} | {fmt_us(pct_us(d, 'p99'))} | {fmt_us(pct_us(d, 'p99.9'))} | {non2xx(d)} "
+      f"| {fmt_num(c.get('load_cpu_busy_pct'))}% | {fmt_num(c.get('proxy_cpu_busy_pct'))}% | {fmt_num(c.get('target_process_cores'), 2)} | {fmt_num(other)}% |")
+w("")
+
+w("## Open loop (fixed rate, coordinated omission corrected)")
+w("")
+w("oha `-q RATE --latency-correction`: latency counts from when each request was due, so a stall is charged to every request queued behind it.")
+w("")
+w("| target | rate asked | rps achieved (2xx) | p50 | p90 | p99 | p99.9 | errors |")
+w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+rates = sorted({R[k]["rate"] for k, _ in TARGETS if R[k]["rate"]}, key=lambda x: -int(x))
+for rate in rates:
+    for key, _ in TARGETS:
+        d = load(f"{key}.open.{rate}.json")
+        if not d:
+            continue
+        note = "" if rate == common_rate else " ¹"
+        w(f"| {R[key]['label']} | {rate}{note} | {fmt_num(ok_rps(d))} | {fmt_us(pct_us(d, 'p50'))} | {fmt_us(pct_us(d, 'p90'))} | {fmt_us(pct_us(d, 'p99'))} | {fmt_us(pct_us(d, 'p99.9'))} | {non2xx(d)} |")
+w("")
+
+w("## Streaming (slow SSE streams)")
+w("")
+w("TTFB: from starting to connect until the first SSE event arrived. RSS: VmRSS of the target's processes summed, "
+  "sampled every 50 ms; 'with streams' is the sample taken when the most streams were live at once.")
+w("")
+w("| target | streams ok | failed | TTFB p50 | p90 | p99 | max | most live at once | RSS before | RSS with streams | RSS peak |")
+w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+for key, _ in TARGETS:
+    r = R[key]
+    s = r["stream"]
+    if not s:
+        continue
+    t = s.get("ttfb_us", {})
+    w(f"| {r['label']} | {s['ok']} | {s['failed']} | {fmt_us(t.get('p50'))} | {fmt_us(t.get('p90'))} | {fmt_us(t.get('p99'))} | {fmt_us(t.get('max'))} "
+      f"| {s.get('max_live')} | {fmt_mib(s.get('rss_kib_before'))} | {fmt_mib(s.get('rss_kib_at_max_live'))} | {fmt_mib(s.get('rss_kib_peak'))} |")
+errs = [(R[k]["label"], R[k]["stream"]["errors"]) for k, _ in TARGETS if R[k]["stream"] and R[k]["stream"].get("errors")]
+for label, e in errs:
+    w(f"- {label} stream errors: " + ", ".join(f"{k}: {v}" for k, v in e.items()))
+w("")
+
+usage = load("bluesminds.usage.json")
+if usage:
+    w(f"BluesMinds usage logging: {usage['usage_rows']:,} rows in `usage_records` after the run (by status: {usage['by_status']}).")
+    w("")
+notes = [(R[k]["label"], R[k]["status"]) for k, _ in TARGETS if R[k]["status"] and R[k]["status"] != "ok"]
+if notes:
+    w("## Skipped or failed")
+    w("")
+    for label, s in notes:
+        w(f"- {label}: {s}")
+    w("")
+print("\n".join(out))

@@ -1,0 +1,545 @@
+#!/usr/bin/env bash
+# BluesMinds load benchmark: the gateway against no hop, a bare Pingora proxy,
+# nginx and LiteLLM, in one run on this machine. See benches/README.md.
+#
+#   bash benches/run.sh [--quick] [--no-build] [--skip-nginx] [--skip-litellm] [--idle-wait=SECONDS]
+#
+# --idle-wait: before measuring, wait up to this long (default: 600 s in full
+# mode, 0 in quick mode) for the machine to be idle (both cores < 15 % busy
+# over 5 s); the run goes ahead anyway afterwards and the report says how busy
+# the machine was.
+#
+# Writes target/bench/report.md (also printed) and the raw tool outputs to
+# target/bench/raw/. Every process it starts is stopped on exit; every wait and
+# every load run is bounded in time.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+OUT="$TARGET/bench"
+RAW="$OUT/raw"
+TOOLS="$TARGET/bench-tools"
+OHA="$TOOLS/bin/oha"
+OHA_VERSION="1.16.0"
+LITELLM_VENV="$TARGET/bench-litellm-venv"
+COMMAND_LINE="bash benches/run.sh $*"
+
+QUICK=0 BUILD=1 NGINX=1 LITELLM=1 IDLE_WAIT_S=""
+for arg in "$@"; do
+    case "$arg" in
+        --quick) QUICK=1 ;;
+        --idle-wait=*) IDLE_WAIT_S="${arg#--idle-wait=}" ;;
+        --no-build) BUILD=0 ;;
+        --skip-nginx) NGINX=0 ;;
+        --skip-litellm) LITELLM=0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+# --- scenario sizes ----------------------------------------------------------
+CONNS=64            # closed loop: connections, each sends its next request when the last answer is in
+STREAMS=1000        # concurrent slow SSE streams
+CHUNKS=10           # content chunks per completion (fake upstream)
+CHUNK_DELAY_MS=200  # delay before each streamed chunk during the streaming scenario
+STREAM_RAMP_MS=1000 # stream starts are spread over this long
+if [ "$QUICK" = 1 ]; then
+    WARM_S=1 CLOSED_S=3 OPEN_S=3
+    LITELLM=0
+    IDLE_WAIT_S="${IDLE_WAIT_S:-0}"
+else
+    WARM_S=3 CLOSED_S=15 OPEN_S=15
+    IDLE_WAIT_S="${IDLE_WAIT_S:-600}"
+fi
+
+# --- CPU pinning -------------------------------------------------------------
+# The proxy under test gets a core of its own; the load generator and the fake
+# upstream share the other. On a 1-core machine everything shares core 0.
+NCPU=$(nproc)
+if [ "$NCPU" -ge 2 ]; then
+    PROXY_CPUS="${BENCH_PROXY_CPUS:-1}"
+    LOAD_CPUS="${BENCH_LOAD_CPUS:-0}"
+else
+    PROXY_CPUS="${BENCH_PROXY_CPUS:-0}"
+    LOAD_CPUS="${BENCH_LOAD_CPUS:-0}"
+fi
+# Worker threads for each proxy: one per core it is pinned to.
+PROXY_THREADS=$(taskset -c "$PROXY_CPUS" nproc)
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+for tool in taskset curl python3 timeout; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/bm-bench.XXXXXX")"
+mkdir -p "$WORK/logs" "$OUT"
+rm -rf "$RAW"
+mkdir -p "$RAW"
+
+# --- process bookkeeping and cleanup -----------------------------------------
+declare -A PID=()
+CREATED_POLICY_RC=0
+
+descendants() { # pid -> the pid and all its descendants
+    local p=$1 c
+    echo "$p"
+    for c in $(pgrep -P "$p" 2>/dev/null || true); do descendants "$c"; done
+}
+
+stop_proc() { # name: SIGINT the process tree, SIGKILL what is left after 10 s
+    local name=$1 pid tree deadline
+    pid="${PID[$name]:-}"
+    [ -n "$pid" ] || return 0
+    unset "PID[$name]"
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    tree=$(descendants "$pid")
+    kill -INT $tree 2>/dev/null || true
+    deadline=$((SECONDS + 10))
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    for p in $tree; do kill -KILL "$p" 2>/dev/null || true; done
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    for name in "${!PID[@]}"; do stop_proc "$name"; done
+    if [ "$CREATED_POLICY_RC" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+    if [ -d "$WORK/logs" ]; then
+        rm -rf "$OUT/logs"
+        cp -r "$WORK/logs" "$OUT/logs" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+    [ $rc = 0 ] || log "failed (exit $rc); logs in $OUT/logs"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+start_bg() { # name cpus command...: start pinned, in the background, logging to logs/name.log
+    local name=$1 cpus=$2
+    shift 2
+    taskset -c "$cpus" "$@" >"$WORK/logs/$name.log" 2>&1 &
+    PID[$name]=$!
+}
+
+alive() { kill -0 "${PID[$1]}" 2>/dev/null; }
+
+wait_http() { # name url seconds [curl args...]: until the URL answers 200
+    local name=$1 url=$2 secs=$3 deadline code
+    shift 3
+    deadline=$((SECONDS + secs))
+    while [ $SECONDS -lt $deadline ]; do
+        alive "$name" || { tail -20 "$WORK/logs/$name.log" >&2; die "$name exited during start-up"; }
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" "$url" || true)
+        [ "$code" = 200 ] && return 0
+        sleep 0.2
+    done
+    tail -20 "$WORK/logs/$name.log" >&2
+    return 1
+}
+
+free_ports() { # n: n free loopback ports
+    python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+cpu_ticks() { # cpu index -> "busy total" jiffies from /proc/stat
+    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+proc_ticks() { # pids... -> utime+stime jiffies summed (all threads)
+    local sum=0 p f
+    for p in "$@"; do
+        f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        f=${f##*) }
+        set -- $f
+        sum=$((sum + ${12} + ${13}))
+    done
+    echo $sum
+}
+
+# --- build and tools ---------------------------------------------------------
+if [ "$BUILD" = 1 ]; then
+    log "building (cargo build --release --workspace)"
+    timeout 3600 cargo build --release --workspace >"$WORK/logs/build.log" 2>&1 \
+        || { tail -30 "$WORK/logs/build.log" >&2; die "build failed"; }
+fi
+BIN="$TARGET/release"
+for b in bluesminds fake-upstream bare-pingora stream-load; do
+    [ -x "$BIN/$b" ] || die "$BIN/$b missing (run without --no-build)"
+done
+
+if ! [ -x "$OHA" ] || ! "$OHA" --version | grep -q "$OHA_VERSION"; then
+    log "installing oha $OHA_VERSION into $TOOLS"
+    timeout 3600 cargo install oha --version "$OHA_VERSION" --locked --root "$TOOLS" \
+        >"$WORK/logs/oha-install.log" 2>&1 || { tail -20 "$WORK/logs/oha-install.log" >&2; die "cannot install oha"; }
+fi
+
+NGINX_BIN=""
+NGINX_NOTE=""
+if [ "$NGINX" = 1 ]; then
+    NGINX_BIN=$(command -v nginx || ls /usr/sbin/nginx 2>/dev/null || true)
+    if [ -z "$NGINX_BIN" ]; then
+        log "installing nginx (apt-get)"
+        # Keep the package from starting a system nginx on port 80.
+        if ! [ -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+            chmod +x /usr/sbin/policy-rc.d
+            CREATED_POLICY_RC=1
+        fi
+        if ! timeout 900 env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >"$WORK/logs/apt.log" 2>&1; then
+            timeout 600 apt-get update -q >>"$WORK/logs/apt.log" 2>&1 || true
+            timeout 900 env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >>"$WORK/logs/apt.log" 2>&1 || true
+        fi
+        if [ "$CREATED_POLICY_RC" = 1 ]; then rm -f /usr/sbin/policy-rc.d; CREATED_POLICY_RC=0; fi
+        NGINX_BIN=$(command -v nginx || ls /usr/sbin/nginx 2>/dev/null || true)
+    fi
+    [ -n "$NGINX_BIN" ] || NGINX_NOTE="nginx could not be installed (see logs/apt.log)"
+else
+    NGINX_NOTE="skipped (--skip-nginx)"
+fi
+
+LITELLM_NOTE=""
+if [ "$LITELLM" = 1 ]; then
+    if ! [ -f "$LITELLM_VENV/.installed" ]; then
+        log "installing litellm[proxy] into $LITELLM_VENV"
+        rm -rf "$LITELLM_VENV"
+        if timeout 1800 python3 -m venv "$LITELLM_VENV" >"$WORK/logs/litellm-install.log" 2>&1 \
+            && timeout 1800 "$LITELLM_VENV/bin/pip" install -q 'litellm[proxy]' >>"$WORK/logs/litellm-install.log" 2>&1; then
+            touch "$LITELLM_VENV/.installed"
+        else
+            LITELLM_NOTE="litellm[proxy] did not install (see logs/litellm-install.log)"
+        fi
+    fi
+elif [ "$QUICK" = 1 ]; then
+    LITELLM_NOTE="skipped (--quick)"
+else
+    LITELLM_NOTE="skipped (--skip-litellm)"
+fi
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# --- machine state -----------------------------------------------------------
+busy_pct() { # seconds -> busy % of all cores over that window
+    local a b
+    read -r -a a <<<"$(awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat)"
+    sleep "$1"
+    read -r -a b <<<"$(awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat)"
+    echo $(( 100 * (b[0] - a[0]) / (b[1] - a[1] > 0 ? b[1] - a[1] : 1) ))
+}
+IDLE_DEADLINE=$((SECONDS + IDLE_WAIT_S))
+BUSY=$(busy_pct 5)
+while [ "$BUSY" -ge 15 ] && [ $SECONDS -lt $IDLE_DEADLINE ]; do
+    log "machine busy ($BUSY % of all cores over 5 s); waiting for idle (up to $((IDLE_DEADLINE - SECONDS)) s more)"
+    sleep 25
+    BUSY=$(busy_pct 5)
+done
+[ "$BUSY" -lt 15 ] || log "machine still busy ($BUSY %); measuring anyway (see the report's load columns)"
+
+{
+    echo "date_utc=$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "command=$COMMAND_LINE"
+    echo "mode=$([ "$QUICK" = 1 ] && echo quick || echo full)"
+    echo "cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+    echo "ncpu=$NCPU"
+    echo "proxy_cpus=$PROXY_CPUS"
+    echo "load_cpus=$LOAD_CPUS"
+    echo "proxy_threads=$PROXY_THREADS"
+    echo "kernel=$(uname -r)"
+    echo "git=$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src/ has uncommitted changes)')"
+    echo "rustc=$(rustc --version 2>/dev/null || echo '?')"
+    echo "oha=$("$OHA" --version)"
+    echo "nginx=$([ -n "$NGINX_BIN" ] && "$NGINX_BIN" -v 2>&1 | sed 's/.*: //' || echo '-')"
+    echo "litellm=$([ -z "$LITELLM_NOTE" ] && "$LITELLM_VENV/bin/pip" show litellm 2>/dev/null | awk '/^Version/ { print $2 }' || echo '-')"
+    echo "loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "busy_before_pct=$BUSY"
+    echo "conns=$CONNS"
+    echo "streams=$STREAMS"
+    echo "chunks=$CHUNKS"
+    echo "chunk_delay_ms=$CHUNK_DELAY_MS"
+    echo "stream_ramp_ms=$STREAM_RAMP_MS"
+    echo "warm_s=$WARM_S"
+    echo "closed_s=$CLOSED_S"
+    echo "open_s=$OPEN_S"
+    echo "nginx_note=$NGINX_NOTE"
+    echo "litellm_note=$LITELLM_NOTE"
+} >"$RAW/meta.env"
+top -bn1 | head -15 >"$RAW/top-before.txt" 2>/dev/null || true
+log "mode $(grep '^mode=' "$RAW/meta.env" | cut -d= -f2); proxies on CPU $PROXY_CPUS ($PROXY_THREADS threads), load + fake upstream on CPU $LOAD_CPUS; machine $BUSY % busy, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- the fake upstream ---------------------------------------------------------
+read -r UP_PORT P_BARE P_NGINX P_BM P_BM_ADMIN P_LITELLM <<<"$(free_ports 6)"
+UP="127.0.0.1:$UP_PORT"
+start_bg upstream "$LOAD_CPUS" "$BIN/fake-upstream" --listen "$UP" --threads 1 --chunks "$CHUNKS" --chunk-delay-ms 0
+wait_http upstream "http://$UP/health" 30 || die "fake upstream did not start"
+
+set_chunk_delay() {
+    curl -sf --max-time 5 -X POST "http://$UP/_control/chunk_delay" \
+        -H 'content-type: application/json' -d "{\"ms\":$1}" >/dev/null
+}
+
+BODY='{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in ten words."}],"max_tokens":64}'
+AUTH=()
+CHAT=/v1/chat/completions
+
+oha_run() { # out seconds url extra-args...: one oha run, JSON to $out
+    local out=$1 secs=$2 url=$3
+    shift 3
+    timeout $((secs + 60)) taskset -c "$LOAD_CPUS" "$OHA" --no-tui --output-format json \
+        --worker-threads 1 -z "${secs}s" -c "$CONNS" -t 30s -m POST \
+        -H 'content-type: application/json' "${AUTH[@]}" -d "$BODY" "$@" "$url" >"$out" 2>>"$WORK/logs/oha.log"
+}
+
+json_get() { # file python-expression-on-d
+    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+open_loop() { # name url rate: one latency-corrected fixed-rate run
+    log "$1: open loop at $3 rps (latency corrected), ${OPEN_S}s"
+    oha_run "$RAW/$1.open.$3.json" "$OPEN_S" "$2" -q "$3" --latency-correction || log "$1: open loop failed"
+}
+
+RATE=""           # the common open-loop rate: half of bare Pingora's saturation
+EXTRA_RATES=()    # half-saturation rates of targets that cannot carry RATE
+
+# run_target name url pids...: closed loop, open loop, streams against one target.
+run_target() {
+    local name=$1 url=$2
+    shift 2
+    local pids=("$@")
+    log "$name: warm-up ${WARM_S}s"
+    oha_run "$RAW/$name.warmup.json" "$WARM_S" "$url" || log "$name: warm-up failed"
+
+    log "$name: closed loop, $CONNS connections, ${CLOSED_S}s"
+    local c0a c1a c0b c1b pa pb hz
+    hz=$(getconf CLK_TCK)
+    read -r -a c0a <<<"$(cpu_ticks "${LOAD_CPUS%%[,-]*}")"
+    read -r -a c1a <<<"$(cpu_ticks "${PROXY_CPUS%%[,-]*}")"
+    pa=$(proc_ticks $(for p in "${pids[@]}"; do descendants "$p"; done))
+    oha_run "$RAW/$name.closed.json" "$CLOSED_S" "$url" || log "$name: closed loop failed"
+    pb=$(proc_ticks $(for p in "${pids[@]}"; do descendants "$p"; done))
+    read -r -a c0b <<<"$(cpu_ticks "${LOAD_CPUS%%[,-]*}")"
+    read -r -a c1b <<<"$(cpu_ticks "${PROXY_CPUS%%[,-]*}")"
+    python3 - "$RAW/$name.cpu.json" "${c0a[@]}" "${c0b[@]}" "${c1a[@]}" "${c1b[@]}" "$pa" "$pb" "$hz" "$CLOSED_S" <<'EOF'
+import json, sys
+o = sys.argv[1]
+b0a, t0a, b0b, t0b, b1a, t1a, b1b, t1b, pa, pb, hz, secs = map(float, sys.argv[2:])
+json.dump({
+    "load_cpu_busy_pct": 100 * (b0b - b0a) / max(t0b - t0a, 1),
+    "proxy_cpu_busy_pct": 100 * (b1b - b1a) / max(t1b - t1a, 1),
+    "target_process_cores": (pb - pa) / hz / secs,
+}, open(o, "w"))
+EOF
+
+    local rps
+    rps=$(json_get "$RAW/$name.closed.json" 'sum(v for k, v in d["statusCodeDistribution"].items() if k.startswith("2")) / d["summary"]["total"]' 2>/dev/null || echo 0)
+    log "$name: $rps rps (2xx) in the closed loop"
+    if [ "$name" = bare ]; then
+        RATE=$(python3 -c "print(max(1, int(float('$rps') / 2)))")
+        echo "$RATE" >"$RAW/rate.txt"
+    fi
+    # A target that cannot carry the common rate would only queue: it is measured
+    # at half its own saturation instead, and bare Pingora and direct at that rate too.
+    local rate=$RATE
+    if [ "$name" != direct ] && python3 -c "import sys; sys.exit(0 if float('$rps') < 1.1 * $RATE else 1)"; then
+        rate=$(python3 -c "print(max(1, int(float('$rps') / 2)))")
+        EXTRA_RATES+=("$rate")
+    fi
+    echo "$rate" >"$RAW/$name.rate.txt"
+    open_loop "$name" "$url" "$rate"
+    if [ "$name" = direct ]; then
+        for r in "${EXTRA_RATES[@]}"; do open_loop direct "$url" "$r"; done
+    fi
+
+    log "$name: $STREAMS streams, $CHUNKS chunks x ${CHUNK_DELAY_MS}ms"
+    local rss_pids=""
+    for p in "${pids[@]}"; do rss_pids+="$(descendants "$p" | tr '\n' ',')"; done
+    set_chunk_delay "$CHUNK_DELAY_MS"
+    local hostport=${url#http://}
+    hostport=${hostport%%/*}
+    local hdr=()
+    if [ ${#AUTH[@]} -gt 0 ]; then hdr=(--header "${AUTH[1]}"); fi
+    timeout 120 taskset -c "$LOAD_CPUS" "$BIN/stream-load" --addr "$hostport" \
+        --streams "$STREAMS" --ramp-ms "$STREAM_RAMP_MS" --timeout-s 60 --pids "${rss_pids%,}" "${hdr[@]}" \
+        >"$RAW/$name.stream.json" 2>>"$WORK/logs/stream-load.log" || log "$name: stream run failed"
+    set_chunk_delay 0
+    echo "ok" >"$RAW/$name.status"
+}
+
+start_bare() {
+    start_bg bare "$PROXY_CPUS" "$BIN/bare-pingora" --listen "127.0.0.1:$P_BARE" --upstream "$UP" --threads "$PROXY_THREADS"
+    wait_http bare "http://127.0.0.1:$P_BARE/health" 30 || die "bare-pingora did not start"
+}
+
+# --- targets -------------------------------------------------------------------
+# b. bare Pingora first: its saturation sets the common open-loop rate.
+start_bare
+run_target bare "http://127.0.0.1:$P_BARE$CHAT" "${PID[bare]}"
+stop_proc bare
+
+# c. nginx proxy_pass
+if [ -n "$NGINX_BIN" ]; then
+    N="$WORK/nginx"
+    mkdir -p "$N/tmp"
+    cat >"$N/nginx.conf" <<EOF
+# One worker per proxy core (like Pingora's threads); no access log (bare Pingora
+# logs nothing either); keepalive to the upstream; streaming unbuffered.
+worker_processes $PROXY_THREADS;
+worker_rlimit_nofile 65536;
+daemon off;
+pid $N/nginx.pid;
+error_log $N/error.log warn;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    client_body_temp_path $N/tmp/body;
+    proxy_temp_path $N/tmp/proxy;
+    fastcgi_temp_path $N/tmp/fastcgi;
+    uwsgi_temp_path $N/tmp/uwsgi;
+    scgi_temp_path $N/tmp/scgi;
+    keepalive_requests 1000000;
+    upstream fake {
+        server $UP;
+        keepalive 128;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$P_NGINX backlog=4096;
+        location / {
+            proxy_pass http://fake;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 600s;
+        }
+    }
+}
+EOF
+    start_bg nginx "$PROXY_CPUS" "$NGINX_BIN" -p "$N" -c "$N/nginx.conf" -e "$N/error.log"
+    if wait_http nginx "http://127.0.0.1:$P_NGINX/health" 30; then
+        run_target nginx "http://127.0.0.1:$P_NGINX$CHAT" "${PID[nginx]}"
+    else
+        log "nginx did not start"
+        echo "nginx did not start (see logs/nginx.log)" >"$RAW/nginx.status"
+    fi
+    stop_proc nginx
+    cp "$N/error.log" "$WORK/logs/nginx-error.log" 2>/dev/null || true
+else
+    echo "$NGINX_NOTE" >"$RAW/nginx.status"
+fi
+
+# d. BluesMinds: SQLite usage logging, health checks on, and key limits set far
+# above the load so the rate-limit path runs on every request without denying.
+B="$WORK/bluesminds"
+mkdir -p "$B"
+cat >"$B/gateway.yaml" <<EOF
+server:
+  proxy_listen: "127.0.0.1:$P_BM"
+  admin_listen: "127.0.0.1:$P_BM_ADMIN"
+  threads: $PROXY_THREADS
+  grace_period_secs: 1
+database:
+  url: "sqlite://$B/bluesminds.db"
+usage:
+  spill_path: "$B/usage-spill.jsonl"
+health_check:
+  enabled: true
+limits:
+  rpm: 1000000000
+  tpm: 1000000000000
+  concurrency: 100000
+pools:
+  - name: bench
+    models: [gpt-4o-mini]
+    backends:
+      - url: http://$UP
+prices:
+  gpt-4o-mini: { input_per_1m: 0.15, output_per_1m: 0.60 }
+EOF
+BM_KEY=$(cd "$B" && "$BIN/bluesminds" --config "$B/gateway.yaml" keys create --name bench 2>>"$WORK/logs/bluesminds-keys.log" || true)
+if [ -n "$BM_KEY" ]; then
+    (cd "$B" && exec taskset -c "$PROXY_CPUS" env RUST_LOG=warn "$BIN/bluesminds" --config "$B/gateway.yaml") \
+        >"$WORK/logs/bluesminds.log" 2>&1 &
+    PID[bluesminds]=$!
+    if wait_http bluesminds "http://127.0.0.1:$P_BM_ADMIN/readyz" 60; then
+        AUTH=(-H "authorization: Bearer $BM_KEY")
+        run_target bluesminds "http://127.0.0.1:$P_BM$CHAT" "${PID[bluesminds]}"
+        AUTH=()
+        curl -s --max-time 5 "http://127.0.0.1:$P_BM_ADMIN/metrics" >"$RAW/bluesminds.metrics.txt" || true
+    else
+        echo "BluesMinds did not become ready (see logs/bluesminds.log)" >"$RAW/bluesminds.status"
+    fi
+    stop_proc bluesminds
+    # Usage logging check (after the graceful flush): rows written vs requests answered.
+    python3 - "$B/bluesminds.db" >"$RAW/bluesminds.usage.json" <<'EOF' || true
+import json, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+rows = dict(db.execute("select status, count(*) from usage_records group by status").fetchall())
+print(json.dumps({"usage_rows": sum(rows.values()), "by_status": {str(k): v for k, v in rows.items()}}))
+EOF
+else
+    echo "could not create a BluesMinds key (see logs/bluesminds-keys.log)" >"$RAW/bluesminds.status"
+fi
+
+# e. LiteLLM (one uvicorn worker; no database, so no spend logging; auth by master key)
+if [ -z "$LITELLM_NOTE" ]; then
+    L="$WORK/litellm"
+    mkdir -p "$L"
+    cat >"$L/config.yaml" <<EOF
+model_list:
+  - model_name: gpt-4o-mini
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: http://$UP/v1
+      api_key: sk-fake
+general_settings:
+  master_key: sk-bench-master
+EOF
+    # No network beyond loopback: use the bundled model cost map.
+    (cd "$L" && exec taskset -c "$PROXY_CPUS" env LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR \
+        "$LITELLM_VENV/bin/litellm" --config "$L/config.yaml" --host 127.0.0.1 --port "$P_LITELLM" \
+        --num_workers 1) >"$WORK/logs/litellm.log" 2>&1 &
+    PID[litellm]=$!
+    if wait_http litellm "http://127.0.0.1:$P_LITELLM/health/liveliness" 180; then
+        AUTH=(-H "authorization: Bearer sk-bench-master")
+        run_target litellm "http://127.0.0.1:$P_LITELLM$CHAT" "${PID[litellm]}"
+        AUTH=()
+    else
+        echo "LiteLLM did not start within 180 s (see logs/litellm.log)" >"$RAW/litellm.status"
+    fi
+    stop_proc litellm
+else
+    echo "$LITELLM_NOTE" >"$RAW/litellm.status"
+fi
+
+# a. direct to the fake upstream (no hop), last: it also runs the open loop at
+# every extra rate. Its RSS figures are the fake upstream's own.
+run_target direct "http://$UP$CHAT" "${PID[upstream]}"
+
+# Bare Pingora again at the extra rates, so every target has a floor at its rate.
+if [ ${#EXTRA_RATES[@]} -gt 0 ]; then
+    start_bare
+    oha_run "$RAW/bare.rewarm.json" "$WARM_S" "http://127.0.0.1:$P_BARE$CHAT" || true
+    for r in "${EXTRA_RATES[@]}"; do open_loop bare "http://127.0.0.1:$P_BARE$CHAT" "$r"; done
+    stop_proc bare
+fi
+
+stop_proc upstream
+echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/meta.env"
+top -bn1 | head -15 >"$RAW/top-after.txt" 2>/dev/null || true
+
+python3 "$ROOT/benches/report.py" "$RAW" >"$OUT/report.md"
+cat "$OUT/report.md"
+log "report: $OUT/report.md"

@@ -1,0 +1,228 @@
+//! Per-response usage work on the hot path: the SSE/JSON usage parser
+//! (`ResponseCounter`, run on every body chunk) and handing the usage record to
+//! the batch writer (`UsageQueue::submit`, once per request).
+//!
+//! `cargo bench --bench usage` (see benches/README.md).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use bluesminds::metrics::Metrics;
+use bluesminds::usage::{ResponseCounter, UsageQueue, UsageRecord, UsageSource};
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+
+/// Content events per benchmarked stream (plus role, finish, usage and `[DONE]`).
+const CONTENT_EVENTS: usize = 100;
+
+const WORDS: &[&str] = &[
+    " The",
+    " gateway",
+    " forwards",
+    " each",
+    " chunk",
+    " as",
+    " it",
+    " arrives",
+    ",",
+    " and",
+    " counts",
+    " tokens",
+    " on",
+    " the",
+    " way",
+    ".",
+    " Don't",
+    " \\\"quote\\\"",
+    " me",
+    "\\n",
+];
+
+/// One `chat.completion.chunk` event as OpenAI sends it. `usage_null` is true
+/// when the request had `stream_options.include_usage` (OpenAI then puts
+/// `"usage":null` on every chunk but the last).
+fn chunk_event(choice: &str, usage_null: bool) -> Bytes {
+    let usage = if usage_null { ",\"usage\":null" } else { "" };
+    Bytes::from(format!(
+        "data: {{\"id\":\"chatcmpl-AX7bq2Kf9JtY3nLw0pQe5RsT1uVz\",\"object\":\"chat.completion.chunk\",\"created\":1732550000,\"model\":\"gpt-4o-mini-2024-07-18\",\"system_fingerprint\":\"fp_0ba0d124f1\",\"choices\":[{choice}]{usage}}}\n\n"
+    ))
+}
+
+/// A realistic stream, one event per body chunk (what upstreams send): role,
+/// content, finish, optionally the usage-only chunk, then `[DONE]`.
+fn sse_stream(with_usage: bool) -> Vec<Bytes> {
+    let mut events = vec![chunk_event(
+        r#"{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}"#,
+        with_usage,
+    )];
+    for i in 0..CONTENT_EVENTS {
+        let choice = format!(
+            r#"{{"index":0,"delta":{{"content":"{}"}},"logprobs":null,"finish_reason":null}}"#,
+            WORDS[i % WORDS.len()]
+        );
+        events.push(chunk_event(&choice, with_usage));
+    }
+    events.push(chunk_event(
+        r#"{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}"#,
+        with_usage,
+    ));
+    if with_usage {
+        events.push(Bytes::from(
+            "data: {\"id\":\"chatcmpl-AX7bq2Kf9JtY3nLw0pQe5RsT1uVz\",\"object\":\"chat.completion.chunk\",\"created\":1732550000,\"model\":\"gpt-4o-mini-2024-07-18\",\"system_fingerprint\":\"fp_0ba0d124f1\",\"choices\":[],\"usage\":{\"prompt_tokens\":27,\"completion_tokens\":100,\"total_tokens\":127,\"prompt_tokens_details\":{\"cached_tokens\":0,\"audio_tokens\":0},\"completion_tokens_details\":{\"reasoning_tokens\":0,\"audio_tokens\":0,\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}}}\n\n",
+        ));
+    }
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    events
+}
+
+/// A non-streaming chat completion body as OpenAI sends it.
+fn json_body() -> Bytes {
+    Bytes::from(
+        r#"{"id":"chatcmpl-AX7bq2Kf9JtY3nLw0pQe5RsT1uVz","object":"chat.completion","created":1732550000,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! The gateway forwards each chunk as it arrives, and counts tokens on the way. Is there anything else I can help you with today?","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":27,"completion_tokens":29,"total_tokens":56,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_0ba0d124f1"}"#,
+    )
+}
+
+/// Feeds every chunk as Pingora's `response_body_filter` would.
+fn feed(counter: &mut ResponseCounter, chunks: &[Bytes]) -> usize {
+    let mut out = 0;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let mut body = Some(chunk.clone());
+        counter.on_body(&mut body, i + 1 == chunks.len());
+        out += body.map_or(0, |b| b.len());
+    }
+    out
+}
+
+fn response_counter(c: &mut Criterion) {
+    let mut g = c.benchmark_group("response_counter");
+
+    // The client asked for usage itself (or not at all): bytes pass untouched,
+    // every event is still parsed.
+    let passthrough = sse_stream(true);
+    g.throughput(Throughput::Elements(passthrough.len() as u64));
+    g.bench_function("sse_passthrough_per_stream", |b| {
+        b.iter_batched_ref(
+            || ResponseCounter::new(Some("text/event-stream; charset=utf-8"), false),
+            |counter| {
+                let out = feed(counter, &passthrough);
+                black_box((out, counter.usage()))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    // The gateway injected `stream_options.include_usage`: whole events are
+    // re-assembled and the usage-only chunk is removed.
+    g.bench_function("sse_strip_usage_per_stream", |b| {
+        b.iter_batched_ref(
+            || ResponseCounter::new(Some("text/event-stream"), true),
+            |counter| {
+                let out = feed(counter, &passthrough);
+                black_box((out, counter.usage()))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    // An upstream that sends no `usage` at all (the tokenizer fallback's input
+    // is gathered here; the tokenizer itself runs off the proxy threads).
+    let no_usage = sse_stream(false);
+    g.throughput(Throughput::Elements(no_usage.len() as u64));
+    g.bench_function("sse_no_usage_per_stream", |b| {
+        b.iter_batched_ref(
+            || ResponseCounter::new(Some("text/event-stream"), false),
+            |counter| {
+                let out = feed(counter, &no_usage);
+                black_box((out, counter.reply_text().len()))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    // One content event on a counter that is already mid-stream.
+    let one = passthrough[1].clone();
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("sse_one_content_event", |b| {
+        b.iter_batched_ref(
+            || ResponseCounter::new(Some("text/event-stream"), false),
+            |counter| {
+                let mut body = Some(one.clone());
+                counter.on_body(&mut body, false);
+                black_box(body)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    // Non-streaming chat answer: buffered, `usage` read from the tail.
+    let json = json_body();
+    g.throughput(Throughput::Bytes(json.len() as u64));
+    g.bench_function("json_chat_completion", |b| {
+        b.iter_batched_ref(
+            || ResponseCounter::new(Some("application/json"), false),
+            |counter| {
+                feed(counter, std::slice::from_ref(&json));
+                black_box(counter.usage())
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn record() -> UsageRecord {
+    UsageRecord {
+        request_id: "req_0193655d2f6a7c3e9b1f2a4c5d6e7f80".into(),
+        created_at: 1_732_550_000_000,
+        key_id: Some(1),
+        user_id: None,
+        endpoint: "chat.completions".into(),
+        model: Some("gpt-4o-mini".into()),
+        backend: Some("http://127.0.0.1:9000".into()),
+        status: 200,
+        stream: true,
+        prompt_tokens: 27,
+        completion_tokens: 100,
+        usage_source: UsageSource::Upstream,
+        cost_nanousd: 64_050,
+        latency_ms: 1_203,
+        ttfb_ms: Some(212),
+        error_code: None,
+    }
+}
+
+fn usage_queue(c: &mut Criterion) {
+    let mut g = c.benchmark_group("usage_queue");
+    g.throughput(Throughput::Elements(1));
+    let metrics = Metrics::new();
+    let template = record();
+    // Only `submit` is timed: records are built before and the receiver is
+    // drained after each timed batch (the writer's side is not the hot path).
+    g.bench_function("submit", |b| {
+        b.iter_custom(|iters| {
+            let spill = std::env::temp_dir().join("bluesminds-bench-spill.jsonl");
+            let queue = UsageQueue::new(65_536, &spill, metrics.clone());
+            let mut drained = Vec::with_capacity(4096);
+            let mut timed = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(4096);
+                let batch: Vec<UsageRecord> = (0..n).map(|_| template.clone()).collect();
+                let start = Instant::now();
+                for r in batch {
+                    queue.submit(r);
+                }
+                timed += start.elapsed();
+                queue.drain(usize::MAX, &mut drained);
+                drained.clear();
+                metrics.usage_queue_depth.set(0);
+                left -= n;
+            }
+            timed
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, response_counter, usage_queue);
+criterion_main!(benches);

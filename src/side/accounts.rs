@@ -1,0 +1,211 @@
+//! `/api/auth/*`: sign up, log in, log out, who am I.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::caller::{require_session, session, ApiJson};
+use crate::auth::passwords::{self, MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
+use crate::auth::sessions::{clear_cookie, hash_session, random_token, set_cookie, SESSION_DAYS};
+use crate::auth::throttle::WINDOW;
+use crate::error::GatewayError;
+use crate::state::AppState;
+use crate::store::{now_ms, UserRecord};
+
+#[derive(Deserialize)]
+pub struct Credentials {
+    email: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+pub struct Me {
+    id: i64,
+    email: String,
+    plan: String,
+    is_admin: bool,
+    /// Echo this in `x-csrf-token` on every state-changing call made with the cookie.
+    csrf_token: String,
+}
+
+fn db_error(e: impl std::fmt::Display) -> GatewayError {
+    tracing::error!(error = %e, "accounts database error");
+    GatewayError::KeyStoreUnavailable
+}
+
+fn secure(state: &AppState, headers: &HeaderMap) -> bool {
+    state.config.admin.secure_cookies
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"))
+}
+
+fn normalize_email(email: &str) -> Result<String, GatewayError> {
+    let email = email.trim().to_ascii_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
+        })
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(email)
+    } else {
+        Err(GatewayError::invalid(
+            "`email` is not a valid email address",
+            Some("email"),
+        ))
+    }
+}
+
+/// Starts a session for `user` and answers with its cookie and `Me`.
+async fn start_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    user: UserRecord,
+    status: StatusCode,
+) -> Result<Response, GatewayError> {
+    let token = random_token();
+    let csrf = random_token();
+    state
+        .store
+        .create_session(
+            &hash_session(&token),
+            user.id,
+            &csrf,
+            now_ms() + SESSION_DAYS * 86_400_000,
+        )
+        .await
+        .map_err(db_error)?;
+    let me = Me {
+        is_admin: state.config.is_admin_email(&user.email),
+        id: user.id,
+        email: user.email,
+        plan: user.plan,
+        csrf_token: csrf,
+    };
+    Ok((
+        status,
+        [(
+            header::SET_COOKIE,
+            set_cookie(&token, secure(state, headers)),
+        )],
+        Json(me),
+    )
+        .into_response())
+}
+
+/// `POST /api/auth/signup` `{email, password}` -> 201 with a session.
+pub async fn signup(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiJson(c): ApiJson<Credentials>,
+) -> Result<Response, GatewayError> {
+    if !state.config.admin.allow_signup {
+        return Err(GatewayError::PermissionDenied(
+            "sign-up is closed on this gateway".into(),
+        ));
+    }
+    let email = normalize_email(&c.email)?;
+    let len = c.password.chars().count();
+    if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&len) {
+        return Err(GatewayError::invalid(
+            format!("`password` must have {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"),
+            Some("password"),
+        ));
+    }
+    let plan = state
+        .config
+        .default_plan
+        .clone()
+        .unwrap_or_else(|| "free".to_string());
+    let hash = passwords::hash(c.password).await;
+    let user = state
+        .store
+        .create_account(&email, &hash, &plan)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| {
+            GatewayError::Conflict("an account with this email already exists".into())
+        })?;
+    tracing::info!(user_id = user.id, "account created");
+    start_session(&state, &headers, user, StatusCode::CREATED).await
+}
+
+/// `POST /api/auth/login` `{email, password}` -> 200 with a session.
+pub async fn login(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(c): ApiJson<Credentials>,
+) -> Result<Response, GatewayError> {
+    let email = c.email.trim().to_ascii_lowercase();
+    let throttle = &state.login_throttle;
+    if !throttle.allowed(&email, peer.ip()) {
+        return Err(GatewayError::TooManyLogins {
+            retry_after: WINDOW,
+        });
+    }
+    let found = state
+        .store
+        .user_with_password(&email)
+        .await
+        .map_err(db_error)?;
+    let (user, stored) = match found {
+        Some((user, Some(hash))) if !user.disabled => (Some(user), hash),
+        // Same work for unknown accounts: no timing difference to probe emails with.
+        _ => (None, passwords::decoy_hash().to_string()),
+    };
+    let ok = passwords::verify(c.password, stored).await;
+    match user.filter(|_| ok) {
+        Some(user) => {
+            throttle.succeeded(&email);
+            start_session(&state, &headers, user, StatusCode::OK).await
+        }
+        None => {
+            throttle.failed(&email, peer.ip());
+            Err(GatewayError::InvalidCredentials)
+        }
+    }
+}
+
+/// `POST /api/auth/logout`: ends the session (CSRF-checked) and clears the cookie.
+pub async fn logout(
+    State(state): State<Arc<AppState>>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    let s = require_session(&state, &headers, &method).await?;
+    state
+        .store
+        .delete_session(&s.id_hash)
+        .await
+        .map_err(db_error)?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, clear_cookie(secure(&state, &headers)))],
+    )
+        .into_response())
+}
+
+/// `GET /api/auth/me`: the signed-in user and the session's CSRF token.
+pub async fn me(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Me>, GatewayError> {
+    let s = session(&state, &headers)
+        .await?
+        .ok_or(GatewayError::NotSignedIn)?;
+    Ok(Json(Me {
+        id: s.user.id,
+        email: s.user.email,
+        plan: s.user.plan,
+        is_admin: s.is_admin,
+        csrf_token: s.csrf_token,
+    }))
+}

@@ -1,0 +1,271 @@
+//! `/api/keys`: a signed-in user's API keys. The secret is returned once, at
+//! creation or rotation; lists show only its prefix and last 4 characters.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::caller::{require_session, ApiJson};
+use crate::auth::keys::{issue, KeySpec};
+use crate::config::LimitSettings;
+use crate::error::GatewayError;
+use crate::state::AppState;
+use crate::store::{now_ms, KeyRecord};
+
+#[derive(Serialize)]
+pub struct KeyView {
+    id: i64,
+    name: String,
+    /// `bm_AbCd...WxYz`: enough to recognise a key, useless to use it.
+    display: String,
+    models: Option<Vec<String>>,
+    rpm: Option<i64>,
+    tpm: Option<i64>,
+    concurrency: Option<i64>,
+    created_at: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    status: &'static str,
+}
+
+impl From<KeyRecord> for KeyView {
+    fn from(k: KeyRecord) -> Self {
+        let status = if k.revoked_at.is_some() {
+            "revoked"
+        } else if k.expires_at.is_some_and(|t| t <= now_ms()) {
+            "expired"
+        } else {
+            "active"
+        };
+        Self {
+            id: k.id,
+            display: format!("{}...{}", k.key_prefix, k.key_last4),
+            name: k.name,
+            models: k.models,
+            rpm: k.rpm,
+            tpm: k.tpm,
+            concurrency: k.concurrency,
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+            status,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct CreatedKey {
+    /// The secret: shown this once, never stored.
+    key: String,
+    #[serde(flatten)]
+    info: KeyView,
+}
+
+#[derive(Serialize)]
+pub struct KeyList {
+    object: &'static str,
+    data: Vec<KeyView>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKeyRequest {
+    name: String,
+    #[serde(default)]
+    expires_in_days: Option<u32>,
+    #[serde(default)]
+    models: Option<Vec<String>>,
+    #[serde(default)]
+    rpm: Option<u64>,
+    #[serde(default)]
+    tpm: Option<u64>,
+    #[serde(default)]
+    concurrency: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// How long the old key keeps working (default `admin.key_rotation_grace_secs`).
+    #[serde(default)]
+    grace_seconds: Option<u64>,
+}
+
+fn db_error(e: impl std::fmt::Display) -> GatewayError {
+    tracing::error!(error = %e, "keys database error");
+    GatewayError::KeyStoreUnavailable
+}
+
+/// `GET /api/keys`
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Json<KeyList>, GatewayError> {
+    let s = require_session(&state, &headers, &method).await?;
+    let keys = state
+        .store
+        .keys_of_user(s.user.id)
+        .await
+        .map_err(db_error)?;
+    Ok(Json(KeyList {
+        object: "list",
+        data: keys.into_iter().map(KeyView::from).collect(),
+    }))
+}
+
+fn validate(req: &NewKeyRequest) -> Result<(), GatewayError> {
+    let name = req.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(GatewayError::invalid(
+            "`name` must have 1 to 100 characters",
+            Some("name"),
+        ));
+    }
+    if req.expires_in_days == Some(0) {
+        return Err(GatewayError::invalid(
+            "`expires_in_days` must be at least 1",
+            Some("expires_in_days"),
+        ));
+    }
+    if let Some(models) = &req.models {
+        if models.is_empty() || models.iter().any(|m| m.trim().is_empty()) {
+            return Err(GatewayError::invalid(
+                "`models` must list model names (leave it out to allow every model)",
+                Some("models"),
+            ));
+        }
+    }
+    for (value, param) in [
+        (req.rpm, "rpm"),
+        (req.tpm, "tpm"),
+        (req.concurrency, "concurrency"),
+    ] {
+        if value == Some(0) {
+            return Err(GatewayError::invalid(
+                format!("`{param}` must be at least 1 (leave it out for the plan's limit)"),
+                Some(param),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `POST /api/keys` -> 201 with the secret.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<NewKeyRequest>,
+) -> Result<(StatusCode, Json<CreatedKey>), GatewayError> {
+    let s = require_session(&state, &headers, &method).await?;
+    validate(&req)?;
+    let (secret, record) = issue(
+        &state.store,
+        KeySpec {
+            name: req.name.trim(),
+            user_id: Some(s.user.id),
+            models: req.models.as_deref(),
+            expires_at: req
+                .expires_in_days
+                .map(|d| now_ms() + i64::from(d) * 86_400_000),
+            limits: LimitSettings {
+                rpm: req.rpm,
+                tpm: req.tpm,
+                concurrency: req.concurrency,
+            },
+        },
+    )
+    .await
+    .map_err(db_error)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            key: secret,
+            info: record.into(),
+        }),
+    ))
+}
+
+/// `POST /api/keys/{id}/rotate`: a new key with the same settings; the old one
+/// keeps working for the grace period, then expires.
+pub async fn rotate(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+    method: Method,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<CreatedKey>), GatewayError> {
+    let s = require_session(&state, &headers, &method).await?;
+    // The body is optional: no body means the default grace period.
+    let req: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| GatewayError::invalid(format!("bad JSON body: {e}"), None))?
+    };
+    let (old, old_hash) = state
+        .store
+        .key_of_user(id, s.user.id)
+        .await
+        .map_err(db_error)?
+        .filter(|(k, _)| k.revoked_at.is_none())
+        .ok_or_else(|| GatewayError::NotFound(format!("no active key with id {id}")))?;
+    let grace = req
+        .grace_seconds
+        .unwrap_or(state.config.admin.key_rotation_grace_secs);
+    let positive = |v: Option<i64>| v.map(|n| n as u64);
+    let (secret, record) = issue(
+        &state.store,
+        KeySpec {
+            name: &old.name,
+            user_id: Some(s.user.id),
+            models: old.models.as_deref(),
+            expires_at: old.expires_at,
+            limits: LimitSettings {
+                rpm: positive(old.rpm),
+                tpm: positive(old.tpm),
+                concurrency: positive(old.concurrency),
+            },
+        },
+    )
+    .await
+    .map_err(db_error)?;
+    let until = now_ms().saturating_add((grace.min(365 * 86_400) * 1000) as i64);
+    state.store.expire_key(id, until).await.map_err(db_error)?;
+    // The cached copy still has the old expiry.
+    state.keys.invalidate_hex(&old_hash).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            key: secret,
+            info: record.into(),
+        }),
+    ))
+}
+
+/// `DELETE /api/keys/{id}`: revoked at once, on the proxy too.
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<StatusCode, GatewayError> {
+    let s = require_session(&state, &headers, &method).await?;
+    let found = state
+        .store
+        .key_of_user(id, s.user.id)
+        .await
+        .map_err(db_error)?;
+    if found.as_ref().is_none_or(|(k, _)| k.revoked_at.is_some()) {
+        return Err(GatewayError::NotFound(format!(
+            "no active key with id {id}"
+        )));
+    }
+    let hash = state.store.revoke_key(id).await.map_err(db_error)?;
+    state.keys.invalidate_hex(&hash).await;
+    Ok(StatusCode::NO_CONTENT)
+}
