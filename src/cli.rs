@@ -116,7 +116,7 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => server::run(cfg),
+        Command::Serve => server::run(cfg, Some(cli.config.clone())),
         Command::CheckConfig => {
             println!("{}: ok ({} pools)", cli.config.display(), cfg.pools.len());
             Ok(())

@@ -132,6 +132,8 @@ pub struct ServerConfig {
     pub read_timeout_secs: u64,
     /// How long a graceful shutdown (SIGTERM) lets open streams finish.
     pub grace_period_secs: u64,
+    /// Reload this file when it changes (checked every 2 s); SIGHUP always reloads.
+    pub watch_config: bool,
 }
 
 impl Default for ServerConfig {
@@ -144,6 +146,7 @@ impl Default for ServerConfig {
             connect_timeout_ms: 3000,
             read_timeout_secs: 600,
             grace_period_secs: 10,
+            watch_config: true,
         }
     }
 }

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub usage_spilled: IntCounter,
     pub usage_written: IntCounter,
     pub usage_write_errors: IntCounter,
+    pub config_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -70,8 +71,17 @@ impl Metrics {
             "Failed usage batch writes (each is retried)",
         )
         .expect("metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "bluesminds_config_reloads_total",
+                "Config reloads by result (ok, rejected)",
+            ),
+            &["result"],
+        )
+        .expect("metric");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(config_reloads.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(tokens.clone()),
             Box::new(usage_queue_depth.clone()),
@@ -92,6 +102,7 @@ impl Metrics {
             usage_spilled,
             usage_written,
             usage_write_errors,
+            config_reloads,
         }
     }
 

@@ -29,7 +29,7 @@ pub fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the control runtime")
 }
 
-pub fn run(cfg: Config) -> anyhow::Result<()> {
+pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let control = control_runtime()?;
     let metrics = Metrics::new();
@@ -64,7 +64,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         login_throttle: crate::auth::LoginThrottle::new(),
         quotas: QuotaLedger::new(store.clone(), control.handle().clone()),
         upstreams: ArcSwap::from_pointee(upstreams),
-        prices: PriceTable::new(&cfg.prices),
+        prices: ArcSwap::from_pointee(PriceTable::new(&cfg.prices)),
+        live: ArcSwap::new(cfg.clone()),
+        config_path: config_path.clone(),
         usage: usage.clone(),
         metrics,
         store,
@@ -92,6 +94,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
+
+    spawn_reloaders(&control, &state)?;
 
     let side = control
         .block_on(tokio::net::TcpListener::bind(&cfg.server.admin_listen))
@@ -135,5 +139,48 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         Err(_) => tracing::error!("usage writer did not finish within 30s"),
     }
     control.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+/// Reloads the config on SIGHUP and, when `server.watch_config` is on, when the
+/// file changes (its modification time or size; polled, so it also works on
+/// volumes where inotify does not, like Kubernetes ConfigMaps).
+fn spawn_reloaders(control: &tokio::runtime::Runtime, state: &Arc<AppState>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let _guard = control.enter();
+    // Installed before Pingora starts: SIGHUP would otherwise end the process.
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let s = state.clone();
+    control.spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the config");
+            let _ = s.reload_config().await;
+        }
+    });
+    let Some(path) = state.config_path.clone() else {
+        return Ok(());
+    };
+    if !state.config.server.watch_config {
+        return Ok(());
+    }
+    let s = state.clone();
+    control.spawn(async move {
+        let stamp = |p: &std::path::Path| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.modified().ok(), m.len()))
+        };
+        let mut last = stamp(&path);
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            let now = stamp(&path);
+            if now.is_some() && now != last {
+                last = now;
+                tracing::info!(path = %path.display(), "config file changed: reloading");
+                let _ = s.reload_config().await;
+            }
+        }
+    });
     Ok(())
 }

@@ -168,7 +168,7 @@ impl Gateway {
     async fn limit(&self, ctx: &mut Ctx, key: &ApiKey, tokens: u64) -> Result<(), GatewayError> {
         let state = &self.state;
         let plan = state.plan_of(key);
-        if let (Some(user_id), Some(plan)) = (key.user_id, plan) {
+        if let (Some(user_id), Some(plan)) = (key.user_id, &plan) {
             let quota = QuotaLimits::from_plan(plan);
             let verdict = state
                 .quotas
@@ -187,8 +187,8 @@ impl Gateway {
         }
         let ask = Ask {
             key_id: key.id,
-            key: state.key_limits(key, plan),
-            user: key.user_id.zip(plan.map(|p| p.limits())),
+            key: state.key_limits(key, plan.as_ref()),
+            user: key.user_id.zip(plan.as_ref().map(|p| p.limits())),
             tokens,
         };
         match state.limiter.admit(&ask) {
@@ -212,7 +212,7 @@ impl Gateway {
     /// Reads the whole body, refusing more than `max_body_bytes`. Pingora's retry
     /// buffer keeps a copy, which is how the body reaches the upstream afterwards.
     async fn read_body(&self, session: &mut Session) -> Result<Bytes, GatewayError> {
-        let limit = self.state.config.server.max_body_bytes;
+        let limit = self.state.live.load().server.max_body_bytes;
         let declared = session
             .req_header()
             .headers
@@ -250,7 +250,7 @@ impl Gateway {
     /// a client still writing its body would otherwise see a broken pipe instead
     /// of the error. Past the bound the connection is simply closed after the answer.
     async fn refuse_large_body(&self, session: &mut Session, mut read: usize) -> GatewayError {
-        let limit = self.state.config.server.max_body_bytes;
+        let limit = self.state.live.load().server.max_body_bytes;
         let drain_cap = limit.saturating_mul(4).max(16 * 1024 * 1024);
         while read <= drain_cap {
             match session.read_request_body().await {
@@ -323,9 +323,9 @@ impl Gateway {
             // Nothing was sent: the client went away first (nginx's 499).
             .unwrap_or(499);
         let model = ctx.model.clone();
-        let cost = model
-            .as_deref()
-            .map_or(0, |m| self.state.prices.cost_nanousd(m, prompt, completion));
+        let cost = model.as_deref().map_or(0, |m| {
+            self.state.prices.load().cost_nanousd(m, prompt, completion)
+        });
         UsageRecord {
             request_id: std::mem::take(&mut ctx.request_id),
             created_at: now_ms(),
@@ -414,7 +414,8 @@ impl ProxyHttp for Gateway {
         };
         ctx.tried.push(backend.id);
         ctx.failover = false;
-        let server = &self.state.config.server;
+        let live = self.state.live.load();
+        let server = &live.server;
         let peer = backend.peer(
             Duration::from_millis(server.connect_timeout_ms),
             Duration::from_secs(server.read_timeout_secs),
@@ -661,11 +662,12 @@ impl ProxyHttp for Gateway {
             );
         }
         let metrics = &self.state.metrics;
-        // Only routed models become label values: clients must not be able to
-        // create unbounded metric series with made-up model names.
-        let model_label = match &ctx.pool {
-            Some(_) => record.model.as_deref().unwrap_or(""),
-            None => "",
+        // Only models named in the config become label values: clients must not
+        // create unbounded metric series with made-up names (a `*` pool routes any).
+        let model_label = match record.model.as_deref() {
+            Some(m) if ctx.pool.is_some() && self.state.upstreams.load().is_listed(m) => m,
+            Some(_) if ctx.pool.is_some() => "other",
+            _ => "none",
         };
         metrics
             .requests

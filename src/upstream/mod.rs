@@ -331,6 +331,11 @@ impl Upstreams {
         })
     }
 
+    /// Whether a pool names this model exactly (not only through a pattern).
+    pub fn is_listed(&self, model: &str) -> bool {
+        self.exact.contains_key(model)
+    }
+
     /// Model names that can be listed (patterns cannot), in config order.
     pub fn listed_models(&self) -> Vec<&str> {
         let mut seen = std::collections::HashSet::new();

@@ -1,0 +1,133 @@
+//! Hot reload of the config file: on change and on SIGHUP, without dropping
+//! streams in flight; a broken file is rejected and the old config keeps serving.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{chat_body, gateway, Backend, Gateway, SseReader};
+use fake_upstream::{FakeConfig, FakeUpstream, CHUNK_DELAY_HEADER};
+
+async fn wait_for_status(gw: &Gateway, key: &str, model: &str, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = gw
+            .chat(key, &chat_body(model, false))
+            .await
+            .status()
+            .as_u16();
+        if got == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{model} still answers {got}, not {status}; log:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn add_model(gw: &Gateway, model: &str) {
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    let changed = text.replacen("models: [", &format!("models: [{model}, "), 1);
+    assert_ne!(text, changed);
+    std::fs::write(&gw.config_path, changed).unwrap();
+}
+
+#[tokio::test]
+async fn a_changed_file_is_applied_and_a_broken_one_rejected() {
+    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let key = gw.create_key("reload", &[]);
+    assert_eq!(
+        gw.chat(&key, &chat_body("later-model", false))
+            .await
+            .status(),
+        404
+    );
+
+    add_model(&gw, "later-model");
+    wait_for_status(&gw, &key, "later-model", 200).await;
+
+    let good = std::fs::read_to_string(&gw.config_path).unwrap();
+    std::fs::write(&gw.config_path, good.replace("pools:", "pools: [oops")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !gw.log().contains("config reload rejected") {
+        assert!(
+            Instant::now() < deadline,
+            "no rejection logged:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The previous config keeps serving, the new model included.
+    assert_eq!(
+        gw.chat(&key, &chat_body("later-model", false))
+            .await
+            .status(),
+        200
+    );
+    let metrics = reqwest::get(format!("{}/metrics", gw.side))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("bluesminds_config_reloads_total{result=\"rejected\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bluesminds_config_reloads_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn sighup_reloads_without_dropping_open_streams() {
+    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let mut gw = gateway()
+        .server("watch_config: false")
+        .backend(Backend::new(up.url()))
+        .start()
+        .await;
+    let key = gw.create_key("reload", &[]);
+
+    // A stream that lasts through the reload (5 chunks, 400 ms apart).
+    let resp = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header(CHUNK_DELAY_HEADER, "400")
+        .json(&chat_body("gpt-4o-mini", true))
+        .send()
+        .await
+        .unwrap();
+    let mut sse = SseReader::new(resp);
+    assert!(sse.next().await.is_some());
+
+    add_model(&gw, "later-model");
+    let pid = gw.child.as_ref().unwrap().id();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    wait_for_status(&gw, &key, "later-model", 200).await;
+
+    let mut events = Vec::new();
+    while let Some(e) = sse.next().await {
+        events.push(e);
+    }
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "the open stream finished intact"
+    );
+    let exited = gw.child.as_mut().unwrap().try_wait().unwrap();
+    assert!(
+        exited.is_none(),
+        "SIGHUP must not end the process: {exited:?}"
+    );
+    assert!(gw.log().contains("SIGHUP: reloading the config"));
+}
