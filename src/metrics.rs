@@ -1,108 +1,180 @@
 //! Prometheus metrics shared by the proxy and the side app (served on `/metrics`).
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
+    /// By model, backend and status.
     pub requests: IntCounterVec,
     pub latency: HistogramVec,
+    pub ttfb: HistogramVec,
     pub tokens: IntCounterVec,
+    pub cost_usd: CounterVec,
+    /// Refusals by limit: requests, tokens, concurrency, quota.
+    pub rate_limited: IntCounterVec,
+    /// 1 when a backend is in rotation, by pool and backend.
+    pub backend_up: IntGaugeVec,
     pub usage_queue_depth: IntGauge,
     pub usage_shed: IntCounter,
     pub usage_spilled: IntCounter,
     pub usage_written: IntCounter,
     pub usage_write_errors: IntCounter,
+    /// Age of the oldest record in the last batch written: how far the database trails.
+    pub usage_writer_lag: Gauge,
     pub config_reloads: IntCounterVec,
+}
+
+const SECONDS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric names");
+    c
 }
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "bluesminds_requests_total",
-                "Proxied requests by model and status",
-            ),
-            &["model", "status"],
-        )
-        .expect("metric");
-        let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "bluesminds_request_duration_seconds",
-                "Time from request to the last response byte",
+        let r = Registry::new();
+        let opts = Opts::new;
+        let histogram = |name: &str, help: &str| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(SECONDS.to_vec()),
+                &["model"],
             )
-            .buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-            ]),
-            &["model"],
-        )
-        .expect("metric");
-        let tokens = IntCounterVec::new(
-            Opts::new("bluesminds_tokens_total", "Tokens by model and direction"),
-            &["model", "direction"],
-        )
-        .expect("metric");
-        let usage_queue_depth = IntGauge::new(
-            "bluesminds_usage_queue_depth",
-            "Usage records waiting for the batch writer",
-        )
-        .expect("metric");
-        let usage_shed = IntCounter::new(
-            "bluesminds_usage_shed_total",
-            "Usage records lost (the spill file could not be written)",
-        )
-        .expect("metric");
-        let usage_spilled = IntCounter::new(
-            "bluesminds_usage_spilled_total",
-            "Usage records written to the spill file because the queue was full",
-        )
-        .expect("metric");
-        let usage_written = IntCounter::new(
-            "bluesminds_usage_written_total",
-            "Usage records written to the database",
-        )
-        .expect("metric");
-        let usage_write_errors = IntCounter::new(
-            "bluesminds_usage_write_errors_total",
-            "Failed usage batch writes (each is retried)",
-        )
-        .expect("metric");
-        let config_reloads = IntCounterVec::new(
-            Opts::new(
-                "bluesminds_config_reloads_total",
-                "Config reloads by result (ok, rejected)",
-            ),
-            &["result"],
-        )
-        .expect("metric");
-        for c in [
-            Box::new(config_reloads.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(requests.clone()),
-            Box::new(latency.clone()),
-            Box::new(tokens.clone()),
-            Box::new(usage_queue_depth.clone()),
-            Box::new(usage_shed.clone()),
-            Box::new(usage_spilled.clone()),
-            Box::new(usage_written.clone()),
-            Box::new(usage_write_errors.clone()),
-        ] {
-            registry.register(c).expect("unique metric names");
-        }
+            .expect("metric")
+        };
         Self {
-            registry,
-            requests,
-            latency,
-            tokens,
-            usage_queue_depth,
-            usage_shed,
-            usage_spilled,
-            usage_written,
-            usage_write_errors,
-            config_reloads,
+            requests: register(
+                &r,
+                IntCounterVec::new(
+                    opts(
+                        "bluesminds_requests_total",
+                        "Requests by model, backend and status",
+                    ),
+                    &["model", "backend", "status"],
+                )
+                .expect("metric"),
+            ),
+            latency: register(
+                &r,
+                histogram(
+                    "bluesminds_request_duration_seconds",
+                    "Time from request to the last response byte",
+                ),
+            ),
+            ttfb: register(
+                &r,
+                histogram(
+                    "bluesminds_time_to_first_byte_seconds",
+                    "Time from request to the first response body byte (first token when streaming)",
+                ),
+            ),
+            tokens: register(
+                &r,
+                IntCounterVec::new(
+                    opts("bluesminds_tokens_total", "Tokens by model and direction"),
+                    &["model", "direction"],
+                )
+                .expect("metric"),
+            ),
+            cost_usd: register(
+                &r,
+                CounterVec::new(
+                    opts("bluesminds_cost_usd_total", "Spend in USD by model, from the price table"),
+                    &["model"],
+                )
+                .expect("metric"),
+            ),
+            rate_limited: register(
+                &r,
+                IntCounterVec::new(
+                    opts(
+                        "bluesminds_rate_limited_total",
+                        "Requests refused by a limit (requests, tokens, concurrency, quota)",
+                    ),
+                    &["limit"],
+                )
+                .expect("metric"),
+            ),
+            backend_up: register(
+                &r,
+                IntGaugeVec::new(
+                    opts(
+                        "bluesminds_backend_up",
+                        "1 when the backend passes its health checks, else 0",
+                    ),
+                    &["pool", "backend"],
+                )
+                .expect("metric"),
+            ),
+            usage_queue_depth: register(
+                &r,
+                IntGauge::new(
+                    "bluesminds_usage_queue_depth",
+                    "Usage records waiting for the batch writer",
+                )
+                .expect("metric"),
+            ),
+            usage_shed: register(
+                &r,
+                IntCounter::new(
+                    "bluesminds_usage_shed_total",
+                    "Usage records lost (the spill file could not be written)",
+                )
+                .expect("metric"),
+            ),
+            usage_spilled: register(
+                &r,
+                IntCounter::new(
+                    "bluesminds_usage_spilled_total",
+                    "Usage records written to the spill file because the queue was full",
+                )
+                .expect("metric"),
+            ),
+            usage_written: register(
+                &r,
+                IntCounter::new(
+                    "bluesminds_usage_written_total",
+                    "Usage records written to the database",
+                )
+                .expect("metric"),
+            ),
+            usage_write_errors: register(
+                &r,
+                IntCounter::new(
+                    "bluesminds_usage_write_errors_total",
+                    "Failed usage batch writes (each is retried)",
+                )
+                .expect("metric"),
+            ),
+            usage_writer_lag: register(
+                &r,
+                Gauge::new(
+                    "bluesminds_usage_writer_lag_seconds",
+                    "Age of the oldest record in the last batch written to the database",
+                )
+                .expect("metric"),
+            ),
+            config_reloads: register(
+                &r,
+                IntCounterVec::new(
+                    opts(
+                        "bluesminds_config_reloads_total",
+                        "Config reloads by result (ok, rejected)",
+                    ),
+                    &["result"],
+                )
+                .expect("metric"),
+            ),
+            registry: r,
         }
     }
 

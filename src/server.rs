@@ -91,6 +91,7 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
                 // The pools in force now (they may have been swapped since the last round).
                 let upstreams = state.upstreams.load_full();
                 upstreams.check_health().await;
+                upstreams.report_health(&state.metrics);
             }
         });
     }

@@ -167,6 +167,22 @@ async fn metrics_pass_promtool_and_count_requests() {
     assert_eq!(ok, Some(3.0), "{text}");
     let unauthorized = sample(&text, "bluesminds_requests_total", &[("status", "401")]);
     assert_eq!(unauthorized, Some(1.0), "{text}");
+    // Refused before routing: no model or backend label value beyond `none`.
+    let unrouted = sample(
+        &text,
+        "bluesminds_requests_total",
+        &[("model", "none"), ("backend", "none"), ("status", "401")],
+    );
+    assert_eq!(unrouted, Some(1.0), "{text}");
+    assert_family(&text, "bluesminds_time_to_first_byte_seconds", "histogram");
+    assert_family(&text, "bluesminds_cost_usd_total", "counter");
+    assert_family(&text, "bluesminds_usage_writer_lag_seconds", "gauge");
+    let spent = sample(
+        &text,
+        "bluesminds_cost_usd_total",
+        &[("model", "gpt-4o-mini")],
+    );
+    assert!(spent.is_some_and(|usd| usd > 0.0), "{text}");
 
     let observed = sample(
         &text,

@@ -22,7 +22,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::auth::ApiKey;
 use crate::error::GatewayError;
-use crate::limits::{estimate_tokens, Ask, Permit, QuotaLimits, RateInfo};
+use crate::limits::{estimate_tokens, Ask, LimitKind, Permit, QuotaLimits, RateInfo};
 use crate::state::AppState;
 use crate::store::now_ms;
 use crate::upstream::{BackendMeta, Pool, Upstreams};
@@ -53,6 +53,8 @@ pub struct Ctx {
     body: Bytes,
     pool: Option<Arc<Pool>>,
     tried: Vec<usize>,
+    /// Whether any backend tried so far passed its health checks.
+    tried_healthy: bool,
     backend: Option<Arc<BackendMeta>>,
     /// The error the client was (or will be) answered with.
     error: Option<GatewayError>,
@@ -308,6 +310,64 @@ impl Gateway {
         }
     }
 
+    /// Metrics for one finished request.
+    fn observe(&self, ctx: &Ctx, record: &UsageRecord) {
+        let metrics = &self.state.metrics;
+        // Only models named in the config become label values: clients must not
+        // create unbounded metric series with made-up names (a `*` pool routes any).
+        let model = match record.model.as_deref() {
+            Some(m) if ctx.pool.is_some() && self.state.upstreams.load().is_listed(m) => m,
+            Some(_) if ctx.pool.is_some() => "other",
+            _ => "none",
+        };
+        let backend = record.backend.as_deref().unwrap_or("none");
+        metrics
+            .requests
+            .with_label_values(&[model, backend, &record.status.to_string()])
+            .inc();
+        if ctx.backend.is_some() {
+            metrics
+                .latency
+                .with_label_values(&[model])
+                .observe(record.latency_ms as f64 / 1000.0);
+            if let Some(ttfb) = record.ttfb_ms {
+                metrics
+                    .ttfb
+                    .with_label_values(&[model])
+                    .observe(ttfb as f64 / 1000.0);
+            }
+        }
+        let (prompt, completion) = (record.prompt_tokens, record.completion_tokens);
+        if prompt + completion > 0 {
+            metrics
+                .tokens
+                .with_label_values(&[model, "in"])
+                .inc_by(prompt);
+            metrics
+                .tokens
+                .with_label_values(&[model, "out"])
+                .inc_by(completion);
+        }
+        if record.cost_nanousd > 0 {
+            metrics
+                .cost_usd
+                .with_label_values(&[model])
+                .inc_by(record.cost_nanousd as f64 / 1e9);
+        }
+        let limit = match &ctx.error {
+            Some(GatewayError::RateLimited { kind, .. }) => Some(match kind {
+                LimitKind::Requests => "requests",
+                LimitKind::Tokens => "tokens",
+                LimitKind::Concurrency => "concurrency",
+            }),
+            Some(GatewayError::QuotaExceeded { .. }) => Some("quota"),
+            _ => None,
+        };
+        if let Some(limit) = limit {
+            metrics.rate_limited.with_label_values(&[limit]).inc();
+        }
+    }
+
     fn build_record(
         &self,
         session: &Session,
@@ -373,6 +433,7 @@ impl ProxyHttp for Gateway {
             body: Bytes::new(),
             pool: None,
             tried: Vec::new(),
+            tried_healthy: false,
             backend: None,
             error: None,
             response_started: false,
@@ -403,15 +464,18 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let pool = ctx.pool.clone().expect("request_filter set the pool");
-        let Some(backend) = pool.select(&ctx.tried) else {
+        let Some((backend, healthy)) = pool.select(&ctx.tried) else {
             let model = ctx.model.clone().unwrap_or_default();
-            ctx.error = Some(if ctx.tried.is_empty() {
-                GatewayError::NoHealthyUpstream(model)
-            } else {
+            // Every backend failed its health checks and then this request too:
+            // the pool is down. Otherwise healthy backends failed it: 502.
+            ctx.error = Some(if ctx.tried_healthy {
                 GatewayError::UpstreamFailed(model)
+            } else {
+                GatewayError::NoHealthyUpstream(model)
             });
             return Error::e_explain(ErrorType::ConnectNoRoute, "no usable backend");
         };
+        ctx.tried_healthy |= healthy;
         ctx.tried.push(backend.id);
         ctx.failover = false;
         let live = self.state.live.load();
@@ -661,34 +725,7 @@ impl ProxyHttp for Gateway {
                 record.created_at,
             );
         }
-        let metrics = &self.state.metrics;
-        // Only models named in the config become label values: clients must not
-        // create unbounded metric series with made-up names (a `*` pool routes any).
-        let model_label = match record.model.as_deref() {
-            Some(m) if ctx.pool.is_some() && self.state.upstreams.load().is_listed(m) => m,
-            Some(_) if ctx.pool.is_some() => "other",
-            _ => "none",
-        };
-        metrics
-            .requests
-            .with_label_values(&[model_label, &record.status.to_string()])
-            .inc();
-        if ctx.backend.is_some() {
-            metrics
-                .latency
-                .with_label_values(&[model_label])
-                .observe(ctx.started.elapsed().as_secs_f64());
-        }
-        if prompt + completion > 0 {
-            metrics
-                .tokens
-                .with_label_values(&[model_label, "in"])
-                .inc_by(prompt);
-            metrics
-                .tokens
-                .with_label_values(&[model_label, "out"])
-                .inc_by(completion);
-        }
+        self.observe(ctx, &record);
         self.state.usage.submit(record);
     }
 }

@@ -82,12 +82,16 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Next backend for a request that already tried `tried` (by backend id).
+    /// Next backend for a request that already tried `tried` (by backend id), and
+    /// whether it passes its health checks.
     ///
     /// Backends that failed recently are skipped while any other is usable; when
-    /// every healthy one is ejected they are tried anyway rather than failing the
-    /// request outright (an ejection is a guess, a health check is a fact).
-    pub fn select(&self, tried: &[usize]) -> Option<Arc<BackendMeta>> {
+    /// every healthy one is ejected they are tried anyway (an ejection is a guess).
+    /// When no backend of the pool passes its health checks at all, they are all
+    /// tried as if healthy ("panic mode", as Envoy does): a wrong health path
+    /// must not turn into a total outage, and a backend that is really down fails
+    /// fast on connect.
+    pub fn select(&self, tried: &[usize]) -> Option<(Arc<BackendMeta>, bool)> {
         let now = self.clock.now_ms();
         for respect_ejection in [true, false] {
             for group in &self.groups {
@@ -99,11 +103,20 @@ impl Pool {
                         })
                 };
                 if let Some(b) = group.lb.select_with(b"", 256, accept) {
-                    return group.member(&b).cloned();
+                    return group.member(&b).map(|m| (m.clone(), true));
                 }
             }
         }
-        None
+        if self.backends().any(|b| self.is_healthy(b)) {
+            return None;
+        }
+        self.groups.iter().find_map(|group| {
+            let accept = |b: &Backend, _healthy: bool| {
+                group.member(b).is_some_and(|m| !tried.contains(&m.id))
+            };
+            let b = group.lb.select_with(b"", 256, accept)?;
+            group.member(&b).map(|m| (m.clone(), false))
+        })
     }
 
     /// Whether any backend besides those tried could take the request.
@@ -350,6 +363,19 @@ impl Upstreams {
 
     pub fn pools(&self) -> &[Arc<Pool>] {
         &self.pools
+    }
+
+    /// Publishes each backend's state as `bluesminds_backend_up`.
+    pub fn report_health(&self, metrics: &crate::metrics::Metrics) {
+        metrics.backend_up.reset();
+        for p in &self.pools {
+            for b in p.backends() {
+                metrics
+                    .backend_up
+                    .with_label_values(&[&p.name, &b.display])
+                    .set(i64::from(p.is_healthy(b)));
+            }
+        }
     }
 
     /// One round of active health checks over every group, all in parallel.

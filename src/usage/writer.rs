@@ -101,6 +101,10 @@ async fn write_batch(store: &Store, queue: &UsageQueue, batch: &mut Vec<UsageRec
         match store.insert_usage(batch).await {
             Ok(()) => {
                 metrics.usage_written.inc_by(batch.len() as u64);
+                if let Some(oldest) = batch.iter().map(|r| r.created_at).min() {
+                    let lag_ms = crate::store::now_ms().saturating_sub(oldest).max(0);
+                    metrics.usage_writer_lag.set(lag_ms as f64 / 1000.0);
+                }
                 batch.clear();
                 return;
             }
