@@ -24,6 +24,9 @@ OHA="$TOOLS/bin/oha"
 OHA_VERSION="1.16.0"
 LITELLM_VENV="$TARGET/bench-litellm-venv"
 COMMAND_LINE="bash benches/run.sh $*"
+for v in BENCH_BIN_DIR BENCH_COMMIT BENCH_PROXY_CPUS BENCH_LOAD_CPUS; do
+    if [ -n "${!v:-}" ]; then COMMAND_LINE="$v=${!v} $COMMAND_LINE"; fi
+done
 
 QUICK=0 BUILD=1 NGINX=1 LITELLM=1 IDLE_WAIT_S=""
 for arg in "$@"; do
@@ -176,7 +179,9 @@ if [ "$BUILD" = 1 ]; then
     timeout 3600 cargo build --release --workspace >"$WORK/logs/build.log" 2>&1 \
         || { tail -30 "$WORK/logs/build.log" >&2; die "build failed"; }
 fi
-BIN="$TARGET/release"
+# BENCH_BIN_DIR: measure binaries built elsewhere (e.g. a snapshot of a commit,
+# with --no-build); BENCH_COMMIT then names what they were built from.
+BIN="${BENCH_BIN_DIR:-$TARGET/release}"
 for b in bluesminds fake-upstream bare-pingora stream-load; do
     [ -x "$BIN/$b" ] || die "$BIN/$b missing (run without --no-build)"
 done
@@ -258,7 +263,11 @@ done
     echo "load_cpus=$LOAD_CPUS"
     echo "proxy_threads=$PROXY_THREADS"
     echo "kernel=$(uname -r)"
-    echo "git=$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src/ has uncommitted changes)')"
+    if [ -n "${BENCH_COMMIT:-}" ]; then
+        echo "git=$BENCH_COMMIT (binaries from $BIN)"
+    else
+        echo "git=$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src/ has uncommitted changes)')"
+    fi
     echo "rustc=$(rustc --version 2>/dev/null || echo '?')"
     echo "oha=$("$OHA" --version)"
     echo "nginx=$([ -n "$NGINX_BIN" ] && "$NGINX_BIN" -v 2>&1 | sed 's/.*: //' || echo '-')"

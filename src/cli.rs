@@ -210,7 +210,13 @@ fn keys(cfg: Config, action: KeysAction) -> anyhow::Result<()> {
                 }
             }
             KeysAction::Revoke { id } => {
-                store.revoke_key(id).await?;
+                let hash = store.revoke_key(id).await?;
+                // Running gateways drop the key from their caches: at once in a
+                // cluster (Redis), else when the cached entry expires (60 s).
+                if let Some(redis) = &cfg.redis {
+                    let cluster = crate::limits::cluster::Cluster::connect(redis).await?;
+                    cluster.publish_now(&hash).await?;
+                }
                 println!("revoked key {id}");
             }
         }

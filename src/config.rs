@@ -44,6 +44,33 @@ pub struct Config {
     /// Users with these emails are admins of the dashboard and admin API.
     #[serde(default)]
     pub admin_emails: Vec<String>,
+    /// Subscription billing through Creem; without it plans are assigned by an admin.
+    #[serde(default)]
+    pub billing: Option<crate::billing::BillingConfig>,
+    /// Several instances: cluster-wide limits and cache invalidation through Redis.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:6379/0`.
+    pub url: String,
+    /// Prefix of every key and channel, so several gateways can share one Redis.
+    #[serde(default = "default_redis_prefix")]
+    pub prefix: String,
+    /// How often local limit buckets are reconciled with the other instances.
+    #[serde(default = "default_sync_ms")]
+    pub sync_ms: u64,
+}
+
+fn default_redis_prefix() -> String {
+    "bluesminds:".into()
+}
+
+fn default_sync_ms() -> u64 {
+    100
 }
 
 impl Config {
@@ -497,6 +524,17 @@ impl Config {
                     &format!("plans.{name}.monthly_credits_usd"),
                     "must be a positive amount".into(),
                 );
+            }
+        }
+        if let Some(billing) = &self.billing {
+            billing.validate(&self.plans, self.default_plan.as_deref())?;
+        }
+        if let Some(r) = &self.redis {
+            if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+                return err("redis.url", "must start with redis:// or rediss://".into());
+            }
+            if !(10..=5000).contains(&r.sync_ms) {
+                return err("redis.sync_ms", "must be between 10 and 5000".into());
             }
         }
         let l = &self.limits;

@@ -83,6 +83,12 @@ pub enum GatewayError {
     TooManyLogins { retry_after: Duration },
     #[error("The client closed the connection before the response was complete.")]
     ClientClosedRequest,
+    #[error("Billing is not enabled on this gateway: plans are assigned by an administrator.")]
+    BillingDisabled,
+    #[error("The webhook signature is missing or does not match the body.")]
+    InvalidSignature,
+    #[error("The payment provider could not complete the request: {0}")]
+    BillingProvider(String),
     #[error("Internal gateway error.")]
     Internal,
 }
@@ -109,7 +115,9 @@ impl GatewayError {
             Self::PermissionDenied(_) => 403,
             Self::NotSignedIn | Self::InvalidCredentials => 401,
             Self::Conflict(_) => 409,
-            Self::NotFound(_) => 404,
+            Self::NotFound(_) | Self::BillingDisabled => 404,
+            Self::InvalidSignature => 401,
+            Self::BillingProvider(_) => 502,
             Self::TooManyLogins { .. } => 429,
             Self::UnknownUrl { .. } | Self::ModelNotFound(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
@@ -141,6 +149,8 @@ impl GatewayError {
             | Self::InvalidCredentials
             | Self::Conflict(_)
             | Self::NotFound(_)
+            | Self::BillingDisabled
+            | Self::InvalidSignature
             | Self::TooManyLogins { .. } => "invalid_request_error",
             Self::RateLimited {
                 kind: LimitKind::Tokens,
@@ -151,6 +161,7 @@ impl GatewayError {
             Self::NoHealthyUpstream(_)
             | Self::UpstreamFailed(_)
             | Self::UpstreamTimeout(_)
+            | Self::BillingProvider(_)
             | Self::KeyStoreUnavailable
             | Self::ClientClosedRequest
             | Self::Internal => "server_error",
@@ -166,6 +177,9 @@ impl GatewayError {
             Self::InvalidCredentials => "invalid_credentials",
             Self::Conflict(_) => "conflict",
             Self::NotFound(_) => "not_found",
+            Self::BillingDisabled => "billing_disabled",
+            Self::InvalidSignature => "invalid_signature",
+            Self::BillingProvider(_) => "billing_provider_error",
             Self::TooManyLogins { .. } => "too_many_attempts",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::InvalidRequest { .. } => "invalid_request_error",

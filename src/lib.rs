@@ -2,6 +2,7 @@
 //! The modules follow one request's path; see DESIGN.md in the shared folder and README.md.
 
 pub mod auth;
+pub mod billing;
 pub mod cli;
 pub mod config;
 pub mod error;

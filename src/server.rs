@@ -11,6 +11,7 @@ use pingora::server::{RunArgs, Server};
 
 use crate::auth::KeyCache;
 use crate::config::Config;
+use crate::limits::cluster::Cluster;
 use crate::limits::{Limiter, QuotaLedger};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
@@ -57,10 +58,23 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
     };
     std::thread::spawn(tokenizer::warm_up);
 
+    let cluster = match &cfg.redis {
+        Some(redis) => Some(Arc::new(
+            control
+                .block_on(Cluster::connect(redis))
+                .with_context(|| format!("cannot connect to Redis at {}", redis.url))?,
+        )),
+        None => None,
+    };
+    let mut keys = KeyCache::new(store.clone(), control.handle().clone());
+    if let Some(c) = &cluster {
+        let _guard = control.enter();
+        keys = keys.with_publisher(c.spawn_publisher());
+    }
     let state = Arc::new(AppState {
         config: cfg.clone(),
-        keys: KeyCache::new(store.clone(), control.handle().clone()),
-        limiter: Limiter::new(),
+        keys,
+        limiter: Limiter::with_cluster(cluster.is_some()),
         login_throttle: crate::auth::LoginThrottle::new(),
         quotas: QuotaLedger::new(store.clone(), control.handle().clone()),
         upstreams: ArcSwap::from_pointee(upstreams),
@@ -97,6 +111,17 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
     }
 
     spawn_reloaders(&control, &state)?;
+    if let Some(c) = &cluster {
+        let _guard = control.enter();
+        c.spawn_sync(state.clone());
+        let keys = state.keys.clone();
+        let rt = control.handle().clone();
+        c.spawn_subscriber(move |hash| {
+            let keys = keys.clone();
+            rt.spawn(async move { keys.invalidate_local_hex(&hash).await });
+        });
+        tracing::info!("cluster mode: limits and key invalidations shared through Redis");
+    }
 
     let side = control
         .block_on(tokio::net::TcpListener::bind(&cfg.server.admin_listen))

@@ -147,6 +147,8 @@ pub struct KeyCache {
     store: Store,
     /// Database work runs on the control runtime, whatever runtime asks for it.
     db_runtime: Handle,
+    /// In a cluster, invalidations go to every instance (see limits::cluster).
+    publisher: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl KeyCache {
@@ -161,7 +163,14 @@ impl KeyCache {
                 .build(),
             store,
             db_runtime,
+            publisher: None,
         }
+    }
+
+    /// Sends every invalidation to the other instances too.
+    pub fn with_publisher(mut self, tx: tokio::sync::mpsc::UnboundedSender<String>) -> Self {
+        self.publisher = Some(tx);
+        self
     }
 
     /// Checks a bearer token; a cache hit costs one SHA-256 and one map lookup.
@@ -195,8 +204,17 @@ impl KeyCache {
         }
     }
 
-    /// Drops a key (by its stored hex hash) so the next request re-reads the store.
+    /// Drops a key (by its stored hex hash) so the next request re-reads the store,
+    /// here and, in a cluster, on every instance.
     pub async fn invalidate_hex(&self, hex_hash: &str) {
+        self.invalidate_local_hex(hex_hash).await;
+        if let Some(tx) = &self.publisher {
+            let _ = tx.send(hex_hash.to_string());
+        }
+    }
+
+    /// Drops a key from this instance's cache only.
+    pub async fn invalidate_local_hex(&self, hex_hash: &str) {
         if let Ok(bytes) = hex::decode(hex_hash) {
             if let Ok(hash) = <[u8; 32]>::try_from(bytes.as_slice()) {
                 self.cache.invalidate(&hash).await;

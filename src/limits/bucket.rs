@@ -57,6 +57,12 @@ impl TokenBucket {
         self.tokens = (self.tokens + delta).min(self.capacity);
     }
 
+    /// Tokens there now (negative while in debt).
+    pub fn available(&mut self, now: Instant) -> f64 {
+        self.refill(now);
+        self.tokens
+    }
+
     pub fn remaining(&self) -> u64 {
         self.tokens.max(0.0).floor() as u64
     }

@@ -7,6 +7,7 @@
 //! bytes / 4 + max_tokens) and `Permit::reconcile` settles the difference.
 
 pub mod bucket;
+pub mod cluster;
 pub mod quota;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,15 +22,60 @@ pub use quota::{QuotaLedger, QuotaLimits};
 use crate::config::LimitSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Subject {
+pub enum Subject {
     Key(i64),
     User(i64),
 }
+
+impl Subject {
+    /// Name in shared storage (Redis).
+    pub fn tag(&self) -> String {
+        match self {
+            Self::Key(id) => format!("k{id}"),
+            Self::User(id) => format!("u{id}"),
+        }
+    }
+}
+
+/// The two bucket kinds, as indexes into the per-kind arrays below.
+pub const REQUESTS: usize = 0;
+pub const TOKENS: usize = 1;
 
 #[derive(Debug)]
 struct Buckets {
     requests: Option<TokenBucket>,
     tokens: Option<TokenBucket>,
+    /// Cluster mode: what this instance took (or gave back) since the last sync.
+    unsynced: [f64; 2],
+    /// Cluster mode: what this instance took since the last sync, for the share check.
+    spent: [f64; 2],
+    /// Cluster mode: how much this instance may take until the next sync (its share
+    /// of what the cluster has left); `None` outside a cluster.
+    share: [Option<f64>; 2],
+    /// Cluster mode: the last cluster-wide running total seen for each kind.
+    seen_total: [Option<f64>; 2],
+}
+
+impl Buckets {
+    fn bucket(&mut self, kind: usize) -> Option<&mut TokenBucket> {
+        if kind == REQUESTS {
+            self.requests.as_mut()
+        } else {
+            self.tokens.as_mut()
+        }
+    }
+
+    /// Within this instance's share: the first take of an interval always is,
+    /// later ones only while they fit.
+    fn share_allows(&self, kind: usize, n: u64) -> bool {
+        self.share[kind]
+            .is_none_or(|cap| self.spent[kind] == 0.0 || self.spent[kind] + n as f64 <= cap)
+    }
+
+    fn took(&mut self, kind: usize, n: f64) {
+        self.unsynced[kind] += n;
+        self.spent[kind] += n.max(0.0);
+    }
 }
 
 #[derive(Debug)]
@@ -39,11 +85,18 @@ struct SubjectState {
 }
 
 impl SubjectState {
-    fn new() -> Self {
+    fn new(clustered: bool) -> Self {
+        // In a cluster a new subject may take one request until the first sync
+        // tells it its share: no burst of N full buckets at once.
+        let share = if clustered { Some(0.0) } else { None };
         Self {
             buckets: Mutex::new(Buckets {
                 requests: None,
                 tokens: None,
+                unsynced: [0.0; 2],
+                spent: [0.0; 2],
+                share: [share; 2],
+                seen_total: [None; 2],
             }),
             open: AtomicU64::new(0),
         }
@@ -131,6 +184,7 @@ impl Permit {
             let mut b = state.buckets.lock().expect("bucket lock");
             if let Some(t) = b.tokens.as_mut() {
                 t.adjust(delta, now);
+                b.unsynced[TOKENS] -= delta;
             }
         }
     }
@@ -154,6 +208,15 @@ pub struct Ask {
 
 pub struct Limiter {
     subjects: Cache<Subject, Arc<SubjectState>>,
+    clustered: bool,
+}
+
+/// One bucket's share in a cluster sync: what this instance used since the last one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SyncItem {
+    pub subject: Subject,
+    pub kind: usize,
+    pub delta: f64,
 }
 
 impl Default for Limiter {
@@ -163,8 +226,15 @@ impl Default for Limiter {
 }
 
 impl Limiter {
+    /// A limiter for one instance alone.
     pub fn new() -> Self {
+        Self::with_cluster(false)
+    }
+
+    /// `clustered`: several instances share the limits (see `cluster`).
+    pub fn with_cluster(clustered: bool) -> Self {
         Self {
+            clustered,
             // Idle subjects are forgotten; after an hour of silence their buckets
             // would be full anyway.
             subjects: Cache::builder()
@@ -175,7 +245,8 @@ impl Limiter {
     }
 
     fn state(&self, s: Subject) -> Arc<SubjectState> {
-        self.subjects.get_with(s, || Arc::new(SubjectState::new()))
+        self.subjects
+            .get_with(s, || Arc::new(SubjectState::new(self.clustered)))
     }
 
     pub fn admit(&self, ask: &Ask) -> Result<Permit, Denied> {
@@ -202,17 +273,28 @@ impl Limiter {
                     continue;
                 }
             }
+            // A bucket with room may still be over this instance's cluster share:
+            // then the next sync (a few ms away) is worth waiting for.
+            let share_wait = Some(Duration::from_millis(100));
+            let requests_share = buckets.share_allows(REQUESTS, 1);
             if let Some(b) = buckets.requests.as_mut() {
                 if !b.has(1, now) {
                     denial = Some((LimitKind::Requests, b.limit(), Some(b.wait_for(1))));
                     continue;
                 }
+                if !requests_share {
+                    denial = Some((LimitKind::Requests, b.limit(), share_wait));
+                    continue;
+                }
             }
+            let tokens_share = buckets.share_allows(TOKENS, ask.tokens);
             if let Some(b) = buckets.tokens.as_mut() {
                 if ask.tokens > b.limit() {
                     denial = Some((LimitKind::Tokens, b.limit(), None));
                 } else if !b.has(ask.tokens, now) {
                     denial = Some((LimitKind::Tokens, b.limit(), Some(b.wait_for(ask.tokens))));
+                } else if !tokens_share {
+                    denial = Some((LimitKind::Tokens, b.limit(), share_wait));
                 }
             }
         }
@@ -220,9 +302,11 @@ impl Limiter {
             for ((state, _), buckets) in subjects.iter().zip(guards.iter_mut()) {
                 if let Some(b) = buckets.requests.as_mut() {
                     b.take(1);
+                    buckets.took(REQUESTS, 1.0);
                 }
                 if let Some(b) = buckets.tokens.as_mut() {
                     b.take(ask.tokens);
+                    buckets.took(TOKENS, ask.tokens as f64);
                 }
                 state.open.fetch_add(1, Ordering::AcqRel);
             }
@@ -241,6 +325,70 @@ impl Limiter {
                 estimate: ask.tokens,
                 info,
             }),
+        }
+    }
+}
+
+impl Limiter {
+    /// Cluster sync, step 1: every limited bucket with what this instance used
+    /// since the last sync (buckets with nothing used are included too: the sync
+    /// also tells them what the other instances used).
+    pub fn sync_collect(&self) -> Vec<SyncItem> {
+        let mut items = Vec::new();
+        for (subject, state) in self.subjects.iter() {
+            let mut b = state.buckets.lock().expect("bucket lock");
+            for kind in [REQUESTS, TOKENS] {
+                if b.bucket(kind).is_some() {
+                    items.push(SyncItem {
+                        subject: *subject,
+                        kind,
+                        delta: b.unsynced[kind],
+                    });
+                    b.unsynced[kind] = 0.0;
+                }
+            }
+        }
+        items
+    }
+
+    /// Cluster sync, step 2: `total` is the cluster-wide running total of the
+    /// bucket after adding this instance's `item.delta`. What the others used is
+    /// charged to the local bucket, and this instance's share until the next sync
+    /// becomes what is left divided among the `instances`.
+    pub fn sync_apply(&self, item: &SyncItem, total: f64, instances: usize) {
+        let Some(state) = self.subjects.get(&item.subject) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut b = state.buckets.lock().expect("bucket lock");
+        let kind = item.kind;
+        let others = match b.seen_total[kind] {
+            // A total below what was seen means the shared counter expired: start over.
+            Some(seen) if total + 1e-6 >= seen + item.delta => total - seen - item.delta,
+            _ => 0.0,
+        };
+        b.seen_total[kind] = Some(total);
+        if let Some(bucket) = b.bucket(kind) {
+            if others != 0.0 {
+                bucket.adjust(-others, now);
+            }
+            let left = bucket.available(now).max(0.0);
+            b.share[kind] = Some(left / instances.max(1) as f64);
+            // The new share covers the interval that began at this sync's tick:
+            // what was taken since then already counts against it.
+            b.spent[kind] = b.unsynced[kind].max(0.0);
+        }
+    }
+
+    /// Cluster sync failed: keep the deltas for the next try and, while the
+    /// cluster is unreachable, let each instance use its own buckets whole.
+    pub fn sync_failed(&self, items: &[SyncItem]) {
+        for item in items {
+            if let Some(state) = self.subjects.get(&item.subject) {
+                let mut b = state.buckets.lock().expect("bucket lock");
+                b.unsynced[item.kind] += item.delta;
+                b.share[item.kind] = None;
+            }
         }
     }
 }

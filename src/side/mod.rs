@@ -14,8 +14,10 @@ use crate::state::AppState;
 
 mod accounts;
 mod admin;
+mod billing;
 mod caller;
 mod keys;
+mod pages;
 mod usage;
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -45,6 +47,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/admin/users", get(admin::users))
         .route("/api/admin/users/{id}/disable", post(admin::disable_user))
         .route("/api/admin/users/{id}/enable", post(admin::enable_user))
+        .route("/", get(pages::index))
+        .route("/login", get(pages::login))
+        .route("/signup", get(pages::signup))
+        .route("/dashboard", get(pages::dashboard))
+        .route("/keys", get(pages::keys))
+        .route("/billing", get(pages::billing))
+        .route("/admin/servers", get(pages::admin_servers))
+        .route("/admin/users", get(pages::admin_users))
+        .route("/static/app.css", get(pages::app_css))
+        .route("/static/app.js", get(pages::app_js))
+        .merge(billing::routes())
         .fallback(not_found)
         .with_state(state)
 }

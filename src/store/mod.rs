@@ -12,7 +12,9 @@ use sqlx::{AnyPool, Row};
 use crate::usage::UsageRecord;
 
 mod accounts;
+mod billing;
 pub use accounts::{NewServer, ServerRecord, SessionRecord};
+pub use billing::EventOutcome;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

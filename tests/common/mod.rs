@@ -132,6 +132,7 @@ pub struct GatewayBuilder<'a> {
     server_yaml: String,
     usage_yaml: String,
     extra_yaml: String,
+    db_url: Option<String>,
     envs: Vec<(String, String)>,
 }
 
@@ -146,6 +147,7 @@ pub fn gateway<'a>() -> GatewayBuilder<'a> {
         server_yaml: String::new(),
         usage_yaml: String::new(),
         extra_yaml: String::new(),
+        db_url: None,
         envs: Vec::new(),
     }
 }
@@ -169,6 +171,11 @@ impl<'a> GatewayBuilder<'a> {
         self.usage_yaml.push_str(&format!("  {line}\n"));
         self
     }
+    /// Use this database (another gateway's) instead of a fresh one.
+    pub fn db_url(mut self, url: &str) -> Self {
+        self.db_url = Some(url.to_string());
+        self
+    }
     /// YAML appended to the generated config (top-level sections).
     pub fn yaml(mut self, extra: &str) -> Self {
         self.extra_yaml.push_str(extra);
@@ -181,7 +188,13 @@ impl<'a> GatewayBuilder<'a> {
 
     pub async fn start(self) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let db = TestDb::new(dir.path()).await;
+        let db = match self.db_url.clone() {
+            Some(url) => TestDb {
+                url,
+                pg_admin: None,
+            },
+            None => TestDb::new(dir.path()).await,
+        };
         let proxy_port = free_port();
         let side_port = free_port();
         let mut yaml = format!(

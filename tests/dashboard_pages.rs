@@ -1,0 +1,264 @@
+//! The dashboard's pages over plain HTTP (no browser): redirects when signed
+//! out, security headers, static assets, admin-only pages and HTML escaping.
+//! The browser flow is in `dashboard_e2e.rs`.
+
+mod common;
+
+use common::{chat_body, gateway, Backend, Gateway};
+use fake_upstream::{FakeConfig, FakeUpstream};
+use reqwest::{header, StatusCode};
+use serde_json::{json, Value};
+
+const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'";
+
+async fn start(up: &FakeUpstream) -> Gateway {
+    gateway()
+        .backend(Backend::new(up.url()))
+        .yaml(
+            "admin_emails: [admin@example.com]\n\
+             plans:\n  free: { rpm: 1000, monthly_tokens: 1000000 }\n  pro: { rpm: 5000, monthly_credits_usd: 50 }\n\
+             default_plan: free\n",
+        )
+        .start()
+        .await
+}
+
+/// A browser-like client that does not follow redirects.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+struct Session {
+    http: reqwest::Client,
+    side: String,
+    csrf: String,
+}
+
+impl Session {
+    async fn signup(gw: &Gateway, email: &str) -> Session {
+        let http = client();
+        let resp = http
+            .post(format!("{}/api/auth/signup", gw.side))
+            .json(&json!({"email": email, "password": "a long enough password"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let me: Value = resp.json().await.unwrap();
+        Session {
+            http,
+            side: gw.side.clone(),
+            csrf: me["csrf_token"].as_str().unwrap().to_string(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.side))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn page(&self, path: &str) -> String {
+        let resp = self.get(path).await;
+        assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
+        assert_page_headers(&resp, path);
+        resp.text().await.unwrap()
+    }
+
+    async fn new_key(&self, name: &str) -> String {
+        let resp = self
+            .http
+            .post(format!("{}/api/keys", self.side))
+            .header("x-csrf-token", &self.csrf)
+            .json(&json!({"name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let v: Value = resp.json().await.unwrap();
+        v["key"].as_str().unwrap().to_string()
+    }
+}
+
+fn assert_page_headers(resp: &reqwest::Response, path: &str) {
+    let h = resp.headers();
+    assert_eq!(
+        h[header::CONTENT_TYPE],
+        "text/html; charset=utf-8",
+        "content-type of {path}"
+    );
+    assert_eq!(h[header::CONTENT_SECURITY_POLICY], CSP, "CSP of {path}");
+    assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+    assert_eq!(h[header::CACHE_CONTROL], "no-store", "{path}");
+}
+
+#[tokio::test]
+async fn signed_out_pages_redirect_to_login() {
+    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let gw = start(&up).await;
+    let http = client();
+    for path in [
+        "/",
+        "/dashboard",
+        "/keys",
+        "/billing",
+        "/admin/servers",
+        "/admin/users",
+    ] {
+        let resp = http.get(format!("{}{path}", gw.side)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER, "GET {path}");
+        assert_eq!(resp.headers()[header::LOCATION], "/login", "GET {path}");
+    }
+    // A cookie that matches no session is the same as none.
+    let resp = http
+        .get(format!("{}/dashboard", gw.side))
+        .header(header::COOKIE, "bm_session=not-a-session")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+
+    for path in ["/login", "/signup"] {
+        let resp = http.get(format!("{}{path}", gw.side)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
+        assert_page_headers(&resp, path);
+        let body = resp.text().await.unwrap();
+        assert!(body.contains("id=\"auth-form\""), "{body}");
+        assert!(
+            !body.contains("<script>") && !body.contains(" style="),
+            "no inline script or style under the CSP: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn pages_and_static_assets() {
+    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let gw = start(&up).await;
+
+    // Static files, from the binary.
+    let http = client();
+    for (path, ctype, needle) in [
+        ("/static/app.css", "text/css; charset=utf-8", ".sidebar"),
+        (
+            "/static/app.js",
+            "text/javascript; charset=utf-8",
+            "x-csrf-token",
+        ),
+    ] {
+        let resp = http.get(format!("{}{path}", gw.side)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], ctype, "{path}");
+        let cache = resp.headers()[header::CACHE_CONTROL].to_str().unwrap();
+        assert!(cache.contains("max-age="), "{path}: {cache}");
+        assert_eq!(resp.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert!(resp.text().await.unwrap().contains(needle), "{path}");
+    }
+
+    let ann = Session::signup(&gw, "ann@example.com").await;
+    // Signed in, `/` and the login page lead to the dashboard.
+    for path in ["/", "/login", "/signup"] {
+        let resp = ann.get(path).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(resp.headers()[header::LOCATION], "/dashboard", "{path}");
+    }
+
+    let key = ann.new_key("first").await;
+    assert_eq!(
+        gw.chat(&key, &chat_body("gpt-4o-mini", false))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    gw.wait_usage_rows(1).await;
+
+    for path in ["/dashboard", "/keys", "/billing"] {
+        let body = ann.page(path).await;
+        // The layout: who is signed in, their plan, the CSRF token for app.js.
+        assert!(body.contains("ann@example.com"), "{path}");
+        assert!(body.contains("id=\"account-plan\">free<"), "{path}");
+        assert!(body.contains("data-action=\"logout\""), "{path}");
+        assert!(
+            body.contains(&format!(
+                "<meta name=\"csrf-token\" content=\"{}\">",
+                ann.csrf
+            )),
+            "{path}"
+        );
+        // Admin links only for admins.
+        assert!(!body.contains("href=\"/admin/servers\""), "{path}");
+        assert!(
+            !body.contains("<script>") && !body.contains(" style="),
+            "no inline script or style under the CSP ({path})"
+        );
+    }
+
+    let dashboard = ann.page("/dashboard").await;
+    // The request made above: the chart, the per-model table and the log.
+    assert!(dashboard.contains("id=\"usage-chart\""), "{dashboard}");
+    assert!(!dashboard.contains("id=\"chart-empty\""));
+    assert!(dashboard.contains("<code class=\"model\">gpt-4o-mini</code>"));
+    assert!(dashboard.contains("status-ok\">200<"));
+    // The monthly token quota of the free plan.
+    assert!(dashboard.contains("Monthly tokens"));
+
+    let billing = ann.page("/billing").await;
+    assert!(billing.contains("Billing is off on this gateway"));
+    assert!(billing.contains("class=\"card plan plan-current\" data-plan=\"free\""));
+    assert!(billing.contains("data-plan=\"pro\""));
+
+    // A newcomer has an empty overview.
+    let bob = Session::signup(&gw, "bob@example.com").await;
+    let empty = bob.page("/dashboard").await;
+    assert!(empty.contains("id=\"chart-empty\""), "{empty}");
+    assert!(bob.page("/keys").await.contains("id=\"keys-empty\""));
+}
+
+#[tokio::test]
+async fn admin_pages_are_for_admins_only() {
+    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let gw = start(&up).await;
+    let ann = Session::signup(&gw, "ann@example.com").await;
+    for path in ["/admin/servers", "/admin/users"] {
+        let resp = ann.get(path).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{path}");
+        assert_page_headers(&resp, path);
+        let body = resp.text().await.unwrap();
+        assert!(body.contains("id=\"forbidden\""), "{body}");
+    }
+
+    let admin = Session::signup(&gw, "admin@example.com").await;
+    let servers = admin.page("/admin/servers").await;
+    assert!(servers.contains("href=\"/admin/servers\""));
+    // The config's pool, its backend and its health.
+    assert!(servers.contains("data-pool=\"main\""), "{servers}");
+    assert!(servers.contains(&format!("<code>{}</code>", up.url())));
+    assert!(servers.contains("id=\"server-form\""));
+    let users = admin.page("/admin/users").await;
+    assert!(users.contains("ann@example.com") && users.contains("admin@example.com"));
+    assert!(users.contains("data-action=\"disable-user\""));
+}
+
+#[tokio::test]
+async fn user_data_is_escaped() {
+    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let gw = start(&up).await;
+    let ann = Session::signup(&gw, "ann@example.com").await;
+    ann.new_key("<script>alert(1)</script>").await;
+    ann.new_key("\"onmouseover=\"alert(2)").await;
+    let body = ann.page("/keys").await;
+    assert!(
+        !body.contains("<script>alert(1)</script>"),
+        "the key name must be escaped: {body}"
+    );
+    assert!(body.contains("&#60;script&#62;alert(1)&#60;/script&#62;"));
+    // In attributes too (the Rotate/Revoke buttons carry the name).
+    assert!(!body.contains("data-name=\"\"onmouseover"));
+    assert!(body.contains("data-name=\"&#34;onmouseover=&#34;alert(2)\""));
+}
