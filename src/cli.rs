@@ -192,13 +192,7 @@ fn keys(cfg: Config, action: KeysAction) -> anyhow::Result<()> {
                     "id", "name", "key", "models"
                 );
                 for k in store.list_keys().await? {
-                    let status = if k.revoked_at.is_some() {
-                        "revoked"
-                    } else if k.expires_at.is_some_and(|t| t <= now_ms()) {
-                        "expired"
-                    } else {
-                        "active"
-                    };
+                    let status = k.status(now_ms());
                     let models = k.models.map_or("all".to_string(), |m| m.join(","));
                     println!(
                         "{:>5}  {:<20} {:<16} {:<10} {status}",

@@ -9,7 +9,7 @@ mod fake_creem;
 use bluesminds::billing::creem::{
     CancelMode, CheckoutCustomer, CheckoutRequest, CreemClient, CreemError,
 };
-use common::{chat_body, gateway, Backend, Gateway};
+use common::{chat_body, gateway, Backend, Gateway, User};
 use fake_creem::{sign, FakeCreem};
 use fake_upstream::{FakeConfig, FakeUpstream};
 use reqwest::StatusCode;
@@ -55,54 +55,14 @@ fn hook(gw: &Gateway) -> String {
     format!("{}/api/billing/webhook", gw.side)
 }
 
-/// A browser-like client: keeps its cookie, knows its CSRF token.
-struct User {
-    http: reqwest::Client,
-    side: String,
-    csrf: String,
-    id: i64,
+/// What the billing tests ask of a signed-in user.
+trait Billing {
+    async fn plan(&self) -> String;
+    async fn subscription(&self) -> Value;
+    async fn checkout(&self, creem: &FakeCreem, plan: &str) -> String;
 }
 
-impl User {
-    async fn signup(gw: &Gateway, email: &str) -> User {
-        let http = reqwest::Client::builder()
-            .cookie_store(true)
-            .build()
-            .unwrap();
-        let resp = http
-            .post(format!("{}/api/auth/signup", gw.side))
-            .json(&json!({"email": email, "password": "a long enough password"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
-        let me: Value = resp.json().await.unwrap();
-        User {
-            http,
-            side: gw.side.clone(),
-            csrf: me["csrf_token"].as_str().unwrap().to_string(),
-            id: me["id"].as_i64().unwrap(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}{path}", self.side))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}{path}", self.side))
-            .header("x-csrf-token", &self.csrf)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
+impl Billing for User {
     async fn plan(&self) -> String {
         let me: Value = self.get("/api/auth/me").await.json().await.unwrap();
         me["plan"].as_str().unwrap().to_string()
@@ -112,15 +72,6 @@ impl User {
         let resp = self.get("/api/billing/subscription").await;
         assert_eq!(resp.status(), StatusCode::OK);
         resp.json::<Value>().await.unwrap()["subscription"].clone()
-    }
-
-    async fn new_key(&self) -> String {
-        let resp = self.post("/api/keys", json!({"name": "billing"})).await;
-        assert_eq!(resp.status(), StatusCode::CREATED);
-        resp.json::<Value>().await.unwrap()["key"]
-            .as_str()
-            .unwrap()
-            .to_string()
     }
 
     /// Starts a checkout for `plan`; returns the fake's checkout id.
@@ -203,7 +154,7 @@ async fn paying_for_a_plan_applies_its_limits_on_the_proxy_at_once() {
     let ann = User::signup(&gw, "ann@example.com").await;
     assert_eq!(ann.plan().await, "free");
     assert_eq!(ann.subscription().await, Value::Null);
-    let key = ann.new_key().await;
+    let key = ann.new_key("billing").await.1;
     let body = chat_body("gpt-4o-mini", false);
     // Free: 2 requests a minute.
     assert_eq!(gw.chat(&key, &body).await.status(), StatusCode::OK);
@@ -410,7 +361,7 @@ async fn cancel_expiry_and_refund_go_back_to_the_default_plan() {
     let (_up, creem, gw) = start(API_KEY).await;
     let url = hook(&gw);
     let ann = User::signup(&gw, "ann@example.com").await;
-    let key = ann.new_key().await;
+    let key = ann.new_key("billing").await.1;
     let body = chat_body("gpt-4o-mini", false);
 
     let first = creem.complete_checkout(&ann.checkout(&creem, "pro").await);

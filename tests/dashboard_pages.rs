@@ -4,10 +4,9 @@
 
 mod common;
 
-use common::{chat_body, gateway, Backend, Gateway};
+use common::{chat_body, gateway, Backend, Gateway, User};
 use fake_upstream::{FakeConfig, FakeUpstream};
 use reqwest::{header, StatusCode};
-use serde_json::{json, Value};
 
 const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'";
 
@@ -32,58 +31,12 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-struct Session {
-    http: reqwest::Client,
-    side: String,
-    csrf: String,
-}
-
-impl Session {
-    async fn signup(gw: &Gateway, email: &str) -> Session {
-        let http = client();
-        let resp = http
-            .post(format!("{}/api/auth/signup", gw.side))
-            .json(&json!({"email": email, "password": "a long enough password"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
-        let me: Value = resp.json().await.unwrap();
-        Session {
-            http,
-            side: gw.side.clone(),
-            csrf: me["csrf_token"].as_str().unwrap().to_string(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}{path}", self.side))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn page(&self, path: &str) -> String {
-        let resp = self.get(path).await;
-        assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
-        assert_page_headers(&resp, path);
-        resp.text().await.unwrap()
-    }
-
-    async fn new_key(&self, name: &str) -> String {
-        let resp = self
-            .http
-            .post(format!("{}/api/keys", self.side))
-            .header("x-csrf-token", &self.csrf)
-            .json(&json!({"name": name}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
-        let v: Value = resp.json().await.unwrap();
-        v["key"].as_str().unwrap().to_string()
-    }
+/// A page as a signed-in user sees it (200, with the security headers).
+async fn page(user: &User, path: &str) -> String {
+    let resp = user.get(path).await;
+    assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
+    assert_page_headers(&resp, path);
+    resp.text().await.unwrap()
 }
 
 fn assert_page_headers(resp: &reqwest::Response, path: &str) {
@@ -161,7 +114,7 @@ async fn pages_and_static_assets() {
         assert!(resp.text().await.unwrap().contains(needle), "{path}");
     }
 
-    let ann = Session::signup(&gw, "ann@example.com").await;
+    let ann = User::signup(&gw, "ann@example.com").await;
     // Signed in, `/` and the login page lead to the dashboard.
     for path in ["/", "/login", "/signup"] {
         let resp = ann.get(path).await;
@@ -169,7 +122,7 @@ async fn pages_and_static_assets() {
         assert_eq!(resp.headers()[header::LOCATION], "/dashboard", "{path}");
     }
 
-    let key = ann.new_key("first").await;
+    let key = ann.new_key("first").await.1;
     assert_eq!(
         gw.chat(&key, &chat_body("gpt-4o-mini", false))
             .await
@@ -179,7 +132,7 @@ async fn pages_and_static_assets() {
     gw.wait_usage_rows(1).await;
 
     for path in ["/dashboard", "/keys", "/billing"] {
-        let body = ann.page(path).await;
+        let body = page(&ann, path).await;
         // The layout: who is signed in, their plan, the CSRF token for app.js.
         assert!(body.contains("ann@example.com"), "{path}");
         assert!(body.contains("id=\"account-plan\">free<"), "{path}");
@@ -199,7 +152,7 @@ async fn pages_and_static_assets() {
         );
     }
 
-    let dashboard = ann.page("/dashboard").await;
+    let dashboard = page(&ann, "/dashboard").await;
     // The request made above: the chart, the per-model table and the log.
     assert!(dashboard.contains("id=\"usage-chart\""), "{dashboard}");
     assert!(!dashboard.contains("id=\"chart-empty\""));
@@ -208,23 +161,23 @@ async fn pages_and_static_assets() {
     // The monthly token quota of the free plan.
     assert!(dashboard.contains("Monthly tokens"));
 
-    let billing = ann.page("/billing").await;
+    let billing = page(&ann, "/billing").await;
     assert!(billing.contains("Billing is off on this gateway"));
     assert!(billing.contains("class=\"card plan plan-current\" data-plan=\"free\""));
     assert!(billing.contains("data-plan=\"pro\""));
 
     // A newcomer has an empty overview.
-    let bob = Session::signup(&gw, "bob@example.com").await;
-    let empty = bob.page("/dashboard").await;
+    let bob = User::signup(&gw, "bob@example.com").await;
+    let empty = page(&bob, "/dashboard").await;
     assert!(empty.contains("id=\"chart-empty\""), "{empty}");
-    assert!(bob.page("/keys").await.contains("id=\"keys-empty\""));
+    assert!(page(&bob, "/keys").await.contains("id=\"keys-empty\""));
 }
 
 #[tokio::test]
 async fn admin_pages_are_for_admins_only() {
     let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
     let gw = start(&up).await;
-    let ann = Session::signup(&gw, "ann@example.com").await;
+    let ann = User::signup(&gw, "ann@example.com").await;
     for path in ["/admin/servers", "/admin/users"] {
         let resp = ann.get(path).await;
         assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{path}");
@@ -233,14 +186,14 @@ async fn admin_pages_are_for_admins_only() {
         assert!(body.contains("id=\"forbidden\""), "{body}");
     }
 
-    let admin = Session::signup(&gw, "admin@example.com").await;
-    let servers = admin.page("/admin/servers").await;
+    let admin = User::signup(&gw, "admin@example.com").await;
+    let servers = page(&admin, "/admin/servers").await;
     assert!(servers.contains("href=\"/admin/servers\""));
     // The config's pool, its backend and its health.
     assert!(servers.contains("data-pool=\"main\""), "{servers}");
     assert!(servers.contains(&format!("<code>{}</code>", up.url())));
     assert!(servers.contains("id=\"server-form\""));
-    let users = admin.page("/admin/users").await;
+    let users = page(&admin, "/admin/users").await;
     assert!(users.contains("ann@example.com") && users.contains("admin@example.com"));
     assert!(users.contains("data-action=\"disable-user\""));
 }
@@ -249,10 +202,10 @@ async fn admin_pages_are_for_admins_only() {
 async fn user_data_is_escaped() {
     let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
     let gw = start(&up).await;
-    let ann = Session::signup(&gw, "ann@example.com").await;
+    let ann = User::signup(&gw, "ann@example.com").await;
     ann.new_key("<script>alert(1)</script>").await;
     ann.new_key("\"onmouseover=\"alert(2)").await;
-    let body = ann.page("/keys").await;
+    let body = page(&ann, "/keys").await;
     assert!(
         !body.contains("<script>alert(1)</script>"),
         "the key name must be escaped: {body}"

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{chat_body, gateway, Backend, Gateway};
+use common::{chat_body, gateway, Backend, Gateway, User};
 use fake_upstream::{FakeConfig, FakeUpstream};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -21,82 +21,6 @@ async fn start(up: &FakeUpstream) -> Gateway {
         .yaml("admin:\n  token_env: BM_ADMIN_TOKEN\nadmin_emails: [boss@example.com]\nplans:\n  free: { rpm: 1000 }\ndefault_plan: free\n")
         .start()
         .await
-}
-
-/// A browser-like client: keeps its cookie, knows its CSRF token.
-struct User {
-    http: reqwest::Client,
-    side: String,
-    csrf: String,
-    id: i64,
-}
-
-impl User {
-    async fn signup(gw: &Gateway, email: &str) -> User {
-        let http = reqwest::Client::builder()
-            .cookie_store(true)
-            .build()
-            .unwrap();
-        let resp = http
-            .post(format!("{}/api/auth/signup", gw.side))
-            .json(&json!({"email": email, "password": "a long enough password"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
-        let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
-        assert!(
-            cookie.starts_with("bm_session=")
-                && cookie.contains("HttpOnly")
-                && cookie.contains("SameSite=Lax"),
-            "{cookie}"
-        );
-        let me: Value = resp.json().await.unwrap();
-        User {
-            http,
-            side: gw.side.clone(),
-            csrf: me["csrf_token"].as_str().unwrap().to_string(),
-            id: me["id"].as_i64().unwrap(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}{path}", self.side))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> reqwest::Response {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.side))
-            .header("x-csrf-token", &self.csrf);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        req.send().await.unwrap()
-    }
-
-    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
-        self.send(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn new_key(&self, name: &str) -> (i64, String) {
-        let resp = self.post("/api/keys", json!({"name": name})).await;
-        assert_eq!(resp.status(), StatusCode::CREATED);
-        let v: Value = resp.json().await.unwrap();
-        (
-            v["id"].as_i64().unwrap(),
-            v["key"].as_str().unwrap().to_string(),
-        )
-    }
 }
 
 async fn code_of(resp: reqwest::Response) -> (u16, String) {

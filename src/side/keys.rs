@@ -33,13 +33,7 @@ pub struct KeyView {
 
 impl From<KeyRecord> for KeyView {
     fn from(k: KeyRecord) -> Self {
-        let status = if k.revoked_at.is_some() {
-            "revoked"
-        } else if k.expires_at.is_some_and(|t| t <= now_ms()) {
-            "expired"
-        } else {
-            "active"
-        };
+        let status = k.status(now_ms());
         Self {
             id: k.id,
             display: format!("{}...{}", k.key_prefix, k.key_last4),

@@ -302,16 +302,6 @@ fn sum(rows: &[UsageTotals]) -> (i64, i64, i64) {
     })
 }
 
-fn key_status(k: &KeyRecord, now: i64) -> &'static str {
-    if k.revoked_at.is_some() {
-        "revoked"
-    } else if k.expires_at.is_some_and(|t| t <= now) {
-        "expired"
-    } else {
-        "active"
-    }
-}
-
 fn plural(n: i64, one: &str, many: &str) -> String {
     format!("{} {}", format::int(n), if n == 1 { one } else { many })
 }
@@ -349,10 +339,7 @@ pub async fn dashboard(State(state): State<Arc<AppState>>, headers: HeaderMap) -
     let (requests_30, tokens_30, cost_30) = sum(&daily);
     let (requests_month, tokens_month, cost_month) = sum(&month);
     let prompt_30: i64 = daily.iter().map(|r| r.prompt_tokens).sum();
-    let active_keys = keys
-        .iter()
-        .filter(|k| key_status(k, now) == "active")
-        .count() as i64;
+    let active_keys = keys.iter().filter(|k| k.status(now) == "active").count() as i64;
     let stats = vec![
         Stat {
             label: "Requests",
@@ -539,7 +526,7 @@ pub async fn keys(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
         .iter()
         .rev()
         .map(|k| {
-            let status = key_status(k, now);
+            let status = k.status(now);
             KeyRow {
                 id: k.id,
                 name: k.name.clone(),

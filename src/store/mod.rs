@@ -63,6 +63,19 @@ pub struct KeyRecord {
     pub user_disabled: bool,
 }
 
+impl KeyRecord {
+    /// `active`, `revoked` or `expired` at `now_ms`.
+    pub fn status(&self, now_ms: i64) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at.is_some_and(|t| t <= now_ms) {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserRecord {
     pub id: i64,

@@ -496,3 +496,84 @@ impl Gateway {
         String::from_utf8(out.stdout).unwrap()
     }
 }
+
+/// A browser-like dashboard user: keeps its session cookie (redirects are not
+/// followed, so pages' 303s stay visible) and sends its CSRF token on changes.
+pub struct User {
+    pub http: reqwest::Client,
+    pub side: String,
+    pub csrf: String,
+    pub id: i64,
+}
+
+impl User {
+    pub async fn signup(gw: &Gateway, email: &str) -> User {
+        let http = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let resp = http
+            .post(format!("{}/api/auth/signup", gw.side))
+            .json(&serde_json::json!({"email": email, "password": "a long enough password"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+        let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(
+            cookie.starts_with("bm_session=")
+                && cookie.contains("HttpOnly")
+                && cookie.contains("SameSite=Lax"),
+            "{cookie}"
+        );
+        let me: serde_json::Value = resp.json().await.unwrap();
+        User {
+            http,
+            side: gw.side.clone(),
+            csrf: me["csrf_token"].as_str().unwrap().to_string(),
+            id: me["id"].as_i64().unwrap(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.side))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.side))
+            .header("x-csrf-token", &self.csrf);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Creates a key through the API: its id and its secret.
+    pub async fn new_key(&self, name: &str) -> (i64, String) {
+        let resp = self
+            .post("/api/keys", serde_json::json!({"name": name}))
+            .await;
+        assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+        let v: serde_json::Value = resp.json().await.unwrap();
+        (
+            v["id"].as_i64().unwrap(),
+            v["key"].as_str().unwrap().to_string(),
+        )
+    }
+}
