@@ -172,12 +172,27 @@ impl Browser {
     }
 
     async fn find(&self, css: &str) -> fantoccini::elements::Element {
-        self.c
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no element `{css}` on {}: {e}", self.base))
+        // A page that reloads under the lookup ("aborted by navigation") is
+        // looked at again once it has loaded.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self
+                .c
+                .wait()
+                .at_most(Duration::from_secs(10))
+                .for_element(Locator::Css(css))
+                .await;
+            match found {
+                Ok(el) => return el,
+                Err(e)
+                    if std::time::Instant::now() < deadline
+                        && e.to_string().contains("navigation") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("no element `{css}` on {}: {e}", self.base),
+            }
+        }
     }
 
     async fn exists(&self, css: &str) -> bool {
