@@ -18,7 +18,7 @@ use crate::proxy::Gateway;
 use crate::state::AppState;
 use crate::store::Store;
 use crate::upstream::Upstreams;
-use crate::usage::{spawn_writer, tokenizer, PriceTable, UsageQueue};
+use crate::usage::{spawn_writer, PriceTable, UsageQueue};
 
 /// The runtime for everything that is not the proxy's hot path.
 pub fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -56,7 +56,6 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
         let _guard = control.enter();
         spawn_writer(store.clone(), usage.clone(), cfg.usage.batch_size)
     };
-    std::thread::spawn(tokenizer::warm_up);
 
     let cluster = match &cfg.redis {
         Some(redis) => Some(Arc::new(
