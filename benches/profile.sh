@@ -8,12 +8,13 @@
 # Writes target/bench/profile/NAME[-stream].callgrind.out and a text summary
 # NAME[-stream].txt (inclusive and self cost per function, instructions per
 # request). Needs the release binaries (cargo build --release --workspace) and
-# oha from benches/run.sh (target/bench-tools/bin/oha).
+# oha from benches/run.sh (target/bench-tools/bin/oha). BENCH_BIN_DIR overrides
+# the directory of the binaries (as in run.sh).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="$TARGET/release"
+BIN="${BENCH_BIN_DIR:-$TARGET/release}"
 OHA="$TARGET/bench-tools/bin/oha"
 NAME="${1:-bluesminds}"
 REQUESTS="${2:-5000}"

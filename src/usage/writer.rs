@@ -19,6 +19,9 @@ use super::UsageRecord;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+/// How long the writer waits for more records once one has arrived.
+const LINGER: Duration = Duration::from_millis(50);
+
 struct Shared {
     queue: Mutex<VecDeque<UsageRecord>>,
     capacity: usize,
@@ -132,6 +135,16 @@ pub fn spawn_writer(store: Store, queue: UsageQueue, batch_size: usize) -> JoinH
         let spill = queue.shared.spill.clone();
         loop {
             queue.drain(batch_size, &mut batch);
+            if !batch.is_empty()
+                && batch.len() < batch_size
+                && !queue.shared.closed.load(Ordering::Acquire)
+            {
+                // Linger briefly so a busy gateway writes hundreds of rows per
+                // transaction instead of one or two (the load benchmark's profile
+                // showed ~1.5 rows per commit without this).
+                tokio::time::sleep(LINGER).await;
+                queue.drain(batch_size - batch.len(), &mut batch);
+            }
             if batch.is_empty() {
                 let closing = queue.shared.closed.load(Ordering::Acquire);
                 // Not while closing: a database that is still down would bounce the
