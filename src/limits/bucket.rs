@@ -57,6 +57,13 @@ impl TokenBucket {
         self.tokens = (self.tokens + delta).min(self.capacity);
     }
 
+    /// Takes the level another source of truth has for this bucket now (the
+    /// cluster-wide bucket in Redis).
+    pub fn set_available(&mut self, tokens: f64, now: Instant) {
+        self.refill(now);
+        self.tokens = tokens.min(self.capacity);
+    }
+
     /// Tokens there now (negative while in debt).
     pub fn available(&mut self, now: Instant) -> f64 {
         self.refill(now);

@@ -1,25 +1,26 @@
 //! Several gateway instances, one set of limits, through Redis, and never a Redis
 //! round trip on a request.
 //!
-//! Every `sync_ms` each instance adds what it took from each bucket since the last
-//! sync to a cluster-wide running total in Redis (one pipelined round trip for all
-//! buckets) and gets the new total back. What the other instances took is then
-//! charged to the local bucket, and until the next sync the instance may take only
-//! its share of what is left (left / live instances). The first take of an interval
-//! is always allowed, so a request never starves.
-//!
-//! Every instance syncs on the same wall-clock ticks: it adds its deltas, waits a
-//! third of an interval for the others to add theirs, then reads the totals.
+//! Each limited bucket also lives in Redis as a cluster-wide token bucket (a
+//! level and the time it was computed, refilled by Redis's own clock in a Lua
+//! script, so instance clocks never matter). Every `sync_ms` each instance takes
+//! what it used since the last sync from those buckets (one pipelined round trip
+//! for all of them), waits a third of an interval for the other instances to do
+//! the same (all sync on the same wall-clock ticks), then reads the levels. Its
+//! local buckets take those levels, and until the next sync it may use only its
+//! share of each (level / live instances). The first take of an interval is
+//! always allowed, so a request never starves; a bucket an instance has not
+//! synced yet allows just that one take per interval.
 //!
 //! Error bound: in one interval the instances together take at most
-//! max(left, N) requests from a bucket that had `left`, so the cluster admits at
+//! max(level, N) requests from a bucket at `level`, so the cluster admits at
 //! most N - 1 requests (or N - 1 requests' tokens) beyond a limit, where N is the
 //! number of instances, plus what refills meanwhile. That holds while every sync
 //! finishes within its third of an interval; an instance that falls behind (a
 //! stalled process, a slow Redis) can add up to one share per late interval.
-//! tests/cluster.rs measures it with 3 instances: 32 admitted against 30 RPM on
-//! an idle machine (bound 32 plus refill), up to 36 with the machine under load.
-//! Without the sync the three would admit 90.
+//! An instance that meets a key for the first time reads the key's real level
+//! at its first sync, however much the others used before. tests/cluster.rs
+//! measures it with 3 instances.
 //!
 //! Key revocations, rotations and plan changes are published on a channel; every
 //! instance drops the key from its cache on receipt (well within a second).
@@ -38,8 +39,27 @@ use crate::state::AppState;
 /// How long an instance counts as live after its last heartbeat.
 const LIVE_MS: u64 = 3000;
 
+/// KEYS[1]: a cluster-wide bucket; ARGV[1]: its limit per minute; ARGV[2]: what
+/// to take (negative gives back). Returns the level after the take. A bucket
+/// untouched for 3 minutes expires, which is the same as full.
+const TAKE: &str = r"
+local limit = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local v = redis.call('HMGET', KEYS[1], 'level', 'at')
+local level = tonumber(v[1]) or limit
+local at = tonumber(v[2]) or now
+level = math.min(limit, level + math.max(0, now - at) * limit / 60000)
+level = math.min(limit, level - tonumber(ARGV[2]))
+local out = string.format('%.17g', level)
+redis.call('HSET', KEYS[1], 'level', out, 'at', string.format('%.17g', now))
+redis.call('PEXPIRE', KEYS[1], 180000)
+return out
+";
+
 pub struct Cluster {
     client: redis::Client,
+    take: redis::Script,
     conn: ConnectionManager,
     prefix: String,
     instance: String,
@@ -52,6 +72,7 @@ impl Cluster {
         let conn = ConnectionManager::new(client.clone()).await?;
         Ok(Self {
             client,
+            take: redis::Script::new(TAKE),
             conn,
             prefix: cfg.prefix.clone(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
@@ -65,45 +86,57 @@ impl Cluster {
 
     fn bucket_key(&self, item: &SyncItem) -> String {
         let kind = if item.kind == REQUESTS { "r" } else { "t" };
-        format!("{}rl:{}:{kind}", self.prefix, item.subject.tag())
+        format!("{}rlb:{}:{kind}", self.prefix, item.subject.tag())
     }
 
-    /// One sync: add this instance's deltas, wait for the other instances to add
-    /// theirs (every instance syncs on the same wall-clock ticks), then read the
-    /// totals, heartbeat and apply. Returns the live instances.
+    /// One sync: take this instance's use from the cluster-wide buckets, wait for
+    /// the other instances to take theirs (every instance syncs on the same
+    /// wall-clock ticks), then read the levels, heartbeat and apply. Returns the
+    /// live instances.
     async fn sync_once(&self, limiter: &Limiter) -> Result<usize, redis::RedisError> {
         let items = limiter.sync_collect();
-        let result = self.exchange(&items).await;
-        match result {
-            Ok((instances, totals)) => {
-                for (item, total) in items.iter().zip(totals) {
-                    limiter.sync_apply(item, total, instances);
+        let mut conn = self.conn.clone();
+        let mut take = redis::pipe();
+        take.load_script(&self.take).ignore();
+        let used: Vec<_> = items.iter().filter(|i| i.delta != 0.0).collect();
+        for item in &used {
+            take.invoke_script(&self.invocation(item, item.delta))
+                .ignore();
+        }
+        if !used.is_empty() {
+            if let Err(e) = take.query_async::<()>(&mut conn).await {
+                limiter.sync_failed(&items, true);
+                return Err(e);
+            }
+        }
+        tokio::time::sleep(self.every / 3).await;
+        match self.read(&items).await {
+            Ok((instances, levels)) => {
+                for (item, level) in items.iter().zip(levels) {
+                    limiter.sync_apply(item, level, instances);
                 }
                 Ok(instances)
             }
             Err(e) => {
-                limiter.sync_failed(&items);
+                limiter.sync_failed(&items, false);
                 Err(e)
             }
         }
     }
 
-    async fn exchange(&self, items: &[SyncItem]) -> Result<(usize, Vec<f64>), redis::RedisError> {
+    fn invocation(&self, item: &SyncItem, take: f64) -> redis::ScriptInvocation<'_> {
+        let mut inv = self.take.prepare_invoke();
+        inv.key(self.bucket_key(item)).arg(item.limit).arg(take);
+        inv
+    }
+
+    /// Heartbeat, live instances and the level of every bucket.
+    async fn read(&self, items: &[SyncItem]) -> Result<(usize, Vec<f64>), redis::RedisError> {
         let mut conn = self.conn.clone();
-        let mut add = redis::pipe();
-        for item in items.iter().filter(|i| i.delta != 0.0) {
-            let key = self.bucket_key(item);
-            add.cmd("INCRBYFLOAT").arg(&key).arg(item.delta).ignore();
-            // A bucket nobody touched for a while is full again anyway.
-            add.cmd("EXPIRE").arg(&key).arg(180).ignore();
-        }
-        add.query_async::<()>(&mut conn).await?;
-        // The others add theirs on the same tick; a third of an interval later the
-        // totals include them.
-        tokio::time::sleep(self.every / 3).await;
         let now_ms = wall_ms();
         let members = format!("{}instances", self.prefix);
         let mut read = redis::pipe();
+        read.load_script(&self.take).ignore();
         read.cmd("ZADD")
             .arg(&members)
             .arg(now_ms)
@@ -116,15 +149,15 @@ impl Cluster {
             .ignore();
         read.cmd("ZCARD").arg(&members);
         for item in items {
-            read.cmd("INCRBYFLOAT").arg(self.bucket_key(item)).arg(0);
+            read.invoke_script(&self.invocation(item, 0.0));
         }
         let values: Vec<redis::Value> = read.query_async(&mut conn).await?;
         let mut it = values.into_iter();
         let instances: usize = redis::from_redis_value(&it.next().unwrap_or(redis::Value::Nil))?;
-        let totals = it
+        let levels = it
             .map(|v| redis::from_redis_value::<f64>(&v))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok((instances, totals))
+        Ok((instances, levels))
     }
 
     /// Runs the sync loop forever (on the control runtime).

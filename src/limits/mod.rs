@@ -52,8 +52,6 @@ struct Buckets {
     /// Cluster mode: how much this instance may take until the next sync (its share
     /// of what the cluster has left); `None` outside a cluster.
     share: [Option<f64>; 2],
-    /// Cluster mode: the last cluster-wide running total seen for each kind.
-    seen_total: [Option<f64>; 2],
 }
 
 impl Buckets {
@@ -96,7 +94,6 @@ impl SubjectState {
                 unsynced: [0.0; 2],
                 spent: [0.0; 2],
                 share: [share; 2],
-                seen_total: [None; 2],
             }),
             open: AtomicU64::new(0),
         }
@@ -211,11 +208,13 @@ pub struct Limiter {
     clustered: bool,
 }
 
-/// One bucket's share in a cluster sync: what this instance used since the last one.
+/// One bucket's part in a cluster sync: what this instance used since the last one.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SyncItem {
     pub subject: Subject,
     pub kind: usize,
+    /// The bucket's limit per minute, which the cluster-wide bucket refills by.
+    pub limit: u64,
     pub delta: f64,
 }
 
@@ -338,10 +337,11 @@ impl Limiter {
         for (subject, state) in self.subjects.iter() {
             let mut b = state.buckets.lock().expect("bucket lock");
             for kind in [REQUESTS, TOKENS] {
-                if b.bucket(kind).is_some() {
+                if let Some(limit) = b.bucket(kind).map(|b| b.limit()) {
                     items.push(SyncItem {
                         subject: *subject,
                         kind,
+                        limit,
                         delta: b.unsynced[kind],
                     });
                     b.unsynced[kind] = 0.0;
@@ -351,42 +351,38 @@ impl Limiter {
         items
     }
 
-    /// Cluster sync, step 2: `total` is the cluster-wide running total of the
-    /// bucket after adding this instance's `item.delta`. What the others used is
-    /// charged to the local bucket, and this instance's share until the next sync
-    /// becomes what is left divided among the `instances`.
-    pub fn sync_apply(&self, item: &SyncItem, total: f64, instances: usize) {
+    /// Cluster sync, step 2: `level` is what the cluster-wide bucket holds after
+    /// every instance added what it used up to this sync's tick. The local bucket
+    /// takes that level, less what this instance used since the tick (not yet in
+    /// it), and this instance's share until the next sync becomes the level
+    /// divided among the `instances`.
+    pub fn sync_apply(&self, item: &SyncItem, level: f64, instances: usize) {
         let Some(state) = self.subjects.get(&item.subject) else {
             return;
         };
         let now = Instant::now();
         let mut b = state.buckets.lock().expect("bucket lock");
         let kind = item.kind;
-        let others = match b.seen_total[kind] {
-            // A total below what was seen means the shared counter expired: start over.
-            Some(seen) if total + 1e-6 >= seen + item.delta => total - seen - item.delta,
-            _ => 0.0,
-        };
-        b.seen_total[kind] = Some(total);
+        let since_tick = b.unsynced[kind];
         if let Some(bucket) = b.bucket(kind) {
-            if others != 0.0 {
-                bucket.adjust(-others, now);
-            }
-            let left = bucket.available(now).max(0.0);
-            b.share[kind] = Some(left / instances.max(1) as f64);
+            bucket.set_available(level - since_tick, now);
+            b.share[kind] = Some(level.max(0.0) / instances.max(1) as f64);
             // The new share covers the interval that began at this sync's tick:
             // what was taken since then already counts against it.
-            b.spent[kind] = b.unsynced[kind].max(0.0);
+            b.spent[kind] = since_tick.max(0.0);
         }
     }
 
-    /// Cluster sync failed: keep the deltas for the next try and, while the
-    /// cluster is unreachable, let each instance use its own buckets whole.
-    pub fn sync_failed(&self, items: &[SyncItem]) {
+    /// Cluster sync failed. `restore`: the deltas never reached Redis, so they
+    /// go into the next try. While the cluster is unreachable each instance
+    /// uses its own buckets whole.
+    pub fn sync_failed(&self, items: &[SyncItem], restore: bool) {
         for item in items {
             if let Some(state) = self.subjects.get(&item.subject) {
                 let mut b = state.buckets.lock().expect("bucket lock");
-                b.unsynced[item.kind] += item.delta;
+                if restore {
+                    b.unsynced[item.kind] += item.delta;
+                }
                 b.share[item.kind] = None;
             }
         }
