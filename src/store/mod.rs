@@ -151,10 +151,55 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Columns of one usage row, and rows per INSERT (16 x 200 = 3,200 parameters,
-/// well under SQLite's and PostgreSQL's limits).
+/// Columns of one usage row.
 const USAGE_COLUMNS: usize = 16;
-const USAGE_ROWS_PER_INSERT: usize = 200;
+/// Rows per usage INSERT: a batch is cut into statements of these sizes only
+/// (largest first), so the few distinct statements stay in sqlx's prepared
+/// statement cache instead of being parsed again for every batch size
+/// (64 x 16 = 1,024 parameters, well under both databases' limits).
+const USAGE_INSERT_SIZES: [usize; 4] = [64, 16, 4, 1];
+
+/// `records` cut into chunks of `USAGE_INSERT_SIZES`.
+fn usage_chunks(mut records: &[UsageRecord]) -> impl Iterator<Item = &[UsageRecord]> {
+    std::iter::from_fn(move || {
+        let size = USAGE_INSERT_SIZES
+            .into_iter()
+            .find(|&n| n <= records.len())?;
+        let (chunk, rest) = records.split_at(size);
+        records = rest;
+        Some(chunk)
+    })
+}
+
+/// The multi-row usage INSERT for `rows` rows. SQLite gets anonymous `?`
+/// parameters: with numbered ones SQLite looks each name up in a list as long
+/// as the statement's parameters, which made binding quadratic (callgrind: half
+/// of all instructions at 200 rows per statement).
+fn usage_insert_sql(backend: Backend, rows: usize) -> String {
+    let mut sql = String::with_capacity(300 + rows * USAGE_COLUMNS * 6);
+    sql.push_str(
+        "INSERT INTO usage_records (request_id, created_at, key_id, user_id, endpoint, model, backend, \
+         status, stream, prompt_tokens, completion_tokens, usage_source, cost_nanousd, latency_ms, ttfb_ms, error_code) VALUES ",
+    );
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..USAGE_COLUMNS {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&(row * USAGE_COLUMNS + col + 1).to_string());
+                }
+            }
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+    sql
+}
 
 pub(crate) const KEY_SELECT: &str = "SELECT k.id, k.name, k.key_prefix, k.key_last4, k.user_id, k.models, k.rpm, k.tpm, \
      k.concurrency, k.created_at, k.expires_at, k.revoked_at, u.plan AS user_plan, u.disabled AS user_disabled \
@@ -275,24 +320,8 @@ impl Store {
             Default::default();
         // Many rows per statement: one statement per record made the writer the
         // gateway's largest cost under load (benches/, callgrind).
-        for chunk in records.chunks(USAGE_ROWS_PER_INSERT) {
-            let mut sql = String::with_capacity(300 + chunk.len() * 100);
-            sql.push_str(
-                "INSERT INTO usage_records (request_id, created_at, key_id, user_id, endpoint, model, backend, \
-                 status, stream, prompt_tokens, completion_tokens, usage_source, cost_nanousd, latency_ms, ttfb_ms, error_code) VALUES ",
-            );
-            for row in 0..chunk.len() {
-                sql.push_str(if row == 0 { "(" } else { ", (" });
-                for col in 0..USAGE_COLUMNS {
-                    if col > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push('$');
-                    sql.push_str(&(row * USAGE_COLUMNS + col + 1).to_string());
-                }
-                sql.push(')');
-            }
-            sql.push_str(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+        for chunk in usage_chunks(records) {
+            let sql = usage_insert_sql(self.backend, chunk.len());
             let mut query = sqlx::query(&sql);
             for r in chunk {
                 query = query
@@ -572,4 +601,44 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
     } else {
         format!("sqlite://{path}?{query}&mode=rwc")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_cut_into_the_few_cached_statement_sizes() {
+        let record = |i: usize| UsageRecord {
+            request_id: format!("req_{i}"),
+            created_at: 0,
+            key_id: None,
+            user_id: None,
+            endpoint: "chat".into(),
+            model: None,
+            backend: None,
+            status: 200,
+            stream: false,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            usage_source: crate::usage::UsageSource::None,
+            cost_nanousd: 0,
+            latency_ms: 0,
+            ttfb_ms: None,
+            error_code: None,
+        };
+        let records: Vec<_> = (0..150).map(record).collect();
+        let sizes: Vec<usize> = usage_chunks(&records).map(<[_]>::len).collect();
+        assert_eq!(sizes, [64, 64, 16, 4, 1, 1]);
+        let ids: Vec<&str> = usage_chunks(&records)
+            .flatten()
+            .map(|r| r.request_id.as_str())
+            .collect();
+        assert_eq!(ids.len(), 150);
+        assert_eq!((ids[0], ids[149]), ("req_0", "req_149"));
+        assert_eq!(usage_chunks(&[]).count(), 0);
+        let sql = usage_insert_sql(Backend::Sqlite, 2);
+        assert_eq!(sql.matches('?').count(), 2 * USAGE_COLUMNS);
+        assert!(usage_insert_sql(Backend::Postgres, 2).contains("$32)"));
+    }
 }
