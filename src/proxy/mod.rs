@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use http::header;
+use http::header::{self, HeaderName};
 use pingora::http::ResponseHeader;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -32,6 +32,29 @@ use request::{inspect, Endpoint};
 pub struct Gateway {
     state: Arc<AppState>,
 }
+
+/// Upstream response headers the client never sees: account details, and the
+/// upstream's own limits (the gateway's replace them). Removing by a ready
+/// `HeaderName` skips parsing each name on every response.
+static HIDDEN_UPSTREAM_HEADERS: [HeaderName; 9] = [
+    header::SET_COOKIE,
+    HeaderName::from_static("openai-organization"),
+    HeaderName::from_static("openai-project"),
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
+
+/// Client headers that may carry a key (OpenAI's, Azure's, Anthropic-style):
+/// the client's key never leaves the gateway.
+static CLIENT_KEY_HEADERS: [HeaderName; 3] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-api-key"),
+];
 
 impl Gateway {
     pub fn new(state: Arc<AppState>) -> Self {
@@ -508,10 +531,10 @@ impl ProxyHttp for Gateway {
         upstream_request.set_uri(target.parse().map_err(|_| {
             Error::explain(ErrorType::InvalidHTTPHeader, "cannot build upstream path")
         })?);
-        // The client's key never leaves the gateway; the backend's key replaces it.
-        upstream_request.remove_header(&header::AUTHORIZATION);
-        upstream_request.remove_header("api-key");
-        upstream_request.remove_header("x-api-key");
+        // The backend's key replaces the client's.
+        for name in &CLIENT_KEY_HEADERS {
+            upstream_request.remove_header(name);
+        }
         if let Some(auth) = &backend.authorization {
             upstream_request.insert_header(header::AUTHORIZATION, auth.as_str())?;
         }
@@ -579,19 +602,7 @@ impl ProxyHttp for Gateway {
             }
         }
         ctx.counter = Some(counter);
-        // Upstream account details (and the upstream's own limits) are none of
-        // the client's business; the gateway's limits replace them.
-        for name in [
-            "set-cookie",
-            "openai-organization",
-            "openai-project",
-            "x-ratelimit-limit-requests",
-            "x-ratelimit-remaining-requests",
-            "x-ratelimit-reset-requests",
-            "x-ratelimit-limit-tokens",
-            "x-ratelimit-remaining-tokens",
-            "x-ratelimit-reset-tokens",
-        ] {
+        for name in &HIDDEN_UPSTREAM_HEADERS {
             upstream_response.remove_header(name);
         }
         for (name, value) in ctx.rate_info.iter().flat_map(RateInfo::headers) {

@@ -248,17 +248,13 @@ fn push_choice_text(text: &mut String, choices: Option<&[ChoiceView<'_>]>) {
 
 /// Position of the end of the first complete event and its separator's length.
 fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while i + 1 < buf.len() {
-        if buf[i] == b'\n' {
-            if buf[i + 1] == b'\n' {
-                return Some((i, 2));
-            }
-            if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
-                return Some((i, 3));
-            }
+    for i in memchr::memchr_iter(b'\n', buf) {
+        match buf.get(i + 1) {
+            Some(b'\n') => return Some((i, 2)),
+            Some(b'\r') if buf.get(i + 2) == Some(&b'\n') => return Some((i, 3)),
+            Some(_) => {}
+            None => return None,
         }
-        i += 1;
     }
     None
 }
@@ -267,7 +263,7 @@ fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
 /// match inside a JSON string, where quotes are escaped.
 fn usage_from_tail(body: &[u8]) -> Option<Usage> {
     let needle = b"\"usage\"";
-    let pos = body.windows(needle.len()).rposition(|w| w == needle)?;
+    let pos = memchr::memmem::rfind(body, needle)?;
     let rest = &body[pos + needle.len()..];
     let colon = rest.iter().position(|&b| b == b':')?;
     let mut de = serde_json::Deserializer::from_slice(&rest[colon + 1..]).into_iter::<Usage>();
