@@ -96,12 +96,14 @@ impl UsageQueue {
 
 /// Writes `batch`, retrying while the database fails. While closing, a batch that
 /// still fails after a few tries goes to the spill file instead (replayed at next start).
-async fn write_batch(store: &Store, queue: &UsageQueue, batch: &mut Vec<UsageRecord>) {
+/// `fresh`: straight from the queue, never sent to the database before; a retry
+/// may follow a failure that committed after all, so it checks for every row.
+async fn write_batch(store: &Store, queue: &UsageQueue, batch: &mut Vec<UsageRecord>, fresh: bool) {
     let metrics = &queue.shared.metrics;
     let mut backoff = Duration::from_millis(50);
     let mut attempts = 0;
     loop {
-        match store.insert_usage(batch).await {
+        match store.insert_usage(batch, fresh && attempts == 0).await {
             Ok(()) => {
                 metrics.usage_written.inc_by(batch.len() as u64);
                 if let Some(oldest) = batch.iter().map(|r| r.created_at).min() {
@@ -158,7 +160,7 @@ pub fn spawn_writer(store: Store, queue: UsageQueue, batch_size: usize) -> JoinH
                         tracing::info!(records = replay.len(), "replaying spilled usage records");
                     }
                     for mut chunk in replay.chunks(batch_size).map(<[UsageRecord]>::to_vec) {
-                        write_batch(&store, &queue, &mut chunk).await;
+                        write_batch(&store, &queue, &mut chunk, false).await;
                     }
                     continue;
                 }
@@ -168,7 +170,7 @@ pub fn spawn_writer(store: Store, queue: UsageQueue, batch_size: usize) -> JoinH
                 queue.shared.ready.notified().await;
                 continue;
             }
-            write_batch(&store, &queue, &mut batch).await;
+            write_batch(&store, &queue, &mut batch, true).await;
         }
         tracing::info!("usage writer drained and stopped");
     })
