@@ -92,6 +92,7 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        draining: std::sync::atomic::AtomicBool::new(false),
     });
 
     if cfg.health_check.enabled {
@@ -110,6 +111,7 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
     }
 
     spawn_reloaders(&control, &state)?;
+    spawn_drain_flag(&control, &state)?;
     if let Some(c) = &cluster {
         let _guard = control.enter();
         c.spawn_sync(state.clone());
@@ -164,6 +166,27 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
         Err(_) => tracing::error!("usage writer did not finish within 30s"),
     }
     control.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+/// Pingora handles SIGTERM itself (open streams get the grace period); this
+/// listener only marks the instance as draining, for /readyz.
+fn spawn_drain_flag(
+    control: &tokio::runtime::Runtime,
+    state: &Arc<AppState>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let _guard = control.enter();
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let state = state.clone();
+    control.spawn(async move {
+        if term.recv().await.is_some() {
+            state
+                .draining
+                .store(true, std::sync::atomic::Ordering::Release);
+            tracing::info!("SIGTERM: draining; /readyz now answers 503");
+        }
+    });
     Ok(())
 }
 

@@ -34,6 +34,9 @@ pub struct AppState {
     pub admin_token: Option<String>,
     /// Unix seconds at start, shown as `created` in the models list.
     pub started_at: u64,
+    /// Set on SIGTERM: /readyz answers 503 so load balancers stop sending new
+    /// requests while open streams finish.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {

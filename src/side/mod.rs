@@ -74,8 +74,12 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Readiness: the database answers and at least one backend is in rotation.
+/// Readiness: not shutting down, the database answers and at least one backend
+/// is in rotation.
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    if state.draining.load(std::sync::atomic::Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_string());
+    }
     if let Err(e) = state.store.ping().await {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}"));
     }
