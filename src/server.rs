@@ -111,6 +111,23 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
     }
 
     spawn_reloaders(&control, &state)?;
+    {
+        let state = state.clone();
+        control.spawn(async move {
+            let mut tick = tokio::time::interval(crate::limits::quota::REFRESH);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = state
+                    .quotas
+                    .refresh_from_store(crate::store::now_ms())
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot refresh quotas from the database");
+                }
+            }
+        });
+    }
     spawn_drain_flag(&control, &state)?;
     if let Some(c) = &cluster {
         let _guard = control.enter();

@@ -224,6 +224,51 @@ async fn an_exhausted_monthly_quota_is_insufficient_quota_and_not_retried() {
 }
 
 #[tokio::test]
+async fn a_quota_spent_on_one_instance_is_refused_on_another() {
+    let up = fake().await;
+    let plan = "plans:\n  tiny: { monthly_tokens: 30 }\n";
+    let a = gateway()
+        .backend(Backend::new(up.url()))
+        .yaml(plan)
+        .start()
+        .await;
+    let b = gateway()
+        .db_url(&a.db.url)
+        .backend(Backend::new(up.url()))
+        .yaml(plan)
+        .start()
+        .await;
+    a.cli(&[
+        "users",
+        "create",
+        "--email",
+        "cy@example.com",
+        "--plan",
+        "tiny",
+    ]);
+    let key = a.create_key("cy", &["--user", "cy@example.com"]);
+    let body = chat_body("gpt-4o-mini", false);
+    // B loads the user's month first (13 tokens used, written before A starts).
+    assert_eq!(b.chat(&key, &body).await.status(), 200);
+    b.wait_usage_rows(1).await;
+    // A starts from those 13 and spends the rest: 13 + 13 + 13 >= 30.
+    for n in 2..=3 {
+        assert_eq!(a.chat(&key, &body).await.status(), 200);
+        a.wait_usage_rows(n).await;
+    }
+    assert_eq!(a.chat(&key, &body).await.status(), 429);
+    // B's own count is still 13, which would admit the user; after a refresh
+    // interval (2 s, twice over for a loaded machine) it has read A's usage from
+    // the database and refuses at once.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let resp = b.chat(&key, &body).await;
+    assert_eq!(resp.status(), 429, "instance B still admits the user");
+    let e: Value = resp.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "insufficient_quota");
+    assert_eq!(up.request_count(), 3);
+}
+
+#[tokio::test]
 async fn a_database_outage_under_load_loses_no_usage_record() {
     let up = fake().await;
     // A tiny queue, so the outage overflows it into the spill file.

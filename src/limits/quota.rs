@@ -1,6 +1,13 @@
 //! Monthly quotas per user (tokens and/or spend), kept in memory and seeded from
 //! the daily totals in the database the first time a user is seen in a period.
 //! Periods are calendar months in UTC; a new month starts from zero.
+//!
+//! Several instances share one database: every `REFRESH` each instance raises
+//! its users' counts to the database's totals, which hold what every instance
+//! has written. The local count stays when it is higher (it includes this
+//! instance's records still queued), so nothing is counted twice; what the
+//! cluster can overspend is what the other instances used since their last
+//! write plus one refresh interval.
 
 use std::sync::{Arc, Mutex};
 
@@ -62,6 +69,9 @@ pub fn next_period_start(start: Date) -> Date {
     };
     Date::from_calendar_date(y, m, 1).expect("day 1 exists")
 }
+
+/// How often quotas catch up with what other instances wrote.
+pub const REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct QuotaLedger {
@@ -153,6 +163,27 @@ impl QuotaLedger {
                 p.cost_nanousd += cost_nanousd;
             }
         }
+    }
+
+    /// Raises every loaded user's count to the database's total for the period
+    /// (see the module comment). Returns how many users it read.
+    pub async fn refresh_from_store(&self, now_ms: i64) -> Result<usize, String> {
+        let start = period_start(now_ms);
+        let rows = self
+            .store
+            .users_usage_since(&start.to_string())
+            .await
+            .map_err(|e| e.to_string())?;
+        for (user_id, tokens, cost) in &rows {
+            if let Some(period) = self.users.get(user_id).await {
+                let mut p = period.lock().expect("quota lock");
+                if p.start == start {
+                    p.tokens = p.tokens.max(*tokens);
+                    p.cost_nanousd = p.cost_nanousd.max(*cost);
+                }
+            }
+        }
+        Ok(rows.len())
     }
 
     /// Forgets a user's period so the next check re-reads the database.

@@ -442,6 +442,31 @@ impl Store {
         ))
     }
 
+    /// Tokens and cost of every user with usage since `since_day` (for keeping
+    /// quotas in step with other instances).
+    pub async fn users_usage_since(
+        &self,
+        since_day: &str,
+    ) -> Result<Vec<(i64, u64, i64)>, StoreError> {
+        sqlx::query(
+            "SELECT user_id, CAST(SUM(prompt_tokens + completion_tokens) AS BIGINT) AS tokens, \
+             CAST(SUM(cost_nanousd) AS BIGINT) AS cost \
+             FROM usage_daily WHERE day >= $1 AND user_id <> 0 GROUP BY user_id",
+        )
+        .bind(since_day)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("user_id")?,
+                row.try_get::<i64, _>("tokens")?.max(0) as u64,
+                row.try_get("cost")?,
+            ))
+        })
+        .collect()
+    }
+
     /// Totals grouped by day or by model over a filter.
     pub async fn usage_totals(
         &self,
