@@ -417,6 +417,9 @@ async fn dashboard_in_a_real_browser() {
             .len(),
         3
     );
+    // Each request names the key it came with.
+    let recent = b.text("#recent-table tbody").await;
+    assert_eq!(recent.matches("my laptop").count(), 3, "{recent}");
     b.shot("dashboard", true).await;
     // The layout holds on a phone-sized window too.
     b.c.set_window_size(400, 860).await.unwrap();

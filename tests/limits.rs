@@ -443,6 +443,7 @@ async fn usage_api_totals_and_pages_for_admins_and_keys() {
         .map(|r| r["endpoint"].as_str().unwrap())
         .collect();
     assert_eq!(page, ["embeddings", "chat.completions", "chat.completions"]);
+    assert!(v["data"][0]["key_name"].is_string(), "{v}");
     let before = v["next_before"].as_i64().unwrap();
     let v: Value = get(
         &format!("/api/usage/requests?limit=3&before={before}"),

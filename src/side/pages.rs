@@ -270,6 +270,7 @@ struct ModelRow {
 struct RequestView {
     time: String,
     time_full: String,
+    key: String,
     model: String,
     endpoint: String,
     status: i64,
@@ -427,6 +428,7 @@ pub async fn dashboard(State(state): State<Arc<AppState>>, headers: HeaderMap) -
         .map(|r| RequestView {
             time: format::short_time(r.created_at),
             time_full: format!("{} · {}", format::datetime(r.created_at), r.request_id),
+            key: r.key_name.unwrap_or_else(|| "-".into()),
             model: r.model.unwrap_or_else(|| "-".into()),
             endpoint: r.endpoint,
             status: r.status,

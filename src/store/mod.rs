@@ -111,6 +111,8 @@ pub struct RequestRow {
     pub request_id: String,
     pub created_at: i64,
     pub key_id: Option<i64>,
+    /// The key's name (absent once the key row is gone).
+    pub key_name: Option<String>,
     pub endpoint: String,
     pub model: Option<String>,
     pub status: i64,
@@ -516,10 +518,12 @@ impl Store {
         let key = key_id.unwrap_or(0);
         let user = user_id.unwrap_or(0);
         sqlx::query(
-            "SELECT id, request_id, created_at, key_id, endpoint, model, CAST(status AS BIGINT) AS status, \
-             CAST(stream AS BIGINT) AS stream, prompt_tokens, completion_tokens, cost_nanousd, latency_ms, ttfb_ms, error_code \
-             FROM usage_records WHERE ($1 = 0 OR key_id = $2) AND ($3 = 0 OR user_id = $4) AND id < $5 \
-             ORDER BY id DESC LIMIT $6",
+            "SELECT r.id, r.request_id, r.created_at, r.key_id, k.name AS key_name, r.endpoint, r.model, \
+             CAST(r.status AS BIGINT) AS status, CAST(r.stream AS BIGINT) AS stream, r.prompt_tokens, \
+             r.completion_tokens, r.cost_nanousd, r.latency_ms, r.ttfb_ms, r.error_code \
+             FROM usage_records r LEFT JOIN api_keys k ON k.id = r.key_id \
+             WHERE ($1 = 0 OR r.key_id = $2) AND ($3 = 0 OR r.user_id = $4) AND r.id < $5 \
+             ORDER BY r.id DESC LIMIT $6",
         )
         .bind(key)
         .bind(key)
@@ -536,6 +540,7 @@ impl Store {
                 request_id: r.try_get("request_id")?,
                 created_at: r.try_get("created_at")?,
                 key_id: r.try_get("key_id")?,
+                key_name: r.try_get("key_name")?,
                 endpoint: r.try_get("endpoint")?,
                 model: r.try_get("model")?,
                 status: r.try_get("status")?,
