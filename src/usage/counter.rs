@@ -21,6 +21,10 @@ const JSON_KEEP: usize = 4 * 1024 * 1024;
 const JSON_TAIL: usize = 64 * 1024;
 /// Reply text kept for the tokenizer fallback.
 const TEXT_KEEP: usize = 4 * 1024 * 1024;
+/// The key searched for; it cannot match inside a JSON string, where quotes are escaped.
+const USAGE_KEY: &[u8] = b"\"usage\"";
+/// SSE payloads kept unparsed per stream (see `ResponseCounter::raw`).
+const RAW_KEEP: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
@@ -45,6 +49,13 @@ pub struct ResponseCounter {
     json_truncated: bool,
     usage: Option<Usage>,
     text: String,
+    /// SSE: event payloads without a usage object, not parsed yet, each ended by
+    /// a NUL (which valid JSON never contains). The reply text is needed only
+    /// when no usage arrives, so parsing every content chunk up front was wasted
+    /// work (callgrind: ~7.5k instructions per event, 60 % of the gateway's own
+    /// cost on a stream). Past RAW_KEEP they are parsed as they come.
+    raw: Vec<u8>,
+    raw_full: bool,
     bytes_seen: usize,
 }
 
@@ -89,6 +100,8 @@ impl ResponseCounter {
             json_truncated: false,
             usage: None,
             text: String::new(),
+            raw: Vec::new(),
+            raw_full: false,
             bytes_seen: 0,
         }
     }
@@ -151,7 +164,11 @@ impl ResponseCounter {
     /// Returns false for the usage-only chunk the gateway asked for itself.
     fn on_event(&mut self, event: &[u8]) -> bool {
         let mut data: Cow<'_, [u8]> = Cow::Borrowed(&[]);
-        for line in event.split(|&b| b == b'\n') {
+        let mut start = 0;
+        let ends = memchr::memchr_iter(b'\n', event).chain(std::iter::once(event.len()));
+        for end in ends {
+            let line = &event[start..end];
+            start = end + 1;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if let Some(rest) = line.strip_prefix(b"data:") {
                 let rest = rest.strip_prefix(b" ").unwrap_or(rest);
@@ -168,6 +185,18 @@ impl ResponseCounter {
         if data.is_empty() || data.as_ref() == b"[DONE]" {
             return true;
         }
+        if !self.raw_full && !carries_usage(&data) {
+            if self.raw.len() + data.len() < RAW_KEEP {
+                if self.raw.is_empty() {
+                    self.raw.reserve(4096);
+                }
+                self.raw.extend_from_slice(&data);
+                self.raw.push(0);
+                return true;
+            }
+            self.raw_full = true;
+            self.parse_raw();
+        }
         let Ok(chunk) = serde_json::from_slice::<ChunkView<'_>>(&data) else {
             return true;
         };
@@ -182,6 +211,25 @@ impl ResponseCounter {
         }
     }
 
+    /// Parses the payloads kept raw into the reply text.
+    fn parse_raw(&mut self) {
+        let raw = std::mem::take(&mut self.raw);
+        for data in raw.split(|&b| b == 0).filter(|d| !d.is_empty()) {
+            if let Ok(chunk) = serde_json::from_slice::<ChunkView<'_>>(data) {
+                push_choice_text(&mut self.text, chunk.choices.as_deref());
+            }
+        }
+    }
+
+    /// The stream is over: the kept payloads are parsed only if no usage came.
+    fn settle_text(&mut self) {
+        if self.usage.is_none() {
+            self.parse_raw();
+        } else {
+            self.raw = Vec::new();
+        }
+    }
+
     fn finish_body(&mut self) {
         match self.kind {
             Kind::Sse => {
@@ -190,6 +238,7 @@ impl ResponseCounter {
                     let rest = self.buf.split();
                     self.on_event(&rest);
                 }
+                self.settle_text();
             }
             Kind::Json => {
                 let body = self.buf.split().freeze();
@@ -212,7 +261,8 @@ impl ResponseCounter {
         self.usage
     }
 
-    /// Reply text seen so far, for counting when no usage arrived.
+    /// Reply text, for counting when no usage arrived: complete once the body
+    /// ended or `on_abort` ran (a stream that carried usage keeps none).
     pub fn reply_text(&self) -> &str {
         &self.text
     }
@@ -223,9 +273,12 @@ impl ResponseCounter {
 
     /// Streams cut off early still yield what was parsed so far.
     pub fn on_abort(&mut self) {
-        if self.kind == Kind::Sse && !self.buf.is_empty() {
-            let rest = self.buf.split();
-            self.on_event(&rest);
+        if self.kind == Kind::Sse {
+            if !self.buf.is_empty() {
+                let rest = self.buf.split();
+                self.on_event(&rest);
+            }
+            self.settle_text();
         }
     }
 }
@@ -259,12 +312,25 @@ fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
+/// Whether an SSE payload has `"usage": {` (not `null`, which OpenAI sends on
+/// every chunk once usage is asked for). Like `usage_from_tail`, the needle
+/// cannot match inside a JSON string.
+fn carries_usage(data: &[u8]) -> bool {
+    static USAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(USAGE_KEY));
+    USAGE.find_iter(data).any(|at| {
+        let rest = data[at + USAGE_KEY.len()..].trim_ascii_start();
+        rest.first() == Some(&b':') && rest[1..].trim_ascii_start().first() == Some(&b'{')
+    })
+}
+
 /// Finds the last `"usage": {...}` in a (possibly cut) JSON body. The needle cannot
 /// match inside a JSON string, where quotes are escaped.
 fn usage_from_tail(body: &[u8]) -> Option<Usage> {
-    let needle = b"\"usage\"";
-    let pos = memchr::memmem::rfind(body, needle)?;
-    let rest = &body[pos + needle.len()..];
+    static USAGE: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(USAGE_KEY));
+    let pos = USAGE.rfind(body)?;
+    let rest = &body[pos + USAGE_KEY.len()..];
     let colon = rest.iter().position(|&b| b == b':')?;
     let mut de = serde_json::Deserializer::from_slice(&rest[colon + 1..]).into_iter::<Usage>();
     de.next()?.ok()
@@ -304,7 +370,45 @@ mod tests {
                 completion_tokens: 2
             })
         );
+        // The upstream's usage counts; the content chunks were never parsed.
+        assert_eq!(c.reply_text(), "");
+
+        // Without the usage event the reply text is there for the tokenizer.
+        let mut c = ResponseCounter::new(Some("text/event-stream"), false);
+        feed(&mut c, &[STREAM[0], STREAM[1], STREAM[2], STREAM[4]]);
+        assert_eq!(c.usage(), None);
         assert_eq!(c.reply_text(), "Hello");
+    }
+
+    #[test]
+    fn a_long_stream_without_usage_keeps_all_its_text() {
+        // Far past RAW_KEEP of payloads: the rest is parsed as it comes, in order.
+        let words: Vec<String> = (0..2000).map(|i| format!("w{i} ")).collect();
+        let events: Vec<String> = words
+            .iter()
+            .map(|w| format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{w}\"}}}}],\"usage\":null}}\n\n"))
+            .collect();
+        let mut c = ResponseCounter::new(Some("text/event-stream"), false);
+        let refs: Vec<&str> = events.iter().map(String::as_str).collect();
+        feed(&mut c, &refs);
+        assert_eq!(c.reply_text(), words.concat());
+        // Cut off midway: what arrived counts.
+        let mut c = ResponseCounter::new(Some("text/event-stream"), false);
+        for e in &refs[..3] {
+            c.on_body(&mut Some(Bytes::copy_from_slice(e.as_bytes())), false);
+        }
+        c.on_abort();
+        assert_eq!(c.reply_text(), "w0 w1 w2 ");
+    }
+
+    #[test]
+    fn only_a_usage_object_is_usage() {
+        assert!(carries_usage(
+            br#"{"choices":[],"usage":{"prompt_tokens":1}}"#
+        ));
+        assert!(carries_usage(br#"{"usage" : {"prompt_tokens":1}}"#));
+        assert!(!carries_usage(br#"{"choices":[],"usage":null}"#));
+        assert!(!carries_usage(br#"{"delta":{"content":"\"usage\":{"}}"#));
     }
 
     #[test]
