@@ -188,7 +188,7 @@ impl ResponseCounter {
         if !self.raw_full && !carries_usage(&data) {
             if self.raw.len() + data.len() < RAW_KEEP {
                 if self.raw.is_empty() {
-                    self.raw.reserve(4096);
+                    self.raw.reserve(1024);
                 }
                 self.raw.extend_from_slice(&data);
                 self.raw.push(0);
