@@ -310,7 +310,7 @@ pub enum ConfigError {
 }
 
 /// A backend URL taken apart once at load time.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BackendUrl {
     pub tls: bool,
     pub host: String,
@@ -481,10 +481,15 @@ impl Config {
             for (j, b) in pool.backends.iter().enumerate() {
                 let bat = |f: &str| format!("pools[{i}].backends[{j}].{f}");
                 let url = BackendUrl::parse(&b.url).map_err(|m| (bat("url"), m))?;
-                if !seen.insert((url.host.clone(), url.port, b.priority)) {
+                // The same server under another key (a second provider account)
+                // is a backend of its own; the same one twice is a typo.
+                if !seen.insert((url, b.api_key_env.clone(), b.priority)) {
                     return err(
                         &bat("url"),
-                        format!("`{}` appears twice at the same priority", b.url),
+                        format!(
+                            "`{}` appears twice at the same priority with the same key",
+                            b.url
+                        ),
                     );
                 }
                 if b.weight == 0 {

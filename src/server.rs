@@ -70,10 +70,14 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
         let _guard = control.enter();
         keys = keys.with_publisher(c.spawn_publisher());
     }
+    let limiter = Arc::new(Limiter::with_cluster(cluster.is_some()));
+    if let Some(c) = &cluster {
+        limiter.attach(c.clone());
+    }
     let state = Arc::new(AppState {
         config: cfg.clone(),
         keys,
-        limiter: Limiter::with_cluster(cluster.is_some()),
+        limiter,
         login_throttle: crate::auth::LoginThrottle::new(),
         quotas: QuotaLedger::new(store.clone(), control.handle().clone()),
         upstreams: ArcSwap::from_pointee(upstreams),
@@ -131,7 +135,7 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
     spawn_drain_flag(&control, &state)?;
     if let Some(c) = &cluster {
         let _guard = control.enter();
-        c.spawn_sync(state.clone());
+        c.spawn_sync(state.limiter.clone());
         let keys = state.keys.clone();
         let rt = control.handle().clone();
         c.spawn_subscriber(move |hash| {

@@ -25,7 +25,7 @@ pub struct AppState {
     pub upstreams: ArcSwap<Upstreams>,
     pub prices: ArcSwap<PriceTable>,
     pub usage: UsageQueue,
-    pub limiter: Limiter,
+    pub limiter: Arc<Limiter>,
     pub login_throttle: crate::auth::LoginThrottle,
     pub quotas: QuotaLedger,
     pub metrics: Metrics,

@@ -131,3 +131,20 @@ async fn a_revoked_key_stops_on_every_instance_within_a_second() {
         revoked_at.elapsed()
     );
 }
+
+/// A fresh instance (a restart under load, a new replica) reads a key's
+/// cluster-wide level on first sight, so it admits what the key's limit allows
+/// at once. It used to admit one request per sync interval until its first
+/// sync: `200 429 429 429 200 ...` for every active key after each restart.
+#[tokio::test]
+async fn a_fresh_instance_admits_a_burst_the_limit_allows() {
+    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let gws = three(&up).await;
+    let key = gws[0].create_key("busy", &["--rpm", "600"]);
+    let body = chat_body("gpt-4o-mini", false);
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(gws[1].chat(&key, &body).await.status().as_u16());
+    }
+    assert_eq!(statuses, [200; 20], "back-to-back on a fresh instance");
+}

@@ -34,7 +34,6 @@ use tokio::sync::mpsc;
 
 use super::{Limiter, SyncItem, REQUESTS};
 use crate::config::RedisConfig;
-use crate::state::AppState;
 
 /// How long an instance counts as live after its last heartbeat.
 const LIVE_MS: u64 = 3000;
@@ -110,7 +109,7 @@ impl Cluster {
             }
         }
         tokio::time::sleep(self.every / 3).await;
-        match self.read(&items).await {
+        match self.levels(&items).await {
             Ok((instances, levels)) => {
                 for (item, level) in items.iter().zip(levels) {
                     limiter.sync_apply(item, level, instances);
@@ -130,8 +129,14 @@ impl Cluster {
         inv
     }
 
+    /// How long a request on a key new to this instance waits for its levels.
+    pub fn first_read_timeout(&self) -> Duration {
+        self.every
+            .clamp(Duration::from_millis(50), Duration::from_millis(500))
+    }
+
     /// Heartbeat, live instances and the level of every bucket.
-    async fn read(&self, items: &[SyncItem]) -> Result<(usize, Vec<f64>), redis::RedisError> {
+    pub async fn levels(&self, items: &[SyncItem]) -> Result<(usize, Vec<f64>), redis::RedisError> {
         let mut conn = self.conn.clone();
         let now_ms = wall_ms();
         let members = format!("{}instances", self.prefix);
@@ -161,7 +166,7 @@ impl Cluster {
     }
 
     /// Runs the sync loop forever (on the control runtime).
-    pub fn spawn_sync(self: &Arc<Self>, state: Arc<AppState>) {
+    pub fn spawn_sync(self: &Arc<Self>, limiter: Arc<Limiter>) {
         let me = self.clone();
         tokio::spawn(async move {
             let every = me.every.as_millis().max(1) as u64;
@@ -170,7 +175,7 @@ impl Cluster {
                 // Ticks on wall-clock multiples of the interval, the same on every instance.
                 let wait = every - wall_ms() % every;
                 tokio::time::sleep(Duration::from_millis(wait)).await;
-                match me.sync_once(&state.limiter).await {
+                match me.sync_once(&limiter).await {
                     Ok(_) if failing => {
                         failing = false;
                         tracing::info!("cluster limit sync works again");

@@ -80,6 +80,9 @@ impl Buckets {
 struct SubjectState {
     buckets: Mutex<Buckets>,
     open: AtomicU64,
+    /// Cluster mode: set once this instance has read the subject's cluster-wide
+    /// levels (on first sight, before its first request is admitted).
+    primed: tokio::sync::OnceCell<()>,
 }
 
 impl SubjectState {
@@ -96,6 +99,7 @@ impl SubjectState {
                 share: [share; 2],
             }),
             open: AtomicU64::new(0),
+            primed: tokio::sync::OnceCell::new(),
         }
     }
 }
@@ -206,6 +210,8 @@ pub struct Ask {
 pub struct Limiter {
     subjects: Cache<Subject, Arc<SubjectState>>,
     clustered: bool,
+    /// Where cluster-wide levels are read on a subject's first sight.
+    cluster: std::sync::OnceLock<Arc<cluster::Cluster>>,
 }
 
 /// One bucket's part in a cluster sync: what this instance used since the last one.
@@ -234,6 +240,7 @@ impl Limiter {
     pub fn with_cluster(clustered: bool) -> Self {
         Self {
             clustered,
+            cluster: std::sync::OnceLock::new(),
             // Idle subjects are forgotten; after an hour of silence their buckets
             // would be full anyway.
             subjects: Cache::builder()
@@ -248,19 +255,60 @@ impl Limiter {
             .get_with(s, || Arc::new(SubjectState::new(self.clustered)))
     }
 
-    pub fn admit(&self, ask: &Ask) -> Result<Permit, Denied> {
-        let now = Instant::now();
-        let mut subjects = vec![(self.state(Subject::Key(ask.key_id)), ask.key)];
+    /// Cluster mode: levels of subjects new to this instance are read from this
+    /// cluster before their first request is admitted.
+    pub fn attach(&self, cluster: Arc<cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    fn subjects(&self, ask: &Ask) -> Vec<(Subject, Arc<SubjectState>, LimitSettings)> {
+        let mut subjects = Vec::with_capacity(2);
+        let key = Subject::Key(ask.key_id);
+        subjects.push((key, self.state(key), ask.key));
         if let Some((user_id, limits)) = ask.user {
-            subjects.push((self.state(Subject::User(user_id)), limits));
+            let user = Subject::User(user_id);
+            subjects.push((user, self.state(user), limits));
         }
+        subjects
+    }
+
+    /// `admit`, for the proxy: in a cluster, a subject this instance has not seen
+    /// yet first reads its cluster-wide levels (one Redis round trip per subject
+    /// per instance, shared by the requests that arrive meanwhile), so a fresh
+    /// instance neither refuses a burst the key's limit allows nor ignores what
+    /// the other instances used.
+    pub async fn admit_in_cluster(&self, ask: &Ask) -> Result<Permit, Denied> {
+        let subjects = self.subjects(ask);
+        if let Some(cluster) = self.cluster.get() {
+            for (subject, state, limits) in &subjects {
+                if !state.primed.initialized() {
+                    state
+                        .primed
+                        .get_or_init(|| prime(cluster, *subject, state, *limits))
+                        .await;
+                }
+            }
+        }
+        self.admit_subjects(subjects, ask)
+    }
+
+    pub fn admit(&self, ask: &Ask) -> Result<Permit, Denied> {
+        self.admit_subjects(self.subjects(ask), ask)
+    }
+
+    fn admit_subjects(
+        &self,
+        subjects: Vec<(Subject, Arc<SubjectState>, LimitSettings)>,
+        ask: &Ask,
+    ) -> Result<Permit, Denied> {
+        let now = Instant::now();
         // Locks are always taken key first, then user: no deadlock.
         let mut guards: Vec<_> = subjects
             .iter()
-            .map(|(s, _)| s.buckets.lock().expect("bucket lock"))
+            .map(|(_, s, _)| s.buckets.lock().expect("bucket lock"))
             .collect();
         let mut denial: Option<(LimitKind, u64, Option<Duration>)> = None;
-        for ((state, limits), buckets) in subjects.iter().zip(guards.iter_mut()) {
+        for ((_, state, limits), buckets) in subjects.iter().zip(guards.iter_mut()) {
             sync_bucket(&mut buckets.requests, limits.rpm, now);
             sync_bucket(&mut buckets.tokens, limits.tpm, now);
             if denial.is_some() {
@@ -298,7 +346,7 @@ impl Limiter {
             }
         }
         if denial.is_none() {
-            for ((state, _), buckets) in subjects.iter().zip(guards.iter_mut()) {
+            for ((_, state, _), buckets) in subjects.iter().zip(guards.iter_mut()) {
                 if let Some(b) = buckets.requests.as_mut() {
                     b.take(1);
                     buckets.took(REQUESTS, 1.0);
@@ -320,7 +368,7 @@ impl Limiter {
                 info,
             }),
             None => Ok(Permit {
-                held: subjects.into_iter().map(|(s, _)| s).collect(),
+                held: subjects.into_iter().map(|(_, s, _)| s).collect(),
                 estimate: ask.tokens,
                 info,
             }),
@@ -357,19 +405,8 @@ impl Limiter {
     /// it), and this instance's share until the next sync becomes the level
     /// divided among the `instances`.
     pub fn sync_apply(&self, item: &SyncItem, level: f64, instances: usize) {
-        let Some(state) = self.subjects.get(&item.subject) else {
-            return;
-        };
-        let now = Instant::now();
-        let mut b = state.buckets.lock().expect("bucket lock");
-        let kind = item.kind;
-        let since_tick = b.unsynced[kind];
-        if let Some(bucket) = b.bucket(kind) {
-            bucket.set_available(level - since_tick, now);
-            b.share[kind] = Some(level.max(0.0) / instances.max(1) as f64);
-            // The new share covers the interval that began at this sync's tick:
-            // what was taken since then already counts against it.
-            b.spent[kind] = since_tick.max(0.0);
+        if let Some(state) = self.subjects.get(&item.subject) {
+            apply_level(&state, item.kind, level, instances);
         }
     }
 
@@ -385,6 +422,67 @@ impl Limiter {
                 }
                 b.share[item.kind] = None;
             }
+        }
+    }
+}
+
+fn apply_level(state: &SubjectState, kind: usize, level: f64, instances: usize) {
+    let now = Instant::now();
+    let mut b = state.buckets.lock().expect("bucket lock");
+    let since_tick = b.unsynced[kind];
+    if let Some(bucket) = b.bucket(kind) {
+        bucket.set_available(level - since_tick, now);
+        b.share[kind] = Some(level.max(0.0) / instances.max(1) as f64);
+        // The new share covers the interval that began at this sync's tick:
+        // what was taken since then already counts against it.
+        b.spent[kind] = since_tick.max(0.0);
+    }
+}
+
+/// First sight of a subject in a cluster: its buckets start from the
+/// cluster-wide levels and this instance's share of them. If Redis does not
+/// answer in time the buckets are used whole until the next sync, as when a
+/// sync fails.
+async fn prime(
+    cluster: &cluster::Cluster,
+    subject: Subject,
+    state: &SubjectState,
+    limits: LimitSettings,
+) {
+    let items: Vec<SyncItem> = [(REQUESTS, limits.rpm), (TOKENS, limits.tpm)]
+        .into_iter()
+        .filter_map(|(kind, limit)| {
+            limit.map(|limit| SyncItem {
+                subject,
+                kind,
+                limit,
+                delta: 0.0,
+            })
+        })
+        .collect();
+    if items.is_empty() {
+        return;
+    }
+    {
+        let now = Instant::now();
+        let mut b = state.buckets.lock().expect("bucket lock");
+        sync_bucket(&mut b.requests, limits.rpm, now);
+        sync_bucket(&mut b.tokens, limits.tpm, now);
+    }
+    match tokio::time::timeout(cluster.first_read_timeout(), cluster.levels(&items)).await {
+        Ok(Ok((instances, levels))) => {
+            for (item, level) in items.iter().zip(levels) {
+                apply_level(state, item.kind, level, instances);
+            }
+        }
+        failed => {
+            let error = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => "timed out".into(),
+            };
+            tracing::warn!(subject = %subject.tag(), %error, "cannot read cluster limits of a new key; its limits are per instance until the next sync");
+            let mut b = state.buckets.lock().expect("bucket lock");
+            b.share = [None; 2];
         }
     }
 }

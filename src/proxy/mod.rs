@@ -216,7 +216,7 @@ impl Gateway {
             user: key.user_id.zip(plan.as_ref().map(|p| p.limits())),
             tokens,
         };
-        match state.limiter.admit(&ask) {
+        match state.limiter.admit_in_cluster(&ask).await {
             Ok(permit) => {
                 ctx.rate_info = Some(permit.info.clone());
                 ctx.permit = Some(permit);

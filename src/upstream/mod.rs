@@ -18,6 +18,7 @@ use pingora::lb::discovery;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::protocols::l4::socket::SocketAddr as InetOrUnix;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{BackendConfig, BackendUrl, Config, PoolConfig};
@@ -36,10 +37,13 @@ pub struct BackendMeta {
     /// `Bearer <key>`, ready to put in the upstream request.
     pub authorization: Option<String>,
     pub priority: u32,
-    weight: usize,
     /// Passive ejection: monotonic milliseconds until which the backend is skipped.
     ejected_until_ms: AtomicU64,
     health_check: HttpHealthCheck,
+    /// What Pingora's load balancer holds for this backend (see `identity_of`).
+    identity: Backend,
+    /// The real address, for the active health check.
+    probe_target: Backend,
 }
 
 impl BackendMeta {
@@ -69,9 +73,48 @@ struct PriorityGroup {
 
 impl PriorityGroup {
     fn member(&self, b: &Backend) -> Option<&Arc<BackendMeta>> {
-        let addr = b.addr.as_inet()?;
-        self.members.iter().find(|m| &m.addr == addr)
+        let id = id_of(b)?;
+        self.members.iter().find(|m| m.id == id)
     }
+}
+
+/// Pingora identifies a `Backend` by address and weight only (its `ext` is
+/// ignored by equality, ordering and health state), so two backends whose names
+/// resolve to one IP:port (providers behind one CDN, or one server under two
+/// keys) would merge into one, and the second's Host header and key would never
+/// be used. The load balancer therefore holds an address that stands for the
+/// backend's id: one in 100::/64, the IPv6 discard-only prefix (RFC 6666), which
+/// is never dialled; connections use `BackendMeta::addr`. Decoding the id from
+/// the address also keeps selection free of the allocation that cloning a
+/// non-empty `ext` costs on every pick.
+fn identity_of(id: usize, weight: usize) -> Backend {
+    let id = id as u64;
+    let ip = std::net::Ipv6Addr::new(
+        0x100,
+        0,
+        0,
+        0,
+        (id >> 48) as u16,
+        (id >> 32) as u16,
+        (id >> 16) as u16,
+        id as u16,
+    );
+    Backend {
+        addr: InetOrUnix::Inet(SocketAddr::new(ip.into(), 0)),
+        weight,
+        ext: Default::default(),
+    }
+}
+
+fn id_of(b: &Backend) -> Option<usize> {
+    let SocketAddr::V6(v6) = b.addr.as_inet()? else {
+        return None;
+    };
+    let s = v6.ip().segments();
+    (s[0] == 0x100).then(|| {
+        (u64::from(s[4]) << 48 | u64::from(s[5]) << 32 | u64::from(s[6]) << 16 | u64::from(s[7]))
+            as usize
+    })
 }
 
 pub struct Pool {
@@ -145,13 +188,7 @@ impl Pool {
     /// Whether the backend is in rotation (health-checked and enabled).
     pub fn is_healthy(&self, backend: &BackendMeta) -> bool {
         self.groups.iter().any(|g| {
-            g.members.iter().any(|m| m.id == backend.id)
-                && g.lb
-                    .backends()
-                    .get_backend()
-                    .iter()
-                    .find(|b| b.addr.as_inet() == Some(&backend.addr))
-                    .is_some_and(|b| g.lb.backends().ready(b))
+            g.members.iter().any(|m| m.id == backend.id) && g.lb.backends().ready(&backend.identity)
         })
     }
 }
@@ -195,19 +232,24 @@ struct PerBackendCheck {
     unhealthy_threshold: usize,
 }
 
+impl PerBackendCheck {
+    fn member(&self, target: &Backend) -> Option<&Arc<BackendMeta>> {
+        let id = id_of(target)?;
+        self.members.iter().find(|m| m.id == id)
+    }
+}
+
 #[async_trait]
 impl HealthCheck for PerBackendCheck {
     async fn check(&self, target: &Backend) -> pingora::Result<()> {
-        let addr = target.addr.as_inet();
-        match self.members.iter().find(|m| Some(&m.addr) == addr) {
-            Some(m) => m.health_check.check(target).await,
+        match self.member(target) {
+            Some(m) => m.health_check.check(&m.probe_target).await,
             None => Ok(()),
         }
     }
 
     async fn health_status_change(&self, target: &Backend, healthy: bool) {
-        let addr = target.addr.as_inet();
-        if let Some(m) = self.members.iter().find(|m| Some(&m.addr) == addr) {
+        if let Some(m) = self.member(target) {
             if healthy {
                 tracing::info!(backend = %m.display, pool = %m.pool, "backend is healthy again");
             } else {
@@ -277,22 +319,21 @@ impl Upstreams {
                     host_header,
                     authorization,
                     priority: b.priority,
-                    weight: b.weight,
                     ejected_until_ms: AtomicU64::new(0),
                     health_check: check,
+                    identity: identity_of(next_id, b.weight),
+                    probe_target: Backend {
+                        addr: InetOrUnix::Inet(addr),
+                        weight: b.weight,
+                        ext: Default::default(),
+                    },
                 });
                 next_id += 1;
                 by_priority.entry(b.priority).or_default().push(meta);
             }
             let mut groups = Vec::new();
             for (_, members) in by_priority {
-                let set: BTreeSet<Backend> = members
-                    .iter()
-                    .map(|m| {
-                        Backend::new_with_weight(&m.addr.to_string(), m.weight)
-                            .expect("a socket address parses")
-                    })
-                    .collect();
+                let set: BTreeSet<Backend> = members.iter().map(|m| m.identity.clone()).collect();
                 let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(
                     discovery::Static::new(set),
                 ));
