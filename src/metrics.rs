@@ -192,3 +192,68 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+/// How one request ended, for the request metrics.
+pub struct Ended<'a> {
+    pub record: &'a crate::usage::UsageRecord,
+    /// Whether admission routed it to a pool (else its model label is "none").
+    pub routed: bool,
+    /// Whether a backend was picked (latency is only observed then).
+    pub reached_upstream: bool,
+    pub upstreams: &'a crate::upstream::Upstreams,
+    pub error: Option<&'a crate::error::GatewayError>,
+}
+
+impl Metrics {
+    /// Metrics for one finished request.
+    pub fn observe(&self, ended: Ended<'_>) {
+        use crate::error::GatewayError;
+        use crate::limits::LimitKind;
+        let record = ended.record;
+        // Only models named in the config become label values: clients must not
+        // create unbounded metric series with made-up names (a `*` pool routes any).
+        let model = match record.model.as_deref() {
+            Some(m) if ended.routed && ended.upstreams.is_listed(m) => m,
+            Some(_) if ended.routed => "other",
+            _ => "none",
+        };
+        let backend = record.backend.as_deref().unwrap_or("none");
+        self.requests
+            .with_label_values(&[model, backend, &record.status.to_string()])
+            .inc();
+        if ended.reached_upstream {
+            self.latency
+                .with_label_values(&[model])
+                .observe(record.latency_ms as f64 / 1000.0);
+            if let Some(ttfb) = record.ttfb_ms {
+                self.ttfb
+                    .with_label_values(&[model])
+                    .observe(ttfb as f64 / 1000.0);
+            }
+        }
+        let (prompt, completion) = (record.prompt_tokens, record.completion_tokens);
+        if prompt + completion > 0 {
+            self.tokens.with_label_values(&[model, "in"]).inc_by(prompt);
+            self.tokens
+                .with_label_values(&[model, "out"])
+                .inc_by(completion);
+        }
+        if record.cost_nanousd > 0 {
+            self.cost_usd
+                .with_label_values(&[model])
+                .inc_by(record.cost_nanousd as f64 / 1e9);
+        }
+        let limit = match ended.error {
+            Some(GatewayError::RateLimited { kind, .. }) => Some(match kind {
+                LimitKind::Requests => "requests",
+                LimitKind::Tokens => "tokens",
+                LimitKind::Concurrency => "concurrency",
+            }),
+            Some(GatewayError::QuotaExceeded { .. }) => Some("quota"),
+            _ => None,
+        };
+        if let Some(limit) = limit {
+            self.rate_limited.with_label_values(&[limit]).inc();
+        }
+    }
+}

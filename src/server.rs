@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 
@@ -15,10 +14,10 @@ use crate::limits::cluster::Cluster;
 use crate::limits::{Limiter, QuotaLedger};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
-use crate::state::AppState;
+use crate::state::{AppState, Parts};
 use crate::store::Store;
 use crate::upstream::Upstreams;
-use crate::usage::{spawn_writer, PriceTable, UsageQueue};
+use crate::usage::{spawn_writer, UsageQueue};
 
 /// The runtime for everything that is not the proxy's hot path.
 pub fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -31,33 +30,33 @@ pub fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    let cfg = Arc::new(cfg);
+    let (boot, live) = cfg.split();
     let control = control_runtime()?;
     let metrics = Metrics::new();
 
     let store = control
         .block_on(Store::connect(
-            &cfg.database.url,
-            cfg.database.max_connections,
+            &boot.database.url,
+            boot.database.max_connections,
         ))
-        .with_context(|| format!("cannot open the database {}", cfg.database.url))?;
+        .with_context(|| format!("cannot open the database {}", boot.database.url))?;
     let servers = control
         .block_on(store.list_servers())
         .context("cannot read the upstream servers")?;
     let upstreams = control
-        .block_on(Upstreams::build(&cfg, &servers))
-        .map_err(|e| anyhow::anyhow!("cannot build upstream pools: {e}"))?;
+        .block_on(Upstreams::build(&live, &servers))
+        .context("cannot build upstream pools")?;
     let usage = UsageQueue::new(
-        cfg.usage.queue_capacity,
-        std::path::Path::new(&cfg.usage.spill_path),
+        boot.usage.queue_capacity,
+        std::path::Path::new(&boot.usage.spill_path),
         metrics.clone(),
     );
     let writer = {
         let _guard = control.enter();
-        spawn_writer(store.clone(), usage.clone(), cfg.usage.batch_size)
+        spawn_writer(store.clone(), usage.clone(), boot.usage.batch_size)
     };
 
-    let cluster = match &cfg.redis {
+    let cluster = match &boot.redis {
         Some(redis) => Some(Arc::new(
             control
                 .block_on(Cluster::connect(redis))
@@ -74,42 +73,32 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
     if let Some(c) = &cluster {
         limiter.attach(c.clone());
     }
-    let state = Arc::new(AppState {
-        config: cfg.clone(),
-        keys,
-        limiter,
-        login_throttle: crate::auth::LoginThrottle::new(),
-        quotas: QuotaLedger::new(store.clone(), control.handle().clone()),
-        upstreams: ArcSwap::from_pointee(upstreams),
-        prices: ArcSwap::from_pointee(PriceTable::new(&cfg.prices)),
-        live: ArcSwap::new(cfg.clone()),
+    let pools = live.pools.len();
+    let state = Arc::new(AppState::new(Parts {
+        boot,
+        live,
+        upstreams,
         config_path: config_path.clone(),
+        keys,
         usage: usage.clone(),
+        limiter,
+        quotas: QuotaLedger::new(store.clone(), control.handle().clone()),
         metrics,
         store,
-        admin_token: cfg
-            .admin
-            .token_env
-            .as_ref()
-            .and_then(|var| std::env::var(var).ok()),
-        started_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        draining: std::sync::atomic::AtomicBool::new(false),
-    });
+    }));
 
-    if cfg.health_check.enabled {
+    {
         let state = state.clone();
-        let every = Duration::from_secs(cfg.health_check.interval_secs);
         control.spawn(async move {
-            let mut tick = tokio::time::interval(every);
             loop {
-                tick.tick().await;
-                // The pools in force now (they may have been swapped since the last round).
-                let upstreams = state.upstreams.load_full();
-                upstreams.check_health().await;
-                upstreams.report_health(&state.metrics);
+                // The pools and settings in force now (a reload may have swapped them).
+                let now = state.snapshot();
+                let hc = &now.config.health_check;
+                if hc.enabled {
+                    now.upstreams.check_health().await;
+                    now.upstreams.report_health(&state.metrics);
+                }
+                tokio::time::sleep(Duration::from_secs(hc.interval_secs)).await;
             }
         });
     }
@@ -146,8 +135,8 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
     }
 
     let side = control
-        .block_on(tokio::net::TcpListener::bind(&cfg.server.admin_listen))
-        .with_context(|| format!("cannot listen on {}", cfg.server.admin_listen))?;
+        .block_on(tokio::net::TcpListener::bind(&state.boot.admin_listen))
+        .with_context(|| format!("cannot listen on {}", state.boot.admin_listen))?;
     let app = crate::side::router(state.clone());
     control.spawn(async move {
         let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -156,25 +145,26 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
         }
     });
 
-    let threads = match cfg.server.threads {
+    let boot = state.boot.clone();
+    let threads = match boot.threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
     let conf = ServerConf {
         threads,
-        grace_period_seconds: Some(cfg.server.grace_period_secs),
+        grace_period_seconds: Some(boot.grace_period_secs),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Gateway::new(state));
-    proxy.add_tcp(&cfg.server.proxy_listen);
+    proxy.add_tcp(&boot.proxy_listen);
     server.add_service(proxy);
     tracing::info!(
-        proxy = %cfg.server.proxy_listen,
-        side = %cfg.server.admin_listen,
-        pools = cfg.pools.len(),
+        proxy = %boot.proxy_listen,
+        side = %boot.admin_listen,
+        pools,
         "BluesMinds Gateway started"
     );
     // Returns after SIGTERM (graceful: open streams get the grace period) or SIGINT.
@@ -229,7 +219,7 @@ fn spawn_reloaders(control: &tokio::runtime::Runtime, state: &Arc<AppState>) -> 
     let Some(path) = state.config_path.clone() else {
         return Ok(());
     };
-    if !state.config.server.watch_config {
+    if !state.boot.watch_config {
         return Ok(());
     }
     let s = state.clone();

@@ -4,26 +4,70 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::auth::KeyCache;
-use crate::config::{Config, LimitSettings, PlanConfig};
+use crate::auth::{ApiKey, KeyCache};
+use crate::config::{BootConfig, Config, LimitSettings, LiveConfig, PlanConfig};
 use crate::limits::{Limiter, QuotaLedger};
 use crate::metrics::Metrics;
-use crate::store::Store;
-use crate::upstream::Upstreams;
+use crate::store::{Store, StoreError};
+use crate::upstream::{UpstreamError, Upstreams};
 use crate::usage::{PriceTable, UsageQueue};
 
+/// Everything a reload replaces, swapped as one: a request takes one snapshot at
+/// admission and uses it to its end, so a reload mid-request never mixes the
+/// pools of one config with the prices or limits of another.
+pub struct Snapshot {
+    pub config: Arc<LiveConfig>,
+    pub upstreams: Arc<Upstreams>,
+    pub prices: Arc<PriceTable>,
+}
+
+impl Snapshot {
+    /// The plan of a key's owner; keys without an owner have no plan.
+    pub fn plan_of(&self, key: &ApiKey) -> Option<&PlanConfig> {
+        key.user_id?;
+        self.config.plan(key.plan.as_deref()).map(|(_, plan)| plan)
+    }
+
+    /// A key's effective limits: its own, else its plan's, else the config defaults.
+    pub fn key_limits(&self, key: &ApiKey, plan: Option<&PlanConfig>) -> LimitSettings {
+        let defaults = self.config.limits;
+        let pick = |own: Option<u64>, from_plan: Option<u64>, default: Option<u64>| {
+            own.or(from_plan).or(default)
+        };
+        LimitSettings {
+            rpm: pick(key.limits.rpm, plan.and_then(|p| p.rpm), defaults.rpm),
+            tpm: pick(key.limits.tpm, plan.and_then(|p| p.tpm), defaults.tpm),
+            concurrency: pick(
+                key.limits.concurrency,
+                plan.and_then(|p| p.concurrency),
+                defaults.concurrency,
+            ),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("no config file to reload")]
+    NoConfigFile,
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot read the admin-added servers: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Upstreams(#[from] UpstreamError),
+}
+
 pub struct AppState {
-    /// The config the process started with: listeners, database, usage queue and
-    /// admin settings, which need a restart to change.
-    pub config: Arc<Config>,
-    /// The latest valid config (hot-reloaded): pools, prices, limits, plans, timeouts.
-    pub live: ArcSwap<Config>,
+    /// What the process started with and keeps until it restarts.
+    pub boot: BootConfig,
+    live: ArcSwap<Snapshot>,
+    /// Serializes the two rebuilders of `live` (a config reload and a change of
+    /// admin-added servers), so neither overwrites the other's result.
+    rebuilding: tokio::sync::Mutex<()>,
     /// Where the config came from, for reloads.
     pub config_path: Option<std::path::PathBuf>,
     pub keys: KeyCache,
-    /// Swapped whole when admin-managed servers change; a request keeps the pool it started with.
-    pub upstreams: ArcSwap<Upstreams>,
-    pub prices: ArcSwap<PriceTable>,
     pub usage: UsageQueue,
     pub limiter: Arc<Limiter>,
     pub login_throttle: crate::auth::LoginThrottle,
@@ -39,37 +83,78 @@ pub struct AppState {
     pub draining: std::sync::atomic::AtomicBool,
 }
 
+/// The parts of `AppState` that `server::run` builds before the state itself.
+pub struct Parts {
+    pub boot: BootConfig,
+    pub live: LiveConfig,
+    pub upstreams: Upstreams,
+    pub config_path: Option<std::path::PathBuf>,
+    pub keys: KeyCache,
+    pub usage: UsageQueue,
+    pub limiter: Arc<Limiter>,
+    pub quotas: QuotaLedger,
+    pub metrics: Metrics,
+    pub store: Store,
+}
+
 impl AppState {
-    /// Rebuilds the pools from config and the stored servers and swaps them in.
-    pub async fn reload_upstreams(&self) -> Result<(), String> {
-        let servers = self.store.list_servers().await.map_err(|e| e.to_string())?;
-        let built = Upstreams::build(&self.live.load(), &servers).await?;
-        self.upstreams.store(Arc::new(built));
-        tracing::info!(admin_servers = servers.len(), "upstream pools rebuilt");
-        Ok(())
+    pub fn new(p: Parts) -> Self {
+        let admin_token = p
+            .boot
+            .admin_token_env
+            .as_ref()
+            .and_then(|var| std::env::var(var).ok());
+        Self {
+            live: ArcSwap::from_pointee(Snapshot {
+                prices: Arc::new(PriceTable::new(&p.live.prices)),
+                config: Arc::new(p.live),
+                upstreams: Arc::new(p.upstreams),
+            }),
+            boot: p.boot,
+            rebuilding: tokio::sync::Mutex::new(()),
+            config_path: p.config_path,
+            keys: p.keys,
+            usage: p.usage,
+            limiter: p.limiter,
+            login_throttle: crate::auth::LoginThrottle::new(),
+            quotas: p.quotas,
+            metrics: p.metrics,
+            store: p.store,
+            admin_token,
+            started_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            draining: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
-    /// The plan of a key's owner: theirs if it is configured, else `default_plan`.
-    /// Keys without an owner have no plan.
-    pub fn plan_of(&self, key: &crate::auth::ApiKey) -> Option<PlanConfig> {
-        key.user_id?;
-        let live = self.live.load();
-        let plans = &live.plans;
-        key.plan
-            .as_deref()
-            .and_then(|p| plans.get(p))
-            .or_else(|| live.default_plan.as_deref().and_then(|p| plans.get(p)))
-            .cloned()
+    /// The reloadable config, pools and prices in force now. Take it once per
+    /// request or page and read everything from it.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.live.load_full()
+    }
+
+    /// Rebuilds the pools from the config in force and the stored servers.
+    pub async fn reload_upstreams(&self) -> Result<(), ReloadError> {
+        let _one_at_a_time = self.rebuilding.lock().await;
+        let servers = self.store.list_servers().await?;
+        let current = self.snapshot();
+        let upstreams = Upstreams::build(&current.config, &servers).await?;
+        self.live.store(Arc::new(Snapshot {
+            config: current.config.clone(),
+            upstreams: Arc::new(upstreams),
+            prices: current.prices.clone(),
+        }));
+        tracing::info!(admin_servers = servers.len(), "upstream pools rebuilt");
+        Ok(())
     }
 
     /// Re-reads the config file: a valid one replaces pools, prices, limits and
     /// plans at once (requests in flight keep what they started with); an invalid
     /// one is rejected with a log line and the current config keeps serving.
-    pub async fn reload_config(&self) -> Result<(), String> {
-        let path = self
-            .config_path
-            .as_ref()
-            .ok_or("no config file to reload")?;
+    pub async fn reload_config(&self) -> Result<(), ReloadError> {
+        let path = self.config_path.as_ref().ok_or(ReloadError::NoConfigFile)?;
         let result = self.try_reload(path).await;
         match &result {
             Ok(()) => {
@@ -87,63 +172,19 @@ impl AppState {
         result
     }
 
-    async fn try_reload(&self, path: &std::path::Path) -> Result<(), String> {
-        let new = Config::load(path).map_err(|e| e.to_string())?;
-        let started = &self.config;
-        for (what, changed) in [
-            (
-                "server.proxy_listen",
-                new.server.proxy_listen != started.server.proxy_listen,
-            ),
-            (
-                "server.admin_listen",
-                new.server.admin_listen != started.server.admin_listen,
-            ),
-            (
-                "server.threads",
-                new.server.threads != started.server.threads,
-            ),
-            ("database", new.database.url != started.database.url),
-            (
-                "usage",
-                new.usage.spill_path != started.usage.spill_path
-                    || new.usage.queue_capacity != started.usage.queue_capacity,
-            ),
-            (
-                "admin.token_env",
-                new.admin.token_env != started.admin.token_env,
-            ),
-        ] {
-            if changed {
-                tracing::warn!(field = what, "config change needs a restart to take effect");
-            }
+    async fn try_reload(&self, path: &std::path::Path) -> Result<(), ReloadError> {
+        let (boot, live) = Config::load(path)?.split();
+        for field in boot.changed_fields(&self.boot) {
+            tracing::warn!(field, "config change needs a restart to take effect");
         }
-        let servers = self.store.list_servers().await.map_err(|e| e.to_string())?;
-        let upstreams = Upstreams::build(&new, &servers).await?;
-        self.prices.store(Arc::new(PriceTable::new(&new.prices)));
-        self.upstreams.store(Arc::new(upstreams));
-        self.live.store(Arc::new(new));
+        let _one_at_a_time = self.rebuilding.lock().await;
+        let servers = self.store.list_servers().await?;
+        let upstreams = Upstreams::build(&live, &servers).await?;
+        self.live.store(Arc::new(Snapshot {
+            prices: Arc::new(PriceTable::new(&live.prices)),
+            config: Arc::new(live),
+            upstreams: Arc::new(upstreams),
+        }));
         Ok(())
-    }
-
-    /// A key's effective limits: its own, else its plan's, else the config defaults.
-    pub fn key_limits(
-        &self,
-        key: &crate::auth::ApiKey,
-        plan: Option<&PlanConfig>,
-    ) -> LimitSettings {
-        let defaults = self.live.load().limits;
-        let pick = |own: Option<u64>, from_plan: Option<u64>, default: Option<u64>| {
-            own.or(from_plan).or(default)
-        };
-        LimitSettings {
-            rpm: pick(key.limits.rpm, plan.and_then(|p| p.rpm), defaults.rpm),
-            tpm: pick(key.limits.tpm, plan.and_then(|p| p.tpm), defaults.tpm),
-            concurrency: pick(
-                key.limits.concurrency,
-                plan.and_then(|p| p.concurrency),
-                defaults.concurrency,
-            ),
-        }
     }
 }

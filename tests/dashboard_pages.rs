@@ -215,3 +215,41 @@ async fn user_data_is_escaped() {
     assert!(!body.contains("data-name=\"\"onmouseover"));
     assert!(body.contains("data-name=\"&#34;onmouseover=&#34;alert(2)\""));
 }
+
+/// The pages read the plans in force, not those the process started with: a
+/// plan edited in the YAML shows on the billing page and in the overview's
+/// quota bar once the file is reloaded (the proxy already enforced it).
+#[tokio::test]
+async fn a_reloaded_plan_shows_on_the_billing_page_and_the_quota_bar() {
+    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let gw = start(&up).await;
+    let ann = User::signup(&gw, "ann@example.com").await;
+    let before = page(&ann, "/billing").await;
+    assert!(before.contains("1,000 / min"), "{before}");
+    assert!(page(&ann, "/dashboard").await.contains("1,000,000"));
+
+    let yaml = std::fs::read_to_string(&gw.config_path).unwrap();
+    let edited = yaml.replace(
+        "free: { rpm: 1000, monthly_tokens: 1000000 }",
+        "free: { rpm: 1500, monthly_tokens: 2500000 }",
+    );
+    assert_ne!(yaml, edited);
+    std::fs::write(&gw.config_path, edited).unwrap();
+    let pid = gw.child.as_ref().unwrap().id();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    common::eventually("the reload is logged", || async {
+        gw.log().contains("config reloaded")
+    })
+    .await;
+
+    let billing = page(&ann, "/billing").await;
+    assert!(billing.contains("1,500 / min"), "{billing}");
+    assert!(!billing.contains("1,000 / min"), "{billing}");
+    let dashboard = page(&ann, "/dashboard").await;
+    assert!(dashboard.contains("2,500,000"), "{dashboard}");
+    assert!(!dashboard.contains("1,000,000"), "{dashboard}");
+}

@@ -39,7 +39,7 @@ fn db_error(e: impl std::fmt::Display) -> GatewayError {
 }
 
 fn secure(state: &AppState, headers: &HeaderMap) -> bool {
-    state.config.admin.secure_cookies
+    state.snapshot().config.accounts.secure_cookies
         || headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
@@ -83,7 +83,7 @@ async fn start_session(
         .await
         .map_err(db_error)?;
     let me = Me {
-        is_admin: state.config.is_admin_email(&user.email),
+        is_admin: state.snapshot().config.accounts.is_admin_email(&user.email),
         id: user.id,
         email: user.email,
         plan: user.plan,
@@ -106,7 +106,7 @@ pub async fn signup(
     headers: HeaderMap,
     ApiJson(c): ApiJson<Credentials>,
 ) -> Result<Response, GatewayError> {
-    if !state.config.admin.allow_signup {
+    if !state.snapshot().config.accounts.allow_signup {
         return Err(GatewayError::PermissionDenied(
             "sign-up is closed on this gateway".into(),
         ));
@@ -120,6 +120,7 @@ pub async fn signup(
         ));
     }
     let plan = state
+        .snapshot()
         .config
         .default_plan
         .clone()

@@ -228,7 +228,7 @@ pub async fn health(
     headers: HeaderMap,
 ) -> Result<Json<List<PoolHealth>>, GatewayError> {
     require_admin(&state, &headers, &method).await?;
-    let upstreams = state.upstreams.load_full();
+    let upstreams = state.snapshot().upstreams.clone();
     Ok(list(
         upstreams
             .pools()
@@ -294,7 +294,7 @@ pub async fn users(
                     .find(|(id, _, _)| *id == u.id)
                     .map_or((0, 0), |(_, t, c)| (*t, *c));
                 UserView {
-                    is_admin: state.config.is_admin_email(&u.email),
+                    is_admin: state.snapshot().config.accounts.is_admin_email(&u.email),
                     user: u,
                     month_tokens: tokens,
                     month_cost_usd: cost as f64 / 1e9,

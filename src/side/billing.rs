@@ -84,7 +84,8 @@ struct PlanList {
 
 /// `GET /api/billing/plans`: every plan, its limits and the product selling it.
 async fn plans(State(state): State<Arc<AppState>>) -> Json<PlanList> {
-    let live = state.live.load_full();
+    let snapshot = state.snapshot();
+    let live = &snapshot.config;
     let billing = live.billing.as_ref();
     let default_plan = crate::billing::fallback_plan(live.default_plan.as_deref());
     Json(PlanList {
@@ -129,7 +130,8 @@ async fn checkout(
     ApiJson(body): ApiJson<CheckoutBody>,
 ) -> Result<Json<Value>, GatewayError> {
     let s = require_session(&state, &headers, &method).await?;
-    let live = state.live.load_full();
+    let snapshot = state.snapshot();
+    let live = &snapshot.config;
     let billing = live.billing.as_ref().ok_or(GatewayError::BillingDisabled)?;
     let plan = body.plan.trim();
     if !live.plans.contains_key(plan) {
@@ -198,7 +200,8 @@ async fn portal(
     headers: HeaderMap,
 ) -> Result<Json<Value>, GatewayError> {
     let s = require_session(&state, &headers, &method).await?;
-    let live = state.live.load_full();
+    let snapshot = state.snapshot();
+    let live = &snapshot.config;
     let billing = live.billing.as_ref().ok_or(GatewayError::BillingDisabled)?;
     let customer = state
         .store
@@ -261,7 +264,7 @@ async fn subscription(
         .map(SubscriptionView::from);
     Ok(Json(json!({
         "plan": s.user.plan,
-        "billing_enabled": state.live.load().billing.is_some(),
+        "billing_enabled": state.snapshot().config.billing.is_some(),
         "subscription": sub,
     })))
 }
@@ -315,7 +318,8 @@ async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, GatewayError> {
-    let live = state.live.load_full();
+    let snapshot = state.snapshot();
+    let live = &snapshot.config;
     let billing = live.billing.as_ref().ok_or(GatewayError::BillingDisabled)?;
     let secret = billing.webhook_secret().ok_or_else(|| {
         tracing::error!(

@@ -56,7 +56,11 @@ pub async fn session(
     let id_hash = hash_session(token);
     let found = state.store.find_session(&id_hash).await.map_err(db_error)?;
     Ok(found.map(|s| SessionUser {
-        is_admin: state.config.is_admin_email(&s.user.email),
+        is_admin: state
+            .snapshot()
+            .config
+            .accounts
+            .is_admin_email(&s.user.email),
         user: s.user,
         csrf_token: s.csrf_token,
         id_hash,

@@ -210,7 +210,7 @@ pub async fn rotate(
         .ok_or_else(|| GatewayError::NotFound(format!("no active key with id {id}")))?;
     let grace = req
         .grace_seconds
-        .unwrap_or(state.config.admin.key_rotation_grace_secs);
+        .unwrap_or(state.snapshot().config.accounts.key_rotation_grace_secs);
     let positive = |v: Option<i64>| v.map(|n| n as u64);
     let (secret, record) = issue(
         &state.store,

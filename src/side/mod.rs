@@ -83,7 +83,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if let Err(e) = state.store.ping().await {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}"));
     }
-    let upstreams = state.upstreams.load();
+    let upstreams = state.snapshot().upstreams.clone();
     let any_healthy = upstreams
         .pools()
         .iter()

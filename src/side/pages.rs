@@ -227,7 +227,7 @@ async fn auth_page(state: &AppState, headers: &HeaderMap, signup: bool) -> Respo
         &AuthPage {
             version: asset_version(),
             signup,
-            signup_open: state.config.admin.allow_signup,
+            signup_open: state.snapshot().config.accounts.allow_signup,
             min_password: MIN_PASSWORD_LEN,
         },
     )
@@ -369,15 +369,8 @@ pub async fn dashboard(State(state): State<Arc<AppState>>, headers: HeaderMap) -
     ];
 
     let mut quotas = Vec::new();
-    let plans = &state.config.plans;
-    let plan = plans.get(&s.user.plan).or_else(|| {
-        state
-            .config
-            .default_plan
-            .as_deref()
-            .and_then(|p| plans.get(p))
-    });
-    if let Some(plan) = plan {
+    let snapshot = state.snapshot();
+    if let Some((_, plan)) = snapshot.config.plan(Some(&s.user.plan)) {
         if let Some(limit) = plan.monthly_tokens.filter(|l| *l > 0) {
             let permille = (tokens_month as f64 / limit as f64 * 1000.0).clamp(0.0, 1000.0) as i64;
             quotas.push(Quota {
@@ -554,7 +547,7 @@ pub async fn keys(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
             chrome: Chrome::new(&s, "keys"),
             active: keys.iter().filter(|k| k.active).count(),
             keys,
-            grace: duration_words(state.config.admin.key_rotation_grace_secs),
+            grace: duration_words(state.snapshot().config.accounts.key_rotation_grace_secs),
         },
     )
 }
@@ -586,17 +579,13 @@ pub async fn billing(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
         Ok(s) => s,
         Err(r) => return r,
     };
-    let plans = &state.config.plans;
+    let snapshot = state.snapshot();
+    let plans = &snapshot.config.plans;
     let plan_known = plans.contains_key(&s.user.plan);
-    let effective_plan = if plan_known {
-        Some(s.user.plan.clone())
-    } else {
-        state
-            .config
-            .default_plan
-            .clone()
-            .filter(|p| plans.contains_key(p))
-    };
+    let effective_plan = snapshot
+        .config
+        .plan(Some(&s.user.plan))
+        .map(|(name, _)| name.to_string());
     let views = plans
         .iter()
         .map(|(name, p)| PlanView {
@@ -615,7 +604,7 @@ pub async fn billing(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
         StatusCode::OK,
         &BillingPage {
             chrome: Chrome::new(&s, "billing"),
-            billing_enabled: state.live.load().billing.is_some(),
+            billing_enabled: snapshot.config.billing.is_some(),
             plans: views,
             effective_plan,
             plan_known,
@@ -668,12 +657,13 @@ pub async fn admin_servers(State(state): State<Arc<AppState>>, headers: HeaderMa
         Ok(s) => s,
         Err(e) => return unavailable(e),
     };
-    let upstreams = state.upstreams.load_full();
-    let pools = upstreams
+    let snapshot = state.snapshot();
+    let pools = snapshot
+        .upstreams
         .pools()
         .iter()
         .map(|p| {
-            let mut models: BTreeSet<String> = state
+            let mut models: BTreeSet<String> = snapshot
                 .config
                 .pools
                 .iter()
@@ -784,7 +774,7 @@ pub async fn admin_users(State(state): State<Arc<AppState>>, headers: HeaderMap)
                 .map_or((0, 0), |(_, t, c)| (*t, *c));
             UserRow {
                 id: u.id,
-                is_admin: state.config.is_admin_email(&u.email),
+                is_admin: state.snapshot().config.accounts.is_admin_email(&u.email),
                 is_self: u.email == chrome.email,
                 initial: initial(&u.email),
                 email: u.email,

@@ -21,7 +21,7 @@ use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::protocols::l4::socket::SocketAddr as InetOrUnix;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::{BackendConfig, BackendUrl, Config, PoolConfig};
+use crate::config::{BackendConfig, BackendUrl, LiveConfig, PoolConfig};
 use crate::store::ServerRecord;
 
 /// One upstream server as the proxy sees it.
@@ -225,6 +225,19 @@ pub struct Upstreams {
     exact: HashMap<String, usize>,
 }
 
+/// Why the pools could not be built (a reload is then rejected as a whole).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("backend `{url}` of pool `{pool}`: {reason}")]
+    Backend {
+        pool: String,
+        url: String,
+        reason: String,
+    },
+    #[error("pool `{pool}`: the load balancer could not start: {reason}")]
+    Balancer { pool: String, reason: String },
+}
+
 /// Probes each backend with its own request (host, TLS, path and key differ per backend).
 struct PerBackendCheck {
     members: Vec<Arc<BackendMeta>>,
@@ -270,7 +283,7 @@ impl HealthCheck for PerBackendCheck {
 impl Upstreams {
     /// Builds the pools from config plus the servers added through the admin API;
     /// resolves host names once (blocking DNS, at build time only).
-    pub async fn build(cfg: &Config, servers: &[ServerRecord]) -> Result<Self, String> {
+    pub async fn build(cfg: &LiveConfig, servers: &[ServerRecord]) -> Result<Self, UpstreamError> {
         let hc = &cfg.health_check;
         let clock = Clock::new();
         let pool_configs = merged_pools(&cfg.pools, servers);
@@ -282,12 +295,17 @@ impl Upstreams {
             let mut by_priority: std::collections::BTreeMap<u32, Vec<Arc<BackendMeta>>> =
                 Default::default();
             for b in &pc.backends {
-                let url = BackendUrl::parse(&b.url)?;
-                let addr = url.resolve()?;
+                let failed = |reason: String| UpstreamError::Backend {
+                    pool: pc.name.clone(),
+                    url: b.url.clone(),
+                    reason,
+                };
+                let url = BackendUrl::parse(&b.url).map_err(failed)?;
+                let addr = url.resolve().map_err(failed)?;
                 let authorization = match &b.api_key_env {
                     Some(var) => Some(format!(
                         "Bearer {}",
-                        std::env::var(var).map_err(|_| format!("`{var}` is not set"))?
+                        std::env::var(var).map_err(|_| failed(format!("`{var}` is not set")))?
                     )),
                     None => None,
                 };
@@ -302,13 +320,13 @@ impl Upstreams {
                 check.peer_template.options.read_timeout = Some(timeout);
                 check.req.set_uri(
                     path.parse()
-                        .map_err(|e| format!("bad health path {path}: {e}"))?,
+                        .map_err(|e| failed(format!("bad health path {path}: {e}")))?,
                 );
                 if let Some(auth) = &authorization {
                     check
                         .req
                         .insert_header("Authorization", auth.as_str())
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| failed(e.to_string()))?;
                 }
                 let meta = Arc::new(BackendMeta {
                     id: next_id,
@@ -344,7 +362,10 @@ impl Upstreams {
                         unhealthy_threshold: hc.unhealthy_threshold.max(1),
                     }));
                 }
-                lb.update().await.map_err(|e| e.to_string())?;
+                lb.update().await.map_err(|e| UpstreamError::Balancer {
+                    pool: pc.name.clone(),
+                    reason: e.to_string(),
+                })?;
                 groups.push(PriorityGroup { lb, members });
             }
             for m in &pc.models {

@@ -58,3 +58,51 @@ pub struct UsageRecord {
     pub ttfb_ms: Option<u64>,
     pub error_code: Option<String>,
 }
+
+/// What the proxy knows when a request ends, for its record.
+pub struct Finished<'a> {
+    pub request_id: String,
+    pub started: std::time::Instant,
+    pub first_byte: Option<std::time::Instant>,
+    pub key: Option<&'a crate::auth::ApiKey>,
+    pub endpoint: Option<&'static str>,
+    pub model: Option<String>,
+    pub backend: Option<String>,
+    pub status: u16,
+    pub stream: bool,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub source: UsageSource,
+    pub prices: &'a PriceTable,
+    pub error_code: Option<&'static str>,
+}
+
+impl UsageRecord {
+    /// The record of a finished request, priced with the request's price table.
+    pub fn finished(f: Finished<'_>) -> Self {
+        let cost = f.model.as_deref().map_or(0, |m| {
+            f.prices
+                .cost_nanousd(m, f.prompt_tokens, f.completion_tokens)
+        });
+        UsageRecord {
+            request_id: f.request_id,
+            created_at: crate::store::now_ms(),
+            key_id: f.key.map(|k| k.id),
+            user_id: f.key.and_then(|k| k.user_id),
+            endpoint: f.endpoint.unwrap_or("unknown").into(),
+            model: f.model,
+            backend: f.backend,
+            status: f.status,
+            stream: f.stream,
+            prompt_tokens: f.prompt_tokens,
+            completion_tokens: f.completion_tokens,
+            usage_source: f.source,
+            cost_nanousd: cost,
+            latency_ms: f.started.elapsed().as_millis() as u64,
+            ttfb_ms: f
+                .first_byte
+                .map(|t| t.duration_since(f.started).as_millis() as u64),
+            error_code: f.error_code.map(str::to_string),
+        }
+    }
+}

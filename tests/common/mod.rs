@@ -21,6 +21,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits until `check` holds, polling every 20 ms; fails the test after 15 s,
+/// naming what it waited for. No test asserts on how long that took.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(Instant::now() < deadline, "still waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_bluesminds")
 }

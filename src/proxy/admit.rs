@@ -1,0 +1,213 @@
+//! Admission: the endpoint, the key, the quota and rate-limit slots, the bounded
+//! body and the pool for its model, or the answer the gateway gives itself
+//! (the models list).
+
+use bytes::{Bytes, BytesMut};
+use http::header;
+use pingora::proxy::Session;
+
+use super::ctx::{Ctx, Route};
+use super::request::{inspect, Endpoint};
+use super::respond::write_json;
+use crate::auth::ApiKey;
+use crate::error::GatewayError;
+use crate::limits::{estimate_tokens, Ask, QuotaLimits};
+use crate::state::AppState;
+use crate::store::now_ms;
+use crate::upstream::Upstreams;
+
+pub enum Admitted {
+    /// Go on to the upstream.
+    Proxy,
+    /// The gateway answered by itself (e.g. the models list).
+    Answered,
+}
+
+fn bearer_token(session: &Session) -> Option<&str> {
+    let value = session.req_header().headers.get(header::AUTHORIZATION)?;
+    let value = value.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+pub async fn admit(
+    state: &AppState,
+    session: &mut Session,
+    ctx: &mut Ctx,
+) -> Result<Admitted, GatewayError> {
+    let req = session.req_header();
+    let endpoint = Endpoint::route(req.method.as_str(), req.uri.path())?;
+    ctx.admission.endpoint = Some(endpoint.clone());
+
+    let token = bearer_token(session).ok_or(GatewayError::MissingApiKey)?;
+    let key = state.keys.authenticate(token).await?;
+    ctx.admission.key = Some(key.clone());
+
+    let upstreams = ctx.snapshot.upstreams.clone();
+    let answer = match &endpoint {
+        Endpoint::ListModels => Some(models_list(state, &upstreams, &key)),
+        Endpoint::GetModel(id) => {
+            ctx.admission.model = Some(id.clone());
+            if !upstreams.listed_models().contains(&id.as_str()) || !key.allows_model(id) {
+                return Err(GatewayError::ModelNotFound(id.clone()));
+            }
+            Some(to_bytes(&model_value(state, &upstreams, id)))
+        }
+        _ => None,
+    };
+    if let Some(body) = answer {
+        // Listing models costs no tokens but counts as a request.
+        limit(state, ctx, &key, 0).await?;
+        write_json(session, ctx, 200, body, &[])
+            .await
+            .map_err(|_| GatewayError::Internal)?;
+        return Ok(Admitted::Answered);
+    }
+
+    let max_body = ctx.snapshot.config.proxy.max_body_bytes;
+    let body = read_body(session, max_body).await?;
+    let inspected = inspect(&endpoint, body)?;
+    ctx.admission.model = Some(inspected.model.clone());
+    ctx.admission.stream = inspected.stream;
+
+    if !key.allows_model(&inspected.model) {
+        return Err(GatewayError::ModelNotFound(inspected.model));
+    }
+    let pool = upstreams
+        .pool_for(&inspected.model)
+        .cloned()
+        .ok_or_else(|| GatewayError::ModelNotFound(inspected.model.clone()))?;
+    let estimate = estimate_tokens(inspected.body.len(), inspected.max_tokens);
+    limit(state, ctx, &key, estimate).await?;
+    ctx.route = Some(Route {
+        pool,
+        body: inspected.body,
+        injected_usage: inspected.injected_usage,
+    });
+    Ok(Admitted::Proxy)
+}
+
+/// Quota first (a spent month is final), then the rate-limit buckets. On
+/// success the request holds a permit until it ends.
+async fn limit(
+    state: &AppState,
+    ctx: &mut Ctx,
+    key: &ApiKey,
+    tokens: u64,
+) -> Result<(), GatewayError> {
+    let snapshot = ctx.snapshot.clone();
+    let plan = snapshot.plan_of(key);
+    if let (Some(user_id), Some(plan)) = (key.user_id, plan) {
+        let quota = QuotaLimits::from_plan(plan);
+        let verdict = state
+            .quotas
+            .check(user_id, quota, now_ms())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "quota lookup failed");
+                GatewayError::KeyStoreUnavailable
+            })?;
+        if let Err(spent) = verdict {
+            return Err(GatewayError::QuotaExceeded {
+                what: spent.what,
+                resets_on: spent.resets_on.to_string(),
+            });
+        }
+    }
+    let ask = Ask {
+        key_id: key.id,
+        key: snapshot.key_limits(key, plan),
+        user: key.user_id.zip(plan.map(|p| p.limits())),
+        tokens,
+    };
+    match state.limiter.admit_in_cluster(&ask).await {
+        Ok(permit) => {
+            ctx.admission.rate_info = Some(permit.info.clone());
+            ctx.admission.permit = Some(permit);
+            Ok(())
+        }
+        Err(denied) => {
+            ctx.admission.rate_info = Some(denied.info);
+            Err(GatewayError::RateLimited {
+                kind: denied.kind,
+                limit: denied.limit,
+                retry_after: denied.retry_after,
+                needed: tokens,
+            })
+        }
+    }
+}
+
+/// Reads the whole body, refusing more than `limit` bytes. Pingora's retry
+/// buffer keeps a copy, which is how the body reaches the upstream afterwards.
+async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(refuse_large_body(session, 0, limit).await);
+    }
+    session.enable_retry_buffering();
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > limit {
+                    return Err(refuse_large_body(session, buf.len() + chunk.len(), limit).await);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Err(GatewayError::invalid(
+                    format!("could not read the request body: {e}"),
+                    None,
+                ))
+            }
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads and discards an oversized body (up to a bound) before answering 413:
+/// a client still writing its body would otherwise see a broken pipe instead
+/// of the error. Past the bound the connection is simply closed after the answer.
+async fn refuse_large_body(session: &mut Session, mut read: usize, limit: usize) -> GatewayError {
+    let drain_cap = limit.saturating_mul(4).max(16 * 1024 * 1024);
+    while read <= drain_cap {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => read += chunk.len(),
+            _ => break,
+        }
+    }
+    GatewayError::BodyTooLarge { limit }
+}
+
+fn models_list(state: &AppState, upstreams: &Upstreams, key: &ApiKey) -> Bytes {
+    let data: Vec<serde_json::Value> = upstreams
+        .listed_models()
+        .into_iter()
+        .filter(|m| key.allows_model(m))
+        .map(|m| model_value(state, upstreams, m))
+        .collect();
+    to_bytes(&serde_json::json!({"object": "list", "data": data}))
+}
+
+fn model_value(state: &AppState, upstreams: &Upstreams, id: &str) -> serde_json::Value {
+    let owner = upstreams
+        .pool_for(id)
+        .map_or("bluesminds", |p| p.name.as_str());
+    serde_json::json!({
+        "id": id,
+        "object": "model",
+        "created": state.started_at,
+        "owned_by": owner,
+    })
+}
+
+fn to_bytes(v: &serde_json::Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).expect("a JSON value serializes"))
+}

@@ -1,0 +1,140 @@
+//! Per-request state carried across Pingora's phases, grouped by the phase that
+//! fills it: what admission decided, the current upstream attempt, and the
+//! response being streamed. Later phases read earlier groups; none writes them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use pingora::{Error, ErrorSource, ErrorType};
+
+use super::request::Endpoint;
+use crate::auth::ApiKey;
+use crate::error::GatewayError;
+use crate::limits::{Permit, RateInfo};
+use crate::state::Snapshot;
+use crate::upstream::{BackendMeta, Pool};
+use crate::usage::ResponseCounter;
+
+pub struct Ctx {
+    pub request_id: String,
+    pub started: Instant,
+    /// Config, pools and prices for the whole request.
+    pub snapshot: Arc<Snapshot>,
+    pub admission: Admission,
+    /// Set only when admission sends the request upstream.
+    pub route: Option<Route>,
+    pub attempt: Attempt,
+    /// Set once the response header goes to the client: no failover after that.
+    pub response: Option<Streamed>,
+    /// Why admission refused the request: the final error when set.
+    pub refused: Option<GatewayError>,
+    /// The error the client was answered with, decided once by `settle`.
+    pub error: Option<GatewayError>,
+}
+
+/// What admission learned, filled as it goes: a refusal after the key was
+/// authenticated still records the key and the model.
+#[derive(Default)]
+pub struct Admission {
+    pub endpoint: Option<Endpoint>,
+    pub key: Option<Arc<ApiKey>>,
+    pub model: Option<String>,
+    pub stream: bool,
+    /// Rate-limit slots held by this request (released when it ends).
+    pub permit: Option<Permit>,
+    /// What the `x-ratelimit-*` headers say (also on denials).
+    pub rate_info: Option<RateInfo>,
+}
+
+/// A request admission sends upstream.
+pub struct Route {
+    pub pool: Arc<Pool>,
+    /// The body to send upstream; Pingora replays the downstream body through
+    /// `request_body_filter`, where it is swapped for this one.
+    pub body: Bytes,
+    /// The gateway added `stream_options.include_usage`; the client must not see its chunk.
+    pub injected_usage: bool,
+}
+
+#[derive(Default)]
+pub struct Attempt {
+    /// Backend ids tried so far, in order.
+    pub tried: Vec<usize>,
+    /// Whether any backend tried so far passed its health checks.
+    pub tried_healthy: bool,
+    pub backend: Option<Arc<BackendMeta>>,
+    /// Set by upstream_response_filter when a 5xx should go to the next backend.
+    pub failover: bool,
+    /// No backend was left to try.
+    pub exhausted: bool,
+}
+
+pub struct Streamed {
+    pub counter: ResponseCounter,
+    pub first_byte: Option<Instant>,
+    pub completed: bool,
+}
+
+impl Ctx {
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        Self {
+            request_id: format!("req_{}", uuid::Uuid::now_v7().simple()),
+            started: Instant::now(),
+            snapshot,
+            admission: Admission::default(),
+            route: None,
+            attempt: Attempt::default(),
+            response: None,
+            refused: None,
+            error: None,
+        }
+    }
+
+    pub fn model(&self) -> &str {
+        self.admission.model.as_deref().unwrap_or_default()
+    }
+
+    /// The one place the error a request ends with is decided: admission's
+    /// refusal, else a pool with no backend left, else Pingora's failure `e`
+    /// classified. A stream that completed has no error whatever Pingora says
+    /// afterwards.
+    pub fn settle(&mut self, e: Option<&Error>) -> Option<&GatewayError> {
+        if self.error.is_none() {
+            self.error = if let Some(refused) = self.refused.clone() {
+                Some(refused)
+            } else if self.response.as_ref().is_some_and(|r| r.completed) {
+                None
+            } else if self.attempt.exhausted {
+                let model = self.model().to_string();
+                // Every backend failed its health checks and then this request too:
+                // the pool is down. Otherwise healthy backends failed it: 502.
+                Some(if self.attempt.tried_healthy {
+                    GatewayError::UpstreamFailed(model)
+                } else {
+                    GatewayError::NoHealthyUpstream(model)
+                })
+            } else {
+                e.map(|e| self.classify(e))
+            };
+        }
+        self.error.as_ref()
+    }
+
+    /// The error for a Pingora failure the gateway did not decide itself.
+    fn classify(&self, e: &Error) -> GatewayError {
+        let model = self.model().to_string();
+        if e.esource() == &ErrorSource::Downstream {
+            return GatewayError::ClientClosedRequest;
+        }
+        match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                GatewayError::UpstreamTimeout(model)
+            }
+            _ if e.esource() == &ErrorSource::Upstream || self.attempt.backend.is_some() => {
+                GatewayError::UpstreamFailed(model)
+            }
+            _ => GatewayError::Internal,
+        }
+    }
+}
