@@ -339,6 +339,9 @@ pub struct UsageConfig {
     /// Where records go when the queue is full (the database is down or slow);
     /// they are replayed from there once the database takes writes again.
     pub spill_path: String,
+    /// How often monthly quotas catch up with what other instances wrote to
+    /// the shared database.
+    pub quota_refresh_ms: u64,
 }
 
 impl Default for UsageConfig {
@@ -347,6 +350,7 @@ impl Default for UsageConfig {
             queue_capacity: 65_536,
             batch_size: 512,
             spill_path: "data/usage-spill.jsonl".into(),
+            quota_refresh_ms: 2000,
         }
     }
 }
@@ -583,6 +587,12 @@ impl Config {
             return err(
                 "usage.queue_capacity",
                 "queue_capacity and batch_size must be positive".into(),
+            );
+        }
+        if !(50..=60_000).contains(&self.usage.quota_refresh_ms) {
+            return err(
+                "usage.quota_refresh_ms",
+                "must be between 50 and 60000".into(),
             );
         }
         if self.health_check.interval_secs == 0 {

@@ -107,7 +107,8 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
     {
         let state = state.clone();
         control.spawn(async move {
-            let mut tick = tokio::time::interval(crate::limits::quota::REFRESH);
+            let every = Duration::from_millis(state.boot.usage.quota_refresh_ms);
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;

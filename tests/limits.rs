@@ -235,6 +235,7 @@ async fn a_quota_spent_on_one_instance_is_refused_on_another() {
     let b = gateway()
         .db_url(&a.db.url)
         .backend(Backend::new(up.url()))
+        .usage("quota_refresh_ms: 100")
         .yaml(plan)
         .start()
         .await;
@@ -258,9 +259,9 @@ async fn a_quota_spent_on_one_instance_is_refused_on_another() {
     }
     assert_eq!(a.chat(&key, &body).await.status(), 429);
     // B's own count is still 13, which would admit the user; after a refresh
-    // interval (2 s, twice over for a loaded machine) it has read A's usage from
-    // the database and refuses at once.
-    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    // interval (100 ms here, waited five times over for a loaded machine) it
+    // has read A's usage from the database and refuses at once.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let resp = b.chat(&key, &body).await;
     assert_eq!(resp.status(), 429, "instance B still admits the user");
     let e: Value = resp.json().await.unwrap();

@@ -2,7 +2,7 @@
 //! the daily totals in the database the first time a user is seen in a period.
 //! Periods are calendar months in UTC; a new month starts from zero.
 //!
-//! Several instances share one database: every `REFRESH` each instance raises
+//! Several instances share one database: every `usage.quota_refresh_ms` each instance raises
 //! its users' counts to the database's totals, which hold what every instance
 //! has written. The local count stays when it is higher (it includes this
 //! instance's records still queued), so nothing is counted twice; what the
@@ -69,9 +69,6 @@ pub fn next_period_start(start: Date) -> Date {
     };
     Date::from_calendar_date(y, m, 1).expect("day 1 exists")
 }
-
-/// How often quotas catch up with what other instances wrote.
-pub const REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct QuotaLedger {
