@@ -160,7 +160,7 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Gateway::new(state));
-    proxy.add_tcp(&boot.proxy_listen);
+    proxy.add_tcp(&boot.proxy_listen.to_string());
     server.add_service(proxy);
     tracing::info!(
         proxy = %boot.proxy_listen,

@@ -297,10 +297,10 @@ impl Upstreams {
             for b in &pc.backends {
                 let failed = |reason: String| UpstreamError::Backend {
                     pool: pc.name.clone(),
-                    url: b.url.clone(),
+                    url: b.url.to_string(),
                     reason,
                 };
-                let url = BackendUrl::parse(&b.url).map_err(failed)?;
+                let url = b.url.clone();
                 let addr = url.resolve().map_err(failed)?;
                 let authorization = match &b.api_key_env {
                     Some(var) => Some(format!(
@@ -331,7 +331,7 @@ impl Upstreams {
                 let meta = Arc::new(BackendMeta {
                     id: next_id,
                     pool: pc.name.clone(),
-                    display: b.url.clone(),
+                    display: b.url.to_string(),
                     url,
                     addr,
                     host_header,
@@ -456,8 +456,16 @@ impl Upstreams {
 fn merged_pools(yaml: &[PoolConfig], servers: &[ServerRecord]) -> Vec<PoolConfig> {
     let mut pools = yaml.to_vec();
     for s in servers {
+        // The admin API checked the URL when it was stored.
+        let url = match BackendUrl::parse(&s.url) {
+            Ok(url) => url,
+            Err(reason) => {
+                tracing::error!(server = s.id, %reason, "skipping a stored server with a bad URL");
+                continue;
+            }
+        };
         let backend = BackendConfig {
-            url: s.url.clone(),
+            url,
             weight: s.weight.max(1) as usize,
             priority: s.priority.max(0) as u32,
             api_key_env: s.api_key_env.clone(),

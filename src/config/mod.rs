@@ -1,0 +1,434 @@
+//! Typed gateway configuration, read from YAML and validated once at start.
+//!
+//! Every struct denies unknown fields so a typo fails loudly instead of being
+//! silently ignored; errors name the field path and, for syntax and type errors,
+//! the line in the file.
+
+mod backend_url;
+mod checks;
+mod split;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+pub use backend_url::BackendUrl;
+pub use split::{AccountSettings, BootConfig, LiveConfig, ProxySettings};
+
+/// Largest request body the gateway can accept: the vendored Pingora retry buffer
+/// (see vendor/README.md) must hold a whole pre-read body.
+pub const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub usage: UsageConfig,
+    #[serde(default)]
+    pub health_check: HealthCheckConfig,
+    #[serde(default)]
+    pub pools: Vec<PoolConfig>,
+    /// Model name -> price in USD per 1M tokens.
+    #[serde(default)]
+    pub prices: HashMap<String, Price>,
+    /// Limits for keys that have none of their own and no user plan.
+    #[serde(default)]
+    pub limits: LimitSettings,
+    /// Plan name -> limits and monthly quota of the users on it.
+    #[serde(default)]
+    pub plans: BTreeMap<String, PlanConfig>,
+    /// Plan of users whose plan is not (or no longer) in `plans`.
+    #[serde(default)]
+    pub default_plan: Option<String>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Users with these emails are admins of the dashboard and admin API.
+    #[serde(default)]
+    pub admin_emails: Vec<String>,
+    /// Subscription billing through Creem; without it plans are assigned by an admin.
+    #[serde(default)]
+    pub billing: Option<crate::billing::BillingConfig>,
+    /// Several instances: cluster-wide limits and cache invalidation through Redis.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:6379/0`.
+    #[serde(deserialize_with = "checks::redis_url")]
+    pub url: String,
+    /// Prefix of every key and channel, so several gateways can share one Redis.
+    #[serde(default = "default_redis_prefix")]
+    pub prefix: String,
+    /// How often local limit buckets are reconciled with the other instances.
+    #[serde(default = "default_sync_ms", deserialize_with = "checks::sync_ms")]
+    pub sync_ms: u64,
+}
+
+fn default_redis_prefix() -> String {
+    "bluesminds:".into()
+}
+
+fn default_sync_ms() -> u64 {
+    100
+}
+
+/// Per-minute buckets and a cap on requests in flight; `None` means unlimited.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Requests per minute.
+    #[serde(deserialize_with = "checks::limit")]
+    pub rpm: Option<u64>,
+    /// Tokens (prompt + completion) per minute.
+    #[serde(deserialize_with = "checks::limit")]
+    pub tpm: Option<u64>,
+    /// Requests open at the same time (streams included).
+    #[serde(deserialize_with = "checks::limit")]
+    pub concurrency: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PlanConfig {
+    #[serde(default, deserialize_with = "checks::limit")]
+    pub rpm: Option<u64>,
+    #[serde(default, deserialize_with = "checks::limit")]
+    pub tpm: Option<u64>,
+    #[serde(default, deserialize_with = "checks::limit")]
+    pub concurrency: Option<u64>,
+    /// Tokens per calendar month (UTC) for all of a user's keys together.
+    #[serde(default, deserialize_with = "checks::limit")]
+    pub monthly_tokens: Option<u64>,
+    /// Spend per calendar month in USD, priced with `prices`.
+    #[serde(default, deserialize_with = "checks::credits")]
+    pub monthly_credits_usd: Option<f64>,
+}
+
+impl PlanConfig {
+    pub fn limits(&self) -> LimitSettings {
+        LimitSettings {
+            rpm: self.rpm,
+            tpm: self.tpm,
+            concurrency: self.concurrency,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Environment variable holding the admin API token (`Authorization: Bearer ...`).
+    #[serde(deserialize_with = "checks::token_env_var")]
+    pub token_env: Option<String>,
+    /// Whether anyone may create an account on the dashboard.
+    pub allow_signup: bool,
+    /// After a key is rotated, the old one keeps working this long.
+    pub key_rotation_grace_secs: u64,
+    /// Mark session cookies `Secure` (also done when `x-forwarded-proto: https`).
+    pub secure_cookies: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            token_env: None,
+            allow_signup: true,
+            key_rotation_grace_secs: 3600,
+            secure_cookies: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The OpenAI-compatible proxy (Pingora).
+    pub proxy_listen: SocketAddr,
+    /// The side app: dashboard, admin API, billing, health, readiness, metrics.
+    pub admin_listen: SocketAddr,
+    /// Proxy worker threads; 0 means one per CPU core.
+    pub threads: usize,
+    #[serde(deserialize_with = "checks::body_limit")]
+    pub max_body_bytes: usize,
+    pub connect_timeout_ms: u64,
+    /// Longest silence allowed while reading an upstream response (slow streams).
+    pub read_timeout_secs: u64,
+    /// How long a graceful shutdown (SIGTERM) lets open streams finish.
+    pub grace_period_secs: u64,
+    /// Reload this file when it changes (checked every 2 s); SIGHUP always reloads.
+    pub watch_config: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            proxy_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            threads: 0,
+            max_body_bytes: 4 * 1024 * 1024,
+            connect_timeout_ms: 3000,
+            read_timeout_secs: 600,
+            grace_period_secs: 10,
+            watch_config: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` (created on first run) or `postgres://...`.
+    #[serde(deserialize_with = "checks::database_url")]
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/bluesminds.db".into(),
+            max_connections: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// Records waiting for the batch writer; beyond this a record is shed and counted.
+    #[serde(deserialize_with = "checks::at_least_one")]
+    pub queue_capacity: usize,
+    #[serde(deserialize_with = "checks::at_least_one")]
+    pub batch_size: usize,
+    /// Where records go when the queue is full (the database is down or slow);
+    /// they are replayed from there once the database takes writes again.
+    pub spill_path: String,
+    /// How often monthly quotas catch up with what other instances wrote to
+    /// the shared database.
+    #[serde(deserialize_with = "checks::millis_50_to_60000")]
+    pub quota_refresh_ms: u64,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 65_536,
+            batch_size: 512,
+            spill_path: "data/usage-spill.jsonl".into(),
+            quota_refresh_ms: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    pub enabled: bool,
+    #[serde(deserialize_with = "checks::at_least_one_u64")]
+    pub interval_secs: u64,
+    pub timeout_ms: u64,
+    /// Path probed with GET on every backend (relative to the host, not the base URL).
+    #[serde(deserialize_with = "checks::absolute_path")]
+    pub path: String,
+    /// Consecutive failed probes before a backend is taken out of rotation.
+    pub unhealthy_threshold: usize,
+    /// Consecutive good probes before it comes back.
+    pub healthy_threshold: usize,
+    /// After a connect error or 5xx, skip the backend for this long (passive ejection).
+    pub eject_secs: u64,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: 5,
+            timeout_ms: 1000,
+            path: "/health".into(),
+            unhealthy_threshold: 2,
+            healthy_threshold: 1,
+            eject_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    #[serde(deserialize_with = "checks::name")]
+    pub name: String,
+    /// Model names served by this pool. `prefix*` matches by prefix, `*` matches any model.
+    #[serde(deserialize_with = "checks::model_names")]
+    pub models: Vec<String>,
+    #[serde(deserialize_with = "checks::non_empty")]
+    pub backends: Vec<BackendConfig>,
+    /// Overrides the global health-check path for this pool (e.g. `/health/liveliness` for LiteLLM).
+    #[serde(default)]
+    pub health_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Base URL as an OpenAI SDK would take it, e.g. `https://api.openai.com/v1` or
+    /// `http://litellm:4000`. The client's `/v1` prefix is replaced by this URL's path
+    /// (no path means `/v1`).
+    pub url: BackendUrl,
+    #[serde(default = "default_weight", deserialize_with = "checks::at_least_one")]
+    pub weight: usize,
+    /// Lower numbers are tried first; higher ones only when every lower one is down.
+    #[serde(default)]
+    pub priority: u32,
+    /// Name of the environment variable holding this backend's API key.
+    #[serde(default, deserialize_with = "checks::set_env_var")]
+    pub api_key_env: Option<String>,
+}
+
+fn default_weight() -> usize {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// USD per 1M prompt tokens.
+    #[serde(deserialize_with = "checks::price")]
+    pub input_per_1m: f64,
+    /// USD per 1M completion tokens.
+    #[serde(deserialize_with = "checks::price")]
+    pub output_per_1m: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: invalid config at `{field}`: {message}")]
+    Parse {
+        file: String,
+        field: String,
+        message: String,
+    },
+    #[error("{file}: invalid config at `{field}`: {message}")]
+    Invalid {
+        file: String,
+        field: String,
+        message: String,
+    },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates; `file` only names the source in error messages.
+    pub fn from_yaml(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            let mut message = inner.to_string();
+            // serde_yaml_ng ends its message with its own position, which for a
+            // check that runs after its value was read is the enclosing
+            // mapping's; the walk down the field's path finds the field itself.
+            if let Some(loc) = inner.location() {
+                let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+                if let Some(stripped) = message.strip_suffix(&suffix) {
+                    message = stripped.to_string();
+                }
+            }
+            // It also starts with its own path, a prefix of `field`.
+            if let Some((path, rest)) = message.split_once(": ") {
+                if field.starts_with(path) {
+                    message = rest.to_string();
+                }
+            }
+            if !message.contains(" at line ") {
+                let line = checks::line_of(text, &field)
+                    .filter(|_| !field.is_empty())
+                    .or(inner.location().map(|l| l.line()));
+                if let Some(line) = line {
+                    message = format!("{message} (line {line})");
+                }
+            }
+            ConfigError::Parse {
+                file: file.to_string(),
+                field,
+                message,
+            }
+        })?;
+        cfg.validate().map_err(|(field, message)| {
+            let message = match checks::line_of(text, &field) {
+                Some(line) => format!("{message} (line {line})"),
+                None => message,
+            };
+            ConfigError::Invalid {
+                file: file.to_string(),
+                field,
+                message,
+            }
+        })?;
+        Ok(cfg)
+    }
+
+    /// What no single field can tell (the fields checked themselves while
+    /// they were read; see `checks`).
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |f: String, m: String| Err((f, m));
+        let mut names = std::collections::HashSet::new();
+        for (i, pool) in self.pools.iter().enumerate() {
+            if !names.insert(&pool.name) {
+                return err(
+                    format!("pools[{i}].name"),
+                    format!("pool `{}` is defined twice", pool.name),
+                );
+            }
+            let mut seen = std::collections::HashSet::new();
+            for (j, b) in pool.backends.iter().enumerate() {
+                // The same server under another key (a second provider account)
+                // is a backend of its own; the same one twice is a typo.
+                if !seen.insert((&b.url, &b.api_key_env, b.priority)) {
+                    return err(
+                        format!("pools[{i}].backends[{j}].url"),
+                        format!(
+                            "`{}` appears twice at the same priority with the same key",
+                            b.url
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(plan) = &self.default_plan {
+            if !self.plans.contains_key(plan) {
+                return err(
+                    "default_plan".into(),
+                    format!("plan `{plan}` is not defined in `plans`"),
+                );
+            }
+        }
+        if let Some(billing) = &self.billing {
+            billing.validate(&self.plans, self.default_plan.as_deref())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

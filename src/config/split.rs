@@ -1,0 +1,150 @@
+//! The config as the running gateway holds it: what needs a restart
+//! (`BootConfig`) apart from what a reload replaces (`LiveConfig`), as two
+//! types, so code cannot read a start-up value where a reloaded one applies.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::*;
+
+/// The part of the config that takes effect only at start: listeners, threads,
+/// database, usage queue, admin token and Redis. A reload that changes it is
+/// logged and otherwise ignored, so nothing reads it from a reloaded file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootConfig {
+    pub proxy_listen: std::net::SocketAddr,
+    pub admin_listen: std::net::SocketAddr,
+    pub threads: usize,
+    pub grace_period_secs: u64,
+    pub watch_config: bool,
+    pub database: DatabaseConfig,
+    pub usage: UsageConfig,
+    pub admin_token_env: Option<String>,
+    pub redis: Option<RedisConfig>,
+}
+
+impl BootConfig {
+    /// The config fields that differ from `other`'s, by their YAML names.
+    pub fn changed_fields(&self, other: &BootConfig) -> Vec<&'static str> {
+        [
+            (
+                "server.proxy_listen",
+                self.proxy_listen != other.proxy_listen,
+            ),
+            (
+                "server.admin_listen",
+                self.admin_listen != other.admin_listen,
+            ),
+            ("server.threads", self.threads != other.threads),
+            (
+                "server.grace_period_secs",
+                self.grace_period_secs != other.grace_period_secs,
+            ),
+            (
+                "server.watch_config",
+                self.watch_config != other.watch_config,
+            ),
+            ("database", self.database != other.database),
+            ("usage", self.usage != other.usage),
+            (
+                "admin.token_env",
+                self.admin_token_env != other.admin_token_env,
+            ),
+            ("redis", self.redis != other.redis),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+    }
+}
+
+/// The part of the config a reload replaces as a whole. It is only read
+/// through a `state::Snapshot`, which a request takes once at admission.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    pub proxy: ProxySettings,
+    pub health_check: HealthCheckConfig,
+    pub pools: Vec<PoolConfig>,
+    pub prices: HashMap<String, Price>,
+    pub limits: LimitSettings,
+    pub plans: BTreeMap<String, PlanConfig>,
+    pub default_plan: Option<String>,
+    pub accounts: AccountSettings,
+    pub billing: Option<crate::billing::BillingConfig>,
+}
+
+/// The proxy's reloadable settings (from `server:`).
+#[derive(Debug, Clone, Copy)]
+pub struct ProxySettings {
+    pub max_body_bytes: usize,
+    pub connect_timeout: std::time::Duration,
+    pub read_timeout: std::time::Duration,
+}
+
+/// Dashboard accounts (from `admin:` and `admin_emails`).
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    pub allow_signup: bool,
+    pub key_rotation_grace_secs: u64,
+    pub secure_cookies: bool,
+    pub admin_emails: Vec<String>,
+}
+
+impl AccountSettings {
+    pub fn is_admin_email(&self, email: &str) -> bool {
+        self.admin_emails
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(email))
+    }
+}
+
+impl LiveConfig {
+    /// The plan a user (or a key's owner) is on: the assigned one while it is
+    /// configured, else `default_plan`. The proxy's limits and the dashboard's
+    /// pages both resolve plans here.
+    pub fn plan(&self, assigned: Option<&str>) -> Option<(&str, &PlanConfig)> {
+        let named = |name: &str| self.plans.get_key_value(name);
+        assigned
+            .and_then(named)
+            .or_else(|| self.default_plan.as_deref().and_then(named))
+            .map(|(name, plan)| (name.as_str(), plan))
+    }
+}
+
+impl Config {
+    /// Separates what needs a restart from what a reload replaces.
+    pub fn split(self) -> (BootConfig, LiveConfig) {
+        let server = self.server;
+        let boot = BootConfig {
+            proxy_listen: server.proxy_listen,
+            admin_listen: server.admin_listen,
+            threads: server.threads,
+            grace_period_secs: server.grace_period_secs,
+            watch_config: server.watch_config,
+            database: self.database,
+            usage: self.usage,
+            admin_token_env: self.admin.token_env,
+            redis: self.redis,
+        };
+        let live = LiveConfig {
+            proxy: ProxySettings {
+                max_body_bytes: server.max_body_bytes,
+                connect_timeout: std::time::Duration::from_millis(server.connect_timeout_ms),
+                read_timeout: std::time::Duration::from_secs(server.read_timeout_secs),
+            },
+            health_check: self.health_check,
+            pools: self.pools,
+            prices: self.prices,
+            limits: self.limits,
+            plans: self.plans,
+            default_plan: self.default_plan,
+            accounts: AccountSettings {
+                allow_signup: self.admin.allow_signup,
+                key_rotation_grace_secs: self.admin.key_rotation_grace_secs,
+                secure_cookies: self.admin.secure_cookies,
+                admin_emails: self.admin_emails,
+            },
+            billing: self.billing,
+        };
+        (boot, live)
+    }
+}
