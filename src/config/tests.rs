@@ -3,12 +3,12 @@ use super::*;
 const GOOD: &str = r#"
 pools:
   - name: main
-models: [gpt-4o-mini, "text-embedding-*"]
-backends:
-  - url: http://127.0.0.1:9000
-  - url: https://api.example.com/v1
-    weight: 2
-    priority: 1
+    models: [gpt-4o-mini, "text-embedding-*"]
+    backends:
+      - url: http://127.0.0.1:9000
+      - url: https://api.example.com/v1
+        weight: 2
+        priority: 1
 prices:
   gpt-4o-mini: { input_per_1m: 0.15, output_per_1m: 0.6 }
 "#;
