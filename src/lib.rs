@@ -1,5 +1,12 @@
 //! BluesMinds Gateway: an OpenAI-compatible AI gateway on Pingora.
-//! The modules follow one request's path; see DESIGN.md in the shared folder and README.md.
+//!
+//! The modules follow one proxied request: `config` (what the YAML says, split
+//! into what needs a restart and what reloads) -> `state` (the snapshot a
+//! request takes) -> `proxy` (admission: `auth` keys, `limits`; then
+//! `upstream` selection, response streaming) -> `usage` (counting, the record,
+//! the batch writer) -> `store` (the database). Beside it, `side` serves the
+//! dashboard and APIs, `billing` moves users between plans, `metrics` is for
+//! operators. README.md's "Layout" section maps every file.
 
 pub mod auth;
 pub mod billing;

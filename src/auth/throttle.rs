@@ -1,5 +1,6 @@
 //! Login throttling: failed attempts are counted per account and per client IP
-//! over a sliding window; past the limit, logins are refused until it passes.
+//! in a fixed window that starts at the first failure (the cache entry's time
+//! to live); past the limit, logins are refused until that window ends.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -285,18 +285,17 @@ fn api_error(status: reqwest::StatusCode, body: &[u8]) -> CreemError {
     }
 }
 
+/// RFC 3986's unreserved characters stay; everything else is encoded.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Percent-encodes anything but unreserved characters (ids are `sub_...`, but a
 /// stored value must never change the path).
 fn url_path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string()
 }
 
 /// Whether `signature` (the `creem-signature` header) is the hex HMAC-SHA256 of

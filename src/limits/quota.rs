@@ -77,6 +77,15 @@ pub struct QuotaLedger {
     db_runtime: Handle,
 }
 
+/// The database could not tell a user's usage this month.
+#[derive(Debug, thiserror::Error)]
+pub enum QuotaError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("quota lookup failed: {0}")]
+    Lookup(String),
+}
+
 impl QuotaLedger {
     pub fn new(store: Store, db_runtime: Handle) -> Self {
         Self {
@@ -86,7 +95,7 @@ impl QuotaLedger {
         }
     }
 
-    async fn period(&self, user_id: i64, now_ms: i64) -> Result<Arc<Mutex<Period>>, String> {
+    async fn period(&self, user_id: i64, now_ms: i64) -> Result<Arc<Mutex<Period>>, QuotaError> {
         let start = period_start(now_ms);
         let store = self.store.clone();
         let db = self.db_runtime.clone();
@@ -97,16 +106,15 @@ impl QuotaLedger {
                 let (tokens, cost) = db
                     .spawn(async move { store.user_usage_since(user_id, &since).await })
                     .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
-                Ok::<_, String>(Arc::new(Mutex::new(Period {
+                    .map_err(|e| QuotaError::Lookup(e.to_string()))??;
+                Ok::<_, QuotaError>(Arc::new(Mutex::new(Period {
                     start,
                     tokens,
                     cost_nanousd: cost,
                 })))
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| QuotaError::Lookup(e.to_string()))?;
         {
             let mut p = entry.lock().expect("quota lock");
             if p.start != start {
@@ -128,7 +136,7 @@ impl QuotaLedger {
         user_id: i64,
         limits: QuotaLimits,
         now_ms: i64,
-    ) -> Result<Result<(), QuotaExhausted>, String> {
+    ) -> Result<Result<(), QuotaExhausted>, QuotaError> {
         if limits.is_unlimited() {
             return Ok(Ok(()));
         }
@@ -164,13 +172,9 @@ impl QuotaLedger {
 
     /// Raises every loaded user's count to the database's total for the period
     /// (see the module comment). Returns how many users it read.
-    pub async fn refresh_from_store(&self, now_ms: i64) -> Result<usize, String> {
+    pub async fn refresh_from_store(&self, now_ms: i64) -> Result<usize, QuotaError> {
         let start = period_start(now_ms);
-        let rows = self
-            .store
-            .users_usage_since(&start.to_string())
-            .await
-            .map_err(|e| e.to_string())?;
+        let rows = self.store.users_usage_since(&start.to_string()).await?;
         for (user_id, tokens, cost) in &rows {
             if let Some(period) = self.users.get(user_id).await {
                 let mut p = period.lock().expect("quota lock");

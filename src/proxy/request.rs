@@ -71,24 +71,9 @@ impl Endpoint {
 
 /// Model ids may contain `/` (e.g. `openai/gpt-4o`), which clients percent-encode.
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[derive(Debug)]
@@ -282,8 +267,9 @@ mod tests {
         ] {
             let e = inspect(&Endpoint::ChatCompletions, Bytes::from(body)).unwrap_err();
             assert_eq!(e.status(), 400, "{body}");
-            if let GatewayError::InvalidRequest { param: p, .. } = e {
-                assert_eq!(p, param, "{body}");
+            match e {
+                GatewayError::InvalidRequest { param: p, .. } => assert_eq!(p, param, "{body}"),
+                other => panic!("{body}: expected an invalid request, got {other:?}"),
             }
         }
     }

@@ -1,5 +1,6 @@
-//! The side app (axum, its own listener): health, readiness, metrics and the usage
-//! API; the dashboard, accounts, keys, billing and admin API grow here.
+//! The side app (axum, its own listener): the dashboard pages, accounts, keys,
+//! usage, billing (and Creem's webhook) and admin APIs, health, readiness and
+//! metrics.
 
 use std::sync::Arc;
 
