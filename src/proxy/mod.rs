@@ -26,7 +26,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::limits::RateInfo;
 use crate::metrics::Ended;
 use crate::state::AppState;
-use crate::usage::{tokenizer, Finished, ResponseCounter, UsageRecord, UsageSource};
+use crate::usage::{tokenizer, Counted, Finished, ResponseCounter, UsageRecord, UsageSource};
 use admit::{admit, Admitted};
 pub use ctx::Ctx;
 use ctx::Streamed;
@@ -304,8 +304,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let mut source = UsageSource::None;
-        let (mut prompt, mut completion) = (0, 0);
+        let mut counted = Counted::NOTHING;
         let model = ctx.model().to_string();
         let prompt_body = ctx.route.as_ref().map(|r| r.body.clone());
         if let Some(r) = ctx.response.as_mut() {
@@ -316,21 +315,28 @@ impl ProxyHttp for Gateway {
                 .response_written()
                 .is_some_and(|r| r.status.is_success());
             if let Some(u) = r.counter.usage() {
-                (prompt, completion, source) =
-                    (u.prompt_tokens, u.completion_tokens, UsageSource::Upstream);
+                counted = Counted {
+                    prompt: u.prompt_tokens,
+                    completion: u.completion_tokens,
+                    source: UsageSource::Upstream,
+                };
             } else if status_ok {
                 // No usage from the upstream: count locally, off the async threads.
                 let body = prompt_body.unwrap_or_default();
                 let text = r.counter.reply_text().to_string();
-                let counted = tokio::task::spawn_blocking(move || {
+                let local = tokio::task::spawn_blocking(move || {
                     (
                         tokenizer::count_prompt(&model, &body),
                         tokenizer::count_text(&model, &text),
                     )
                 })
                 .await;
-                if let Ok((p, c)) = counted {
-                    (prompt, completion, source) = (p, c, UsageSource::Tokenizer);
+                if let Ok((prompt, completion)) = local {
+                    counted = Counted {
+                        prompt,
+                        completion,
+                        source: UsageSource::Tokenizer,
+                    };
                 }
             }
         }
@@ -351,20 +357,18 @@ impl ProxyHttp for Gateway {
             backend: ctx.attempt.backend.as_ref().map(|b| b.display.clone()),
             status,
             stream: ctx.admission.stream,
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            source,
+            counted,
             prices: &ctx.snapshot.prices,
             error_code: ctx.error.as_ref().and_then(|e| e.code()),
         });
         if let Some(permit) = ctx.admission.permit.take() {
             // Settle the token estimate; dropping the permit frees its concurrency slot.
-            permit.reconcile(prompt + completion);
+            permit.reconcile(counted.total());
         }
         if let Some(user_id) = record.user_id {
             self.state.quotas.add(
                 user_id,
-                prompt + completion,
+                counted.total(),
                 record.cost_nanousd,
                 record.created_at,
             );

@@ -59,6 +59,26 @@ pub struct UsageRecord {
     pub error_code: Option<String>,
 }
 
+/// A request's tokens and where the numbers came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Counted {
+    pub prompt: u64,
+    pub completion: u64,
+    pub source: UsageSource,
+}
+
+impl Counted {
+    pub const NOTHING: Counted = Counted {
+        prompt: 0,
+        completion: 0,
+        source: UsageSource::None,
+    };
+
+    pub fn total(&self) -> u64 {
+        self.prompt + self.completion
+    }
+}
+
 /// What the proxy knows when a request ends, for its record.
 pub struct Finished<'a> {
     pub request_id: String,
@@ -70,9 +90,7 @@ pub struct Finished<'a> {
     pub backend: Option<String>,
     pub status: u16,
     pub stream: bool,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub source: UsageSource,
+    pub counted: Counted,
     pub prices: &'a PriceTable,
     pub error_code: Option<&'static str>,
 }
@@ -80,10 +98,15 @@ pub struct Finished<'a> {
 impl UsageRecord {
     /// The record of a finished request, priced with the request's price table.
     pub fn finished(f: Finished<'_>) -> Self {
-        let cost = f.model.as_deref().map_or(0, |m| {
-            f.prices
-                .cost_nanousd(m, f.prompt_tokens, f.completion_tokens)
-        });
+        let Counted {
+            prompt,
+            completion,
+            source,
+        } = f.counted;
+        let cost = f
+            .model
+            .as_deref()
+            .map_or(0, |m| f.prices.cost_nanousd(m, prompt, completion));
         UsageRecord {
             request_id: f.request_id,
             created_at: crate::store::now_ms(),
@@ -94,9 +117,9 @@ impl UsageRecord {
             backend: f.backend,
             status: f.status,
             stream: f.stream,
-            prompt_tokens: f.prompt_tokens,
-            completion_tokens: f.completion_tokens,
-            usage_source: f.source,
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            usage_source: source,
             cost_nanousd: cost,
             latency_ms: f.started.elapsed().as_millis() as u64,
             ttfb_ms: f
