@@ -208,8 +208,9 @@ fn keys(cfg: Config, action: KeysAction) -> anyhow::Result<()> {
                 // Running gateways drop the key from their caches: at once in a
                 // cluster (Redis), else when the cached entry expires (60 s).
                 if let Some(redis) = &cfg.redis {
-                    let cluster = crate::limits::cluster::Cluster::connect(redis).await?;
-                    cluster.publish_now(&hash).await?;
+                    let channel =
+                        crate::auth::invalidation::KeyInvalidations::connect(redis).await?;
+                    channel.publish_now(&hash).await?;
                 }
                 println!("revoked key {id}");
             }

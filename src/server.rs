@@ -8,6 +8,7 @@ use anyhow::Context;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 
+use crate::auth::invalidation::KeyInvalidations;
 use crate::auth::KeyCache;
 use crate::config::Config;
 use crate::limits::cluster::Cluster;
@@ -56,18 +57,24 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
         spawn_writer(store.clone(), usage.clone(), boot.usage.batch_size)
     };
 
-    let cluster = match &boot.redis {
-        Some(redis) => Some(Arc::new(
-            control
-                .block_on(Cluster::connect(redis))
-                .with_context(|| format!("cannot connect to Redis at {}", redis.url))?,
-        )),
-        None => None,
+    let (cluster, invalidations) = match &boot.redis {
+        Some(redis) => {
+            let connected = control.block_on(async {
+                Ok::<_, redis::RedisError>((
+                    Cluster::connect(redis).await?,
+                    KeyInvalidations::connect(redis).await?,
+                ))
+            });
+            let (c, i) =
+                connected.with_context(|| format!("cannot connect to Redis at {}", redis.url))?;
+            (Some(Arc::new(c)), Some(Arc::new(i)))
+        }
+        None => (None, None),
     };
     let mut keys = KeyCache::new(store.clone(), control.handle().clone());
-    if let Some(c) = &cluster {
+    if let Some(i) = &invalidations {
         let _guard = control.enter();
-        keys = keys.with_publisher(c.spawn_publisher());
+        keys = keys.with_publisher(i.spawn_publisher());
     }
     let limiter = Arc::new(Limiter::with_cluster(cluster.is_some()));
     if let Some(c) = &cluster {
@@ -123,12 +130,12 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
         });
     }
     spawn_drain_flag(&control, &state)?;
-    if let Some(c) = &cluster {
+    if let (Some(c), Some(i)) = (&cluster, &invalidations) {
         let _guard = control.enter();
         c.spawn_sync(state.limiter.clone());
         let keys = state.keys.clone();
         let rt = control.handle().clone();
-        c.spawn_subscriber(move |hash| {
+        i.spawn_subscriber(move |hash| {
             let keys = keys.clone();
             rt.spawn(async move { keys.invalidate_local_hex(&hash).await });
         });

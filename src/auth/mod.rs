@@ -1,6 +1,7 @@
 //! Who is calling: API keys for the proxy; passwords, sessions and login
 //! throttling for the dashboard.
 
+pub mod invalidation;
 pub mod keys;
 pub mod passwords;
 pub mod sessions;
