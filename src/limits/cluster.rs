@@ -1,5 +1,5 @@
-//! Several gateway instances, one set of limits, through Redis, and never a Redis
-//! round trip on a request.
+//! Several gateway instances, one set of limits, through Redis, with a Redis
+//! round trip only the first time an instance sees a key (or user).
 //!
 //! Each limited bucket also lives in Redis as a cluster-wide token bucket (a
 //! level and the time it was computed, refilled by Redis's own clock in a Lua
@@ -9,8 +9,13 @@
 //! the same (all sync on the same wall-clock ticks), then reads the levels. Its
 //! local buckets take those levels, and until the next sync it may use only its
 //! share of each (level / live instances). The first take of an interval is
-//! always allowed, so a request never starves; a bucket an instance has not
-//! synced yet allows just that one take per interval.
+//! always allowed, so a request never starves.
+//!
+//! First sight: before an instance admits the first request of a key it has
+//! not seen, it reads that key's levels and the live instances once (shared by
+//! the requests that arrive meanwhile; bounded by `first_read_timeout`) and
+//! starts from its share, so a fresh instance admits what the key allows at
+//! once and never more than its share of what the others left.
 //!
 //! Error bound: in one interval the instances together take at most
 //! max(level, N) requests from a bucket at `level`, so the cluster admits at
@@ -18,9 +23,8 @@
 //! number of instances, plus what refills meanwhile. That holds while every sync
 //! finishes within its third of an interval; an instance that falls behind (a
 //! stalled process, a slow Redis) can add up to one share per late interval.
-//! An instance that meets a key for the first time reads the key's real level
-//! at its first sync, however much the others used before. tests/cluster.rs
-//! measures it with 3 instances.
+//! The first-sight read keeps that bound: it is a sync without a take.
+//! tests/cluster.rs measures it with 3 instances.
 
 use std::sync::Arc;
 use std::time::Duration;
