@@ -2,7 +2,7 @@
 //! body and the pool for its model, or the answer the gateway gives itself
 //! (the models list).
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header;
 use pingora::proxy::Session;
 
@@ -138,8 +138,10 @@ async fn limit(
     }
 }
 
-/// Reads the whole body, refusing more than `limit` bytes. Pingora's retry
-/// buffer keeps a copy, which is how the body reaches the upstream afterwards.
+/// Reads the whole body, refusing more than `limit` bytes. The body is held
+/// once, in Pingora's retry buffer (which is also how it reaches the upstream,
+/// replayed at each attempt); what is returned shares that buffer
+/// (vendor/README.md says why the buffer is joined only once).
 async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
     let declared = session
         .req_header()
@@ -151,14 +153,14 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gateway
         return Err(refuse_large_body(session, 0, limit).await);
     }
     session.enable_retry_buffering();
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+    let mut read = 0;
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                if buf.len() + chunk.len() > limit {
-                    return Err(refuse_large_body(session, buf.len() + chunk.len(), limit).await);
+                read += chunk.len();
+                if read > limit {
+                    return Err(refuse_large_body(session, read, limit).await);
                 }
-                buf.extend_from_slice(&chunk);
             }
             Ok(None) => break,
             Err(e) => {
@@ -169,7 +171,12 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gateway
             }
         }
     }
-    Ok(buf.freeze())
+    match session.get_retry_buffer() {
+        Some(body) if body.len() == read => Ok(body),
+        None if read == 0 => Ok(Bytes::new()),
+        // The buffer holds up to config::MAX_BODY_LIMIT, which bounds `limit`.
+        _ => Err(GatewayError::Internal),
+    }
 }
 
 /// Reads and discards an oversized body (up to a bound) before answering 413:
@@ -210,4 +217,25 @@ fn model_value(state: &AppState, upstreams: &Upstreams, id: &str) -> serde_json:
 
 fn to_bytes(v: &serde_json::Value) -> Bytes {
     Bytes::from(serde_json::to_vec(v).expect("a JSON value serializes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use pingora::protocols::http::body_buffer::FixedBuffer;
+
+    /// `read_body` relies on the vendored retry buffer holding a body once:
+    /// joined on the first take, shared by every later take (each failover
+    /// attempt replays it).
+    #[test]
+    fn the_retry_buffer_is_joined_once_and_then_shared() {
+        let mut buffer = FixedBuffer::new(16);
+        for part in [&b"{\"model\":"[..], b"\"m\"", b"}"] {
+            buffer.write_to_buffer(&Bytes::copy_from_slice(part));
+        }
+        let first = buffer.get_buffer().unwrap();
+        assert_eq!(first, Bytes::from_static(b"{\"model\":\"m\"}"));
+        let replay = buffer.get_buffer().unwrap();
+        assert_eq!(first.as_ptr(), replay.as_ptr(), "a replay copied the body");
+    }
 }
