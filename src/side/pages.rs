@@ -12,12 +12,14 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 
 use askama::Template;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use time::{Duration, OffsetDateTime};
 
-use super::caller::{session, SessionUser};
+use super::caller::SessionUser;
+use super::error::SideError;
 use crate::auth::passwords::MIN_PASSWORD_LEN;
 use crate::limits::quota::period_start;
 use crate::state::AppState;
@@ -127,13 +129,16 @@ fn error_page(status: StatusCode, title: &'static str, message: impl Into<String
     )
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "dashboard database error");
-    error_page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Temporarily unavailable",
-        "The gateway's database did not answer. Try again in a moment.",
-    )
+/// A failure as a page; the store's errors were logged when they became `SideError`s.
+fn unavailable(e: impl Into<SideError>) -> Response {
+    match e.into() {
+        SideError::DatabaseUnavailable => error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Temporarily unavailable",
+            "The gateway's database did not answer. Try again in a moment.",
+        ),
+        other => other.into_response(),
+    }
 }
 
 fn initial(email: &str) -> String {
@@ -170,12 +175,21 @@ impl Chrome {
     }
 }
 
-/// The signed-in user, or the response to send instead (to /login when signed out).
-async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<SessionUser, Response> {
-    match session(state, headers).await {
-        Ok(Some(s)) => Ok(s),
-        Ok(None) => Err(Redirect::to("/login").into_response()),
-        Err(e) => Err(unavailable(e)),
+/// A page's signed-in user; signed out, the browser is sent to /login.
+pub struct PageUser(SessionUser);
+
+impl FromRequestParts<Arc<AppState>> for PageUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Response> {
+        match <SessionUser as OptionalFromRequestParts<_>>::from_request_parts(parts, state).await {
+            Ok(Some(s)) => Ok(Self(s)),
+            Ok(None) => Err(Redirect::to("/login").into_response()),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 }
 
@@ -185,27 +199,31 @@ struct Forbidden {
     chrome: Chrome,
 }
 
-/// The signed-in admin, a 403 page for other users, /login when signed out.
-async fn admin(
-    state: &AppState,
-    headers: &HeaderMap,
-    nav: &'static str,
-) -> Result<Chrome, Response> {
-    let s = signed_in(state, headers).await?;
-    let chrome = Chrome::new(&s, nav);
-    if s.is_admin {
-        Ok(chrome)
-    } else {
-        Err(page(StatusCode::FORBIDDEN, &Forbidden { chrome }))
+/// A signed-in admin; other users get a 403 page, the signed-out /login.
+pub struct PageAdmin(SessionUser);
+
+impl FromRequestParts<Arc<AppState>> for PageAdmin {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Response> {
+        let PageUser(s) = PageUser::from_request_parts(parts, state).await?;
+        if s.is_admin {
+            Ok(Self(s))
+        } else {
+            // The sidebar marks the current admin page only for admins, so the
+            // 403 page needs no `nav`.
+            let chrome = Chrome::new(&s, "");
+            Err(page(StatusCode::FORBIDDEN, &Forbidden { chrome }))
+        }
     }
 }
 
 /// `GET /`
-pub async fn index(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    match signed_in(&state, &headers).await {
-        Ok(_) => Redirect::to("/dashboard").into_response(),
-        Err(r) => r,
-    }
+pub async fn index(_: PageUser) -> Redirect {
+    Redirect::to("/dashboard")
 }
 
 #[derive(Template)]
@@ -217,9 +235,14 @@ struct AuthPage {
     min_password: usize,
 }
 
-async fn auth_page(state: &AppState, headers: &HeaderMap, signup: bool) -> Response {
+/// `signed_in`: the request's session, if any (a database failure shows the form).
+fn auth_page(
+    state: &AppState,
+    signed_in: Result<Option<SessionUser>, SideError>,
+    signup: bool,
+) -> Response {
     // Already signed in: nothing to do here.
-    if let Ok(Some(_)) = session(state, headers).await {
+    if let Ok(Some(_)) = signed_in {
         return Redirect::to("/dashboard").into_response();
     }
     page(
@@ -234,13 +257,19 @@ async fn auth_page(state: &AppState, headers: &HeaderMap, signup: bool) -> Respo
 }
 
 /// `GET /login`
-pub async fn login(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    auth_page(&state, &headers, false).await
+pub async fn login(
+    State(state): State<Arc<AppState>>,
+    signed_in: Result<Option<SessionUser>, SideError>,
+) -> Response {
+    auth_page(&state, signed_in, false)
 }
 
 /// `GET /signup`
-pub async fn signup(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    auth_page(&state, &headers, true).await
+pub async fn signup(
+    State(state): State<Arc<AppState>>,
+    signed_in: Result<Option<SessionUser>, SideError>,
+) -> Response {
+    auth_page(&state, signed_in, true)
 }
 
 struct Stat {
@@ -308,11 +337,7 @@ fn plural(n: i64, one: &str, many: &str) -> String {
 }
 
 /// `GET /dashboard`: the overview.
-pub async fn dashboard(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let s = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub async fn dashboard(State(state): State<Arc<AppState>>, PageUser(s): PageUser) -> Response {
     let now = now_ms();
     let today = OffsetDateTime::now_utc().date();
     let from = today - Duration::days(i64::from(CHART_DAYS) - 1);
@@ -513,11 +538,7 @@ fn key_limits(k: &KeyRecord) -> String {
 }
 
 /// `GET /keys`
-pub async fn keys(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let s = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub async fn keys(State(state): State<Arc<AppState>>, PageUser(s): PageUser) -> Response {
     let records = match state.store.keys_of_user(s.user.id).await {
         Ok(k) => k,
         Err(e) => return unavailable(e),
@@ -581,11 +602,7 @@ struct BillingPage {
 }
 
 /// `GET /billing`
-pub async fn billing(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let s = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub async fn billing(State(state): State<Arc<AppState>>, PageUser(s): PageUser) -> Response {
     let plans = &state.config.plans;
     let plan_known = plans.contains_key(&s.user.plan);
     let effective_plan = if plan_known {
@@ -659,11 +676,11 @@ struct ServersPage {
 
 /// `GET /admin/servers`: every pool's backends with their health, and the
 /// servers added through the admin API.
-pub async fn admin_servers(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let chrome = match admin(&state, &headers, "servers").await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub async fn admin_servers(
+    State(state): State<Arc<AppState>>,
+    PageAdmin(s): PageAdmin,
+) -> Response {
+    let chrome = Chrome::new(&s, "servers");
     let servers = match state.store.list_servers().await {
         Ok(s) => s,
         Err(e) => return unavailable(e),
@@ -761,16 +778,13 @@ struct UsersPage {
 }
 
 /// `GET /admin/users`: accounts with plan, state and this month's usage.
-pub async fn admin_users(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let chrome = match admin(&state, &headers, "users").await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub async fn admin_users(State(state): State<Arc<AppState>>, PageAdmin(s): PageAdmin) -> Response {
+    let chrome = Chrome::new(&s, "users");
     let since = period_start(now_ms());
     let since_day = since.to_string();
     let (users, usage) = match tokio::try_join!(
         state.store.list_users(),
-        state.store.usage_by_user_since(&since_day),
+        state.store.users_usage_since(&since_day),
     ) {
         Ok(v) => v,
         Err(e) => return unavailable(e),
@@ -781,7 +795,7 @@ pub async fn admin_users(State(state): State<Arc<AppState>>, headers: HeaderMap)
             let (tokens, cost) = usage
                 .iter()
                 .find(|(id, _, _)| *id == u.id)
-                .map_or((0, 0), |(_, t, c)| (*t, *c));
+                .map_or((0, 0), |(_, t, c)| (*t as i64, *c));
             UserRow {
                 id: u.id,
                 is_admin: state.config.is_admin_email(&u.email),
