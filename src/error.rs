@@ -85,8 +85,9 @@ pub fn error_json(message: &str, facts: &ErrorFacts) -> Bytes {
     Bytes::from(serde_json::to_vec(&body).expect("error body serializes"))
 }
 
-const INVALID: &str = "invalid_request_error";
-const SERVER: &str = "server_error";
+/// OpenAI's two `type`s besides the rate-limit ones.
+pub const INVALID: &str = "invalid_request_error";
+pub const SERVER: &str = "server_error";
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GatewayError {

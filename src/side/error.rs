@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::error::{error_json, ErrorFacts};
+use crate::error::{error_json, ErrorFacts, INVALID, SERVER};
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -45,9 +45,6 @@ pub enum SideError {
     #[error("Internal gateway error.")]
     Internal,
 }
-
-const INVALID: &str = "invalid_request_error";
-const SERVER: &str = "server_error";
 
 impl SideError {
     pub fn facts(&self) -> ErrorFacts {
