@@ -1,5 +1,6 @@
-//! The proxy's error boundary: every failure a client can see is a `GatewayError`,
-//! and this is the one place that turns it into OpenAI's error JSON.
+//! The proxy's error boundary: every failure a proxy client can see is a
+//! `GatewayError`. The side app has its own enum (`side::error::SideError`); both
+//! are rendered by `error_json`, the one place that writes OpenAI's error JSON.
 
 use std::time::Duration;
 
@@ -29,6 +30,64 @@ fn rate_limit_message(
         ),
     }
 }
+
+/// What a client learns about an error besides its message: the HTTP status and
+/// OpenAI's `type`, `code` and `param`, which SDKs map to exception classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorFacts {
+    pub status: u16,
+    pub kind: &'static str,
+    pub code: Option<&'static str>,
+    pub param: Option<&'static str>,
+}
+
+impl ErrorFacts {
+    pub const fn new(status: u16, kind: &'static str, code: &'static str) -> Self {
+        Self {
+            status,
+            kind,
+            code: Some(code),
+            param: None,
+        }
+    }
+
+    pub const fn with_param(mut self, param: Option<&'static str>) -> Self {
+        self.param = param;
+        self
+    }
+}
+
+/// OpenAI's error body: `{"error":{"message","type","param","code"}}`.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorObject<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+/// The one renderer of OpenAI's error JSON, for the proxy and the side app alike.
+pub fn error_json(message: &str, facts: &ErrorFacts) -> Bytes {
+    let body = ErrorBody {
+        error: ErrorObject {
+            message,
+            kind: facts.kind,
+            param: facts.param,
+            code: facts.code,
+        },
+    };
+    Bytes::from(serde_json::to_vec(&body).expect("error body serializes"))
+}
+
+/// OpenAI's two `type`s besides the rate-limit ones.
+pub const INVALID: &str = "invalid_request_error";
+pub const SERVER: &str = "server_error";
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GatewayError {
@@ -69,143 +128,62 @@ pub enum GatewayError {
         what: &'static str,
         resets_on: String,
     },
-    #[error("{0}")]
-    PermissionDenied(String),
-    #[error("You are not signed in.")]
-    NotSignedIn,
-    #[error("Wrong email or password.")]
-    InvalidCredentials,
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("Too many failed sign-in attempts; try again later.")]
-    TooManyLogins { retry_after: Duration },
     #[error("The client closed the connection before the response was complete.")]
     ClientClosedRequest,
-    #[error("Billing is not enabled on this gateway: plans are assigned by an administrator.")]
-    BillingDisabled,
-    #[error("The webhook signature is missing or does not match the body.")]
-    InvalidSignature,
-    #[error("The payment provider could not complete the request: {0}")]
-    BillingProvider(String),
     #[error("Internal gateway error.")]
     Internal,
 }
 
-/// OpenAI's error body: `{"error":{"message","type","param","code"}}`.
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorObject<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorObject<'a> {
-    message: String,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    param: Option<&'a str>,
-    code: Option<&'a str>,
-}
-
 impl GatewayError {
-    pub fn status(&self) -> u16 {
+    pub fn facts(&self) -> ErrorFacts {
+        let f = ErrorFacts::new;
         match self {
-            Self::MissingApiKey | Self::InvalidApiKey(_) => 401,
-            Self::PermissionDenied(_) => 403,
-            Self::NotSignedIn | Self::InvalidCredentials => 401,
-            Self::Conflict(_) => 409,
-            Self::NotFound(_) | Self::BillingDisabled => 404,
-            Self::InvalidSignature => 401,
-            Self::BillingProvider(_) => 502,
-            Self::TooManyLogins { .. } => 429,
-            Self::UnknownUrl { .. } | Self::ModelNotFound(_) => 404,
-            Self::MethodNotAllowed { .. } => 405,
-            Self::InvalidRequest { .. } => 400,
-            Self::BodyTooLarge { .. } => 413,
+            Self::MissingApiKey | Self::InvalidApiKey(_) => f(401, INVALID, "invalid_api_key"),
+            Self::UnknownUrl { .. } => f(404, INVALID, "unknown_url"),
+            Self::MethodNotAllowed { .. } => f(405, INVALID, "method_not_allowed"),
+            Self::InvalidRequest { param, .. } => {
+                f(400, INVALID, "invalid_request_error").with_param(*param)
+            }
+            Self::BodyTooLarge { .. } => f(413, INVALID, "request_too_large"),
+            Self::ModelNotFound(_) => f(404, INVALID, "model_not_found").with_param(Some("model")),
+            Self::NoHealthyUpstream(_) => f(503, SERVER, "upstream_unavailable"),
+            Self::UpstreamFailed(_) => f(502, SERVER, "upstream_error"),
+            Self::UpstreamTimeout(_) => f(504, SERVER, "upstream_timeout"),
+            Self::KeyStoreUnavailable => f(503, SERVER, "service_unavailable"),
+            // OpenAI's `type` names the exhausted limit.
+            Self::RateLimited { kind, .. } => f(
+                429,
+                if *kind == LimitKind::Tokens {
+                    "tokens"
+                } else {
+                    "requests"
+                },
+                if *kind == LimitKind::Concurrency {
+                    "concurrency_limit_exceeded"
+                } else {
+                    "rate_limit_exceeded"
+                },
+            ),
             // 429, not 402: OpenAI answers an exhausted quota with 429 and
             // `insufficient_quota`, and SDKs map exactly that to RateLimitError.
-            Self::RateLimited { .. } | Self::QuotaExceeded { .. } => 429,
-            Self::NoHealthyUpstream(_) | Self::KeyStoreUnavailable => 503,
-            Self::UpstreamFailed(_) => 502,
-            Self::UpstreamTimeout(_) => 504,
-            Self::Internal => 500,
+            Self::QuotaExceeded { .. } => f(429, "insufficient_quota", "insufficient_quota"),
             // nginx's convention; only ever recorded, the client is gone.
-            Self::ClientClosedRequest => 499,
+            Self::ClientClosedRequest => f(499, SERVER, "client_closed_request"),
+            Self::Internal => ErrorFacts {
+                status: 500,
+                kind: SERVER,
+                code: None,
+                param: None,
+            },
         }
     }
 
-    /// OpenAI's `type`, which SDKs map to exception classes together with the status.
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::MissingApiKey | Self::InvalidApiKey(_) => "invalid_request_error",
-            Self::UnknownUrl { .. }
-            | Self::MethodNotAllowed { .. }
-            | Self::InvalidRequest { .. }
-            | Self::BodyTooLarge { .. }
-            | Self::ModelNotFound(_)
-            | Self::PermissionDenied(_)
-            | Self::NotSignedIn
-            | Self::InvalidCredentials
-            | Self::Conflict(_)
-            | Self::NotFound(_)
-            | Self::BillingDisabled
-            | Self::InvalidSignature
-            | Self::TooManyLogins { .. } => "invalid_request_error",
-            Self::RateLimited {
-                kind: LimitKind::Tokens,
-                ..
-            } => "tokens",
-            Self::RateLimited { .. } => "requests",
-            Self::QuotaExceeded { .. } => "insufficient_quota",
-            Self::NoHealthyUpstream(_)
-            | Self::UpstreamFailed(_)
-            | Self::UpstreamTimeout(_)
-            | Self::BillingProvider(_)
-            | Self::KeyStoreUnavailable
-            | Self::ClientClosedRequest
-            | Self::Internal => "server_error",
-        }
+    pub fn status(&self) -> u16 {
+        self.facts().status
     }
 
     pub fn code(&self) -> Option<&'static str> {
-        Some(match self {
-            Self::MissingApiKey | Self::InvalidApiKey(_) => "invalid_api_key",
-            Self::UnknownUrl { .. } => "unknown_url",
-            Self::PermissionDenied(_) => "permission_denied",
-            Self::NotSignedIn => "not_signed_in",
-            Self::InvalidCredentials => "invalid_credentials",
-            Self::Conflict(_) => "conflict",
-            Self::NotFound(_) => "not_found",
-            Self::BillingDisabled => "billing_disabled",
-            Self::InvalidSignature => "invalid_signature",
-            Self::BillingProvider(_) => "billing_provider_error",
-            Self::TooManyLogins { .. } => "too_many_attempts",
-            Self::MethodNotAllowed { .. } => "method_not_allowed",
-            Self::InvalidRequest { .. } => "invalid_request_error",
-            Self::BodyTooLarge { .. } => "request_too_large",
-            Self::RateLimited {
-                kind: LimitKind::Concurrency,
-                ..
-            } => "concurrency_limit_exceeded",
-            Self::RateLimited { .. } => "rate_limit_exceeded",
-            Self::QuotaExceeded { .. } => "insufficient_quota",
-            Self::ModelNotFound(_) => "model_not_found",
-            Self::NoHealthyUpstream(_) => "upstream_unavailable",
-            Self::UpstreamFailed(_) => "upstream_error",
-            Self::UpstreamTimeout(_) => "upstream_timeout",
-            Self::KeyStoreUnavailable => "service_unavailable",
-            Self::ClientClosedRequest => "client_closed_request",
-            Self::Internal => return None,
-        })
-    }
-
-    fn param(&self) -> Option<&'static str> {
-        match self {
-            Self::InvalidRequest { param, .. } => *param,
-            Self::ModelNotFound(_) => Some("model"),
-            _ => None,
-        }
+        self.facts().code
     }
 
     pub fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
@@ -229,9 +207,6 @@ impl GatewayError {
                 ),
                 ("retry-after-ms", wait.as_millis().max(1).to_string()),
             ],
-            Self::TooManyLogins { retry_after } => {
-                vec![("retry-after", retry_after.as_secs().max(1).to_string())]
-            }
             // Waiting cannot help: a request larger than the limit, or a spent quota.
             Self::RateLimited {
                 retry_after: None, ..
@@ -242,35 +217,7 @@ impl GatewayError {
     }
 
     pub fn to_json(&self) -> Bytes {
-        let body = ErrorBody {
-            error: ErrorObject {
-                message: self.to_string(),
-                kind: self.kind(),
-                param: self.param(),
-                code: self.code(),
-            },
-        };
-        Bytes::from(serde_json::to_vec(&body).expect("error body serializes"))
-    }
-}
-
-/// The side app (axum) answers with the same error JSON as the proxy.
-impl axum::response::IntoResponse for GatewayError {
-    fn into_response(self) -> axum::response::Response {
-        let status = axum::http::StatusCode::from_u16(self.status())
-            .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (
-            status,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            self.to_json(),
-        )
-            .into_response();
-        for (name, value) in self.headers() {
-            if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
-                resp.headers_mut().insert(name, v);
-            }
-        }
-        resp
+        error_json(&self.to_string(), &self.facts())
     }
 }
 

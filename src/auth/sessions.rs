@@ -20,13 +20,15 @@ pub fn hash_session(token: &str) -> String {
 
 /// The session cookie's value from a `Cookie` header, if any.
 pub fn session_cookie(cookie_header: &str) -> Option<&str> {
-    cookie_header
-        .split(';')
-        .filter_map(|part| part.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
-        .map(|(_, value)| value.trim())
+    cookie::Cookie::split_parse(cookie_header)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == COOKIE_NAME)
+        .and_then(|c| c.value_raw())
         .filter(|v| !v.is_empty())
 }
+
+// Built by hand, not with the `cookie` crate: its fixed attribute order (Secure
+// before Path and Max-Age) would change the bytes of a header clients already see.
 
 /// `Set-Cookie` for a new session (HttpOnly, SameSite=Lax; Secure behind TLS).
 pub fn set_cookie(token: &str, secure: bool) -> String {

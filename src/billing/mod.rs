@@ -203,7 +203,7 @@ pub fn status_grants_access(status: &str) -> bool {
 }
 
 /// The subscription as we last stored it for a user.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct SubscriptionRecord {
     pub user_id: i64,
     pub creem_customer_id: Option<String>,

@@ -9,11 +9,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::caller::{require_session, session, ApiJson};
+use super::caller::{ApiJson, SessionUser};
+use super::error::SideError;
 use crate::auth::passwords::{self, MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
 use crate::auth::sessions::{clear_cookie, hash_session, random_token, set_cookie, SESSION_DAYS};
 use crate::auth::throttle::WINDOW;
-use crate::error::GatewayError;
 use crate::state::AppState;
 use crate::store::{now_ms, UserRecord};
 
@@ -33,11 +33,6 @@ pub struct Me {
     csrf_token: String,
 }
 
-fn db_error(e: impl std::fmt::Display) -> GatewayError {
-    tracing::error!(error = %e, "accounts database error");
-    GatewayError::KeyStoreUnavailable
-}
-
 fn secure(state: &AppState, headers: &HeaderMap) -> bool {
     state.snapshot().config.accounts.secure_cookies
         || headers
@@ -46,7 +41,7 @@ fn secure(state: &AppState, headers: &HeaderMap) -> bool {
             .is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }
 
-fn normalize_email(email: &str) -> Result<String, GatewayError> {
+fn normalize_email(email: &str) -> Result<String, SideError> {
     let email = email.trim().to_ascii_lowercase();
     let valid = email.len() <= 254
         && email.split_once('@').is_some_and(|(local, domain)| {
@@ -56,7 +51,7 @@ fn normalize_email(email: &str) -> Result<String, GatewayError> {
     if valid {
         Ok(email)
     } else {
-        Err(GatewayError::invalid(
+        Err(SideError::invalid(
             "`email` is not a valid email address",
             Some("email"),
         ))
@@ -69,7 +64,7 @@ async fn start_session(
     headers: &HeaderMap,
     user: UserRecord,
     status: StatusCode,
-) -> Result<Response, GatewayError> {
+) -> Result<Response, SideError> {
     let token = random_token();
     let csrf = random_token();
     state
@@ -80,8 +75,7 @@ async fn start_session(
             &csrf,
             now_ms() + SESSION_DAYS * 86_400_000,
         )
-        .await
-        .map_err(db_error)?;
+        .await?;
     let me = Me {
         is_admin: state.snapshot().config.accounts.is_admin_email(&user.email),
         id: user.id,
@@ -105,16 +99,16 @@ pub async fn signup(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     ApiJson(c): ApiJson<Credentials>,
-) -> Result<Response, GatewayError> {
+) -> Result<Response, SideError> {
     if !state.snapshot().config.accounts.allow_signup {
-        return Err(GatewayError::PermissionDenied(
+        return Err(SideError::PermissionDenied(
             "sign-up is closed on this gateway".into(),
         ));
     }
     let email = normalize_email(&c.email)?;
     let len = c.password.chars().count();
     if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&len) {
-        return Err(GatewayError::invalid(
+        return Err(SideError::invalid(
             format!("`password` must have {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"),
             Some("password"),
         ));
@@ -129,11 +123,8 @@ pub async fn signup(
     let user = state
         .store
         .create_account(&email, &hash, &plan)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| {
-            GatewayError::Conflict("an account with this email already exists".into())
-        })?;
+        .await?
+        .ok_or_else(|| SideError::Conflict("an account with this email already exists".into()))?;
     tracing::info!(user_id = user.id, "account created");
     start_session(&state, &headers, user, StatusCode::CREATED).await
 }
@@ -144,19 +135,15 @@ pub async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ApiJson(c): ApiJson<Credentials>,
-) -> Result<Response, GatewayError> {
+) -> Result<Response, SideError> {
     let email = c.email.trim().to_ascii_lowercase();
     let throttle = &state.login_throttle;
     if !throttle.allowed(&email, peer.ip()) {
-        return Err(GatewayError::TooManyLogins {
+        return Err(SideError::TooManyLogins {
             retry_after: WINDOW,
         });
     }
-    let found = state
-        .store
-        .user_with_password(&email)
-        .await
-        .map_err(db_error)?;
+    let found = state.store.user_with_password(&email).await?;
     let (user, stored) = match found {
         Some((user, Some(hash))) if !user.disabled => (Some(user), hash),
         // Same work for unknown accounts: no timing difference to probe emails with.
@@ -170,7 +157,7 @@ pub async fn login(
         }
         None => {
             throttle.failed(&email, peer.ip());
-            Err(GatewayError::InvalidCredentials)
+            Err(SideError::InvalidCredentials)
         }
     }
 }
@@ -178,15 +165,10 @@ pub async fn login(
 /// `POST /api/auth/logout`: ends the session (CSRF-checked) and clears the cookie.
 pub async fn logout(
     State(state): State<Arc<AppState>>,
-    method: axum::http::Method,
+    s: SessionUser,
     headers: HeaderMap,
-) -> Result<Response, GatewayError> {
-    let s = require_session(&state, &headers, &method).await?;
-    state
-        .store
-        .delete_session(&s.id_hash)
-        .await
-        .map_err(db_error)?;
+) -> Result<Response, SideError> {
+    state.store.delete_session(&s.id_hash).await?;
     Ok((
         StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, clear_cookie(secure(&state, &headers)))],
@@ -195,18 +177,12 @@ pub async fn logout(
 }
 
 /// `GET /api/auth/me`: the signed-in user and the session's CSRF token.
-pub async fn me(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Json<Me>, GatewayError> {
-    let s = session(&state, &headers)
-        .await?
-        .ok_or(GatewayError::NotSignedIn)?;
-    Ok(Json(Me {
+pub async fn me(s: SessionUser) -> Json<Me> {
+    Json(Me {
         id: s.user.id,
         email: s.user.email,
         plan: s.user.plan,
         is_admin: s.is_admin,
         csrf_token: s.csrf_token,
-    }))
+    })
 }

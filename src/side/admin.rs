@@ -4,21 +4,16 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::caller::{require_admin, ApiJson};
+use super::caller::{Admin, ApiJson};
+use super::error::SideError;
 use crate::config::BackendUrl;
-use crate::error::GatewayError;
 use crate::limits::quota::period_start;
 use crate::state::AppState;
 use crate::store::{now_ms, NewServer, ServerRecord, UserRecord};
-
-fn db_error(e: impl std::fmt::Display) -> GatewayError {
-    tracing::error!(error = %e, "admin database error");
-    GatewayError::KeyStoreUnavailable
-}
 
 #[derive(Serialize)]
 pub struct List<T> {
@@ -51,35 +46,32 @@ fn one() -> i64 {
     1
 }
 
-fn validate_server(r: &ServerRequest) -> Result<(), GatewayError> {
+fn validate_server(r: &ServerRequest) -> Result<(), SideError> {
     if r.pool.trim().is_empty() {
-        return Err(GatewayError::invalid(
-            "`pool` must not be empty",
-            Some("pool"),
-        ));
+        return Err(SideError::invalid("`pool` must not be empty", Some("pool")));
     }
-    BackendUrl::parse(&r.url).map_err(|m| GatewayError::invalid(m, Some("url")))?;
+    BackendUrl::parse(&r.url).map_err(|m| SideError::invalid(m, Some("url")))?;
     if r.models.is_empty() || r.models.iter().any(|m| m.trim().is_empty()) {
-        return Err(GatewayError::invalid(
+        return Err(SideError::invalid(
             "`models` must list at least one model",
             Some("models"),
         ));
     }
     if !(1..=1000).contains(&r.weight) {
-        return Err(GatewayError::invalid(
+        return Err(SideError::invalid(
             "`weight` must be between 1 and 1000",
             Some("weight"),
         ));
     }
     if !(0..=1000).contains(&r.priority) {
-        return Err(GatewayError::invalid(
+        return Err(SideError::invalid(
             "`priority` must be between 0 and 1000",
             Some("priority"),
         ));
     }
     if let Some(var) = &r.api_key_env {
         if std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) {
-            return Err(GatewayError::invalid(
+            return Err(SideError::invalid(
                 format!("environment variable `{var}` is not set on the gateway"),
                 Some("api_key_env"),
             ));
@@ -103,14 +95,14 @@ impl<'a> From<&'a ServerRequest> for NewServer<'a> {
 
 /// Applies the stored servers; when the new pools cannot be built (say, a host
 /// that does not resolve) `undo` restores the previous row and the error is returned.
-async fn apply<F, Fut>(state: &AppState, undo: F) -> Result<(), GatewayError>
+async fn apply<F, Fut>(state: &AppState, undo: F) -> Result<(), SideError>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     if let Err(e) = state.reload_upstreams().await {
         undo().await;
-        return Err(GatewayError::invalid(
+        return Err(SideError::invalid(
             format!("the server cannot be used: {e}"),
             Some("url"),
         ));
@@ -121,27 +113,19 @@ where
 /// `GET /api/admin/servers`: servers added through this API (YAML pools are in the config).
 pub async fn servers(
     State(state): State<Arc<AppState>>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Json<List<ServerRecord>>, GatewayError> {
-    require_admin(&state, &headers, &method).await?;
-    Ok(list(state.store.list_servers().await.map_err(db_error)?))
+    _: Admin,
+) -> Result<Json<List<ServerRecord>>, SideError> {
+    Ok(list(state.store.list_servers().await?))
 }
 
 /// `POST /api/admin/servers` -> 201; takes effect on the proxy at once.
 pub async fn add_server(
     State(state): State<Arc<AppState>>,
-    method: Method,
-    headers: HeaderMap,
+    _: Admin,
     ApiJson(req): ApiJson<ServerRequest>,
-) -> Result<(StatusCode, Json<ServerRecord>), GatewayError> {
-    require_admin(&state, &headers, &method).await?;
+) -> Result<(StatusCode, Json<ServerRecord>), SideError> {
     validate_server(&req)?;
-    let created = state
-        .store
-        .insert_server(&(&req).into())
-        .await
-        .map_err(db_error)?;
+    let created = state.store.insert_server(&(&req).into()).await?;
     let id = created.id;
     apply(&state, || async {
         let _ = state.store.delete_server(id).await;
@@ -154,25 +138,18 @@ pub async fn add_server(
 pub async fn update_server(
     State(state): State<Arc<AppState>>,
     Path(id): Path<i64>,
-    method: Method,
-    headers: HeaderMap,
+    _: Admin,
     ApiJson(req): ApiJson<ServerRequest>,
-) -> Result<Json<ServerRecord>, GatewayError> {
-    require_admin(&state, &headers, &method).await?;
+) -> Result<Json<ServerRecord>, SideError> {
     validate_server(&req)?;
     let before = state
         .store
         .list_servers()
-        .await
-        .map_err(db_error)?
+        .await?
         .into_iter()
         .find(|s| s.id == id)
-        .ok_or_else(|| GatewayError::NotFound(format!("no server with id {id}")))?;
-    let updated = state
-        .store
-        .update_server(id, &(&req).into())
-        .await
-        .map_err(db_error)?;
+        .ok_or_else(|| SideError::NotFound(format!("no server with id {id}")))?;
+    let updated = state.store.update_server(id, &(&req).into()).await?;
     apply(&state, || async {
         let restore = NewServer {
             pool: &before.pool,
@@ -192,18 +169,13 @@ pub async fn update_server(
 pub async fn delete_server(
     State(state): State<Arc<AppState>>,
     Path(id): Path<i64>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<StatusCode, GatewayError> {
-    require_admin(&state, &headers, &method).await?;
-    state.store.delete_server(id).await.map_err(|e| match e {
-        crate::store::StoreError::NotFound(m) => GatewayError::NotFound(m),
-        other => db_error(other),
-    })?;
+    _: Admin,
+) -> Result<StatusCode, SideError> {
+    state.store.delete_server(id).await?;
     state
         .reload_upstreams()
         .await
-        .map_err(|e| GatewayError::invalid(format!("cannot rebuild the pools: {e}"), None))?;
+        .map_err(|e| SideError::invalid(format!("cannot rebuild the pools: {e}"), None))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -224,10 +196,8 @@ pub struct PoolHealth {
 /// `GET /api/admin/health`: every backend of every pool, as the proxy sees it now.
 pub async fn health(
     State(state): State<Arc<AppState>>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Json<List<PoolHealth>>, GatewayError> {
-    require_admin(&state, &headers, &method).await?;
+    _: Admin,
+) -> Result<Json<List<PoolHealth>>, SideError> {
     let upstreams = state.snapshot().upstreams.clone();
     Ok(list(
         upstreams
@@ -254,7 +224,7 @@ pub struct UserView {
     #[serde(flatten)]
     user: UserRecord,
     is_admin: bool,
-    month_tokens: i64,
+    month_tokens: u64,
     month_cost_usd: f64,
 }
 
@@ -274,17 +244,11 @@ impl Serialize for UserRecord {
 /// `GET /api/admin/users`: with plan and this month's usage.
 pub async fn users(
     State(state): State<Arc<AppState>>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Json<List<UserView>>, GatewayError> {
-    require_admin(&state, &headers, &method).await?;
-    let users = state.store.list_users().await.map_err(db_error)?;
+    _: Admin,
+) -> Result<Json<List<UserView>>, SideError> {
+    let users = state.store.list_users().await?;
     let since = period_start(now_ms()).to_string();
-    let usage = state
-        .store
-        .usage_by_user_since(&since)
-        .await
-        .map_err(db_error)?;
+    let usage = state.store.users_usage_since(&since).await?;
     Ok(list(
         users
             .into_iter()
@@ -304,21 +268,10 @@ pub async fn users(
     ))
 }
 
-async fn set_disabled(
-    state: &AppState,
-    id: i64,
-    disabled: bool,
-) -> Result<StatusCode, GatewayError> {
-    state
-        .store
-        .set_user_disabled(id, disabled)
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound(m) => GatewayError::NotFound(m),
-            other => db_error(other),
-        })?;
+async fn set_disabled(state: &AppState, id: i64, disabled: bool) -> Result<StatusCode, SideError> {
+    state.store.set_user_disabled(id, disabled).await?;
     // The proxy must see the change now, not when its cache expires.
-    for hash in state.store.key_hashes_of_user(id).await.map_err(db_error)? {
+    for hash in state.store.key_hashes_of_user(id).await? {
         state.keys.invalidate_hex(&hash).await;
     }
     Ok(StatusCode::NO_CONTENT)
@@ -328,10 +281,8 @@ async fn set_disabled(
 pub async fn disable_user(
     State(state): State<Arc<AppState>>,
     Path(id): Path<i64>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<StatusCode, GatewayError> {
-    require_admin(&state, &headers, &method).await?;
+    _: Admin,
+) -> Result<StatusCode, SideError> {
     set_disabled(&state, id, true).await
 }
 
@@ -339,9 +290,7 @@ pub async fn disable_user(
 pub async fn enable_user(
     State(state): State<Arc<AppState>>,
     Path(id): Path<i64>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<StatusCode, GatewayError> {
-    require_admin(&state, &headers, &method).await?;
+    _: Admin,
+) -> Result<StatusCode, SideError> {
     set_disabled(&state, id, false).await
 }

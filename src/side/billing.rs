@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::caller::{require_session, ApiJson};
+use super::caller::{ApiJson, SessionUser};
+use super::error::SideError;
 use crate::billing::creem::{
     verify_signature, CheckoutCustomer, CheckoutRequest, CreemClient, CreemError, EventMeaning,
     WebhookEvent, SIGNATURE_HEADER,
@@ -23,7 +24,6 @@ use crate::billing::{
     decide, status_grants_access, BillingConfig, SubscriptionEvent, SubscriptionRecord,
     USER_ID_METADATA,
 };
-use crate::error::GatewayError;
 use crate::state::AppState;
 use crate::store::{now_ms, EventOutcome};
 
@@ -37,23 +37,18 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/billing/webhook", post(webhook))
 }
 
-fn db_error(e: impl std::fmt::Display) -> GatewayError {
-    tracing::error!(error = %e, "billing database error");
-    GatewayError::KeyStoreUnavailable
-}
-
-fn provider_error(e: CreemError) -> GatewayError {
+fn provider_error(e: CreemError) -> SideError {
     tracing::error!(error = %e, "Creem request failed");
-    GatewayError::BillingProvider(e.to_string())
+    SideError::BillingProvider(e.to_string())
 }
 
-fn client(billing: &BillingConfig) -> Result<CreemClient, GatewayError> {
+fn client(billing: &BillingConfig) -> Result<CreemClient, SideError> {
     let key = billing.api_key().ok_or_else(|| {
         tracing::error!(
             var = %billing.api_key_env,
             "billing.api_key_env names an environment variable that is not set"
         );
-        GatewayError::Internal
+        SideError::Internal
     })?;
     Ok(CreemClient::new(billing.base(), key))
 }
@@ -125,37 +120,31 @@ struct CheckoutBody {
 /// product of that plan; the plan changes when Creem's webhook says it is paid.
 async fn checkout(
     State(state): State<Arc<AppState>>,
-    method: Method,
-    headers: HeaderMap,
+    s: SessionUser,
     ApiJson(body): ApiJson<CheckoutBody>,
-) -> Result<Json<Value>, GatewayError> {
-    let s = require_session(&state, &headers, &method).await?;
+) -> Result<Json<Value>, SideError> {
     let snapshot = state.snapshot();
     let live = &snapshot.config;
-    let billing = live.billing.as_ref().ok_or(GatewayError::BillingDisabled)?;
+    let billing = live.billing.as_ref().ok_or(SideError::BillingDisabled)?;
     let plan = body.plan.trim();
     if !live.plans.contains_key(plan) {
-        return Err(GatewayError::invalid(
+        return Err(SideError::invalid(
             format!("there is no plan named `{plan}`"),
             Some("plan"),
         ));
     }
     let Some(product_id) = billing.product_of_plan(plan) else {
-        return Err(GatewayError::invalid(
+        return Err(SideError::invalid(
             format!("the plan `{plan}` is not sold here"),
             Some("plan"),
         ));
     };
-    let current = state
-        .store
-        .subscription_of_user(s.user.id)
-        .await
-        .map_err(db_error)?;
+    let current = state.store.subscription_of_user(s.user.id).await?;
     if let Some(sub) = current
         .as_ref()
         .filter(|c| status_grants_access(&c.status) && c.creem_subscription_id.is_some())
     {
-        return Err(GatewayError::Conflict(format!(
+        return Err(SideError::Conflict(format!(
             "you already have a subscription to the `{}` plan; change or cancel it in the customer portal (POST /api/billing/portal)",
             sub.plan
         )));
@@ -196,21 +185,19 @@ async fn checkout(
 /// user changes or cancels their subscription and payment method.
 async fn portal(
     State(state): State<Arc<AppState>>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Json<Value>, GatewayError> {
-    let s = require_session(&state, &headers, &method).await?;
+    s: SessionUser,
+) -> Result<Json<Value>, SideError> {
     let snapshot = state.snapshot();
     let live = &snapshot.config;
-    let billing = live.billing.as_ref().ok_or(GatewayError::BillingDisabled)?;
+    let billing = live.billing.as_ref().ok_or(SideError::BillingDisabled)?;
     let customer = state
         .store
         .subscription_of_user(s.user.id)
         .await
-        .map_err(db_error)?
+        ?
         .and_then(|sub| sub.creem_customer_id)
         .ok_or_else(|| {
-            GatewayError::NotFound(
+            SideError::NotFound(
                 "you have no billing account yet: subscribe to a plan first (POST /api/billing/checkout)"
                     .into(),
             )
@@ -252,15 +239,12 @@ impl From<SubscriptionRecord> for SubscriptionView {
 /// `subscription` being null for users who never subscribed.
 async fn subscription(
     State(state): State<Arc<AppState>>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Json<Value>, GatewayError> {
-    let s = require_session(&state, &headers, &method).await?;
+    s: SessionUser,
+) -> Result<Json<Value>, SideError> {
     let sub = state
         .store
         .subscription_of_user(s.user.id)
-        .await
-        .map_err(db_error)?
+        .await?
         .map(SubscriptionView::from);
     Ok(Json(json!({
         "plan": s.user.plan,
@@ -271,38 +255,20 @@ async fn subscription(
 
 /// The user an event is about: our id from the metadata, else the one whose
 /// stored Creem subscription or customer it names.
-async fn resolve_user(
-    state: &AppState,
-    ev: &SubscriptionEvent,
-) -> Result<Option<i64>, GatewayError> {
+async fn resolve_user(state: &AppState, ev: &SubscriptionEvent) -> Result<Option<i64>, SideError> {
     if let Some(id) = ev.user_id {
-        if state
-            .store
-            .user_by_id(id)
-            .await
-            .map_err(db_error)?
-            .is_some()
-        {
+        if state.store.user_by_id(id).await?.is_some() {
             return Ok(Some(id));
         }
         tracing::warn!(user_id = id, "Creem event names a user that does not exist");
     }
     if let Some(sub) = &ev.subscription_id {
-        if let Some(id) = state
-            .store
-            .user_of_creem_subscription(sub)
-            .await
-            .map_err(db_error)?
-        {
+        if let Some(id) = state.store.user_of_creem_subscription(sub).await? {
             return Ok(Some(id));
         }
     }
     if let Some(customer) = &ev.customer_id {
-        return state
-            .store
-            .user_of_creem_customer(customer)
-            .await
-            .map_err(db_error);
+        return Ok(state.store.user_of_creem_customer(customer).await?);
     }
     Ok(None)
 }
@@ -317,16 +283,16 @@ async fn webhook(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, GatewayError> {
+) -> Result<Json<Value>, SideError> {
     let snapshot = state.snapshot();
     let live = &snapshot.config;
-    let billing = live.billing.as_ref().ok_or(GatewayError::BillingDisabled)?;
+    let billing = live.billing.as_ref().ok_or(SideError::BillingDisabled)?;
     let secret = billing.webhook_secret().ok_or_else(|| {
         tracing::error!(
             var = %billing.webhook_secret_env,
             "billing.webhook_secret_env names an environment variable that is not set"
         );
-        GatewayError::Internal
+        SideError::Internal
     })?;
     let signed = headers
         .get(SIGNATURE_HEADER)
@@ -337,21 +303,17 @@ async fn webhook(
             has_header = headers.contains_key(SIGNATURE_HEADER),
             "Creem webhook refused: bad or missing signature"
         );
-        return Err(GatewayError::InvalidSignature);
+        return Err(SideError::InvalidSignature);
     }
     let event: WebhookEvent = serde_json::from_slice(&body)
-        .map_err(|e| GatewayError::invalid(format!("not a Creem event: {e}"), None))?;
+        .map_err(|e| SideError::invalid(format!("not a Creem event: {e}"), None))?;
     if event.id.trim().is_empty() {
-        return Err(GatewayError::invalid("the event has no id", None));
+        return Err(SideError::invalid("the event has no id", None));
     }
     let (id, kind) = (event.id.as_str(), event.event_type.as_str());
     let ev = match event.meaning(now_ms()) {
         EventMeaning::Unknown => {
-            state
-                .store
-                .record_billing_event(id, kind)
-                .await
-                .map_err(db_error)?;
+            state.store.record_billing_event(id, kind).await?;
             tracing::info!(
                 event_id = id,
                 event_type = kind,
@@ -360,11 +322,7 @@ async fn webhook(
             return Ok(answer("unhandled"));
         }
         EventMeaning::NotApplicable(why) => {
-            state
-                .store
-                .record_billing_event(id, kind)
-                .await
-                .map_err(db_error)?;
+            state.store.record_billing_event(id, kind).await?;
             tracing::info!(event_id = id, event_type = kind, reason = %why, "Creem event ignored");
             return Ok(answer("ignored"));
         }
@@ -394,8 +352,7 @@ async fn webhook(
                 &ev,
             )
         })
-        .await
-        .map_err(db_error)?;
+        .await?;
     Ok(match outcome {
         EventOutcome::Duplicate => {
             tracing::info!(

@@ -1,13 +1,19 @@
-//! Who is calling the side app: the admin (token from config), the owner of an
-//! API key (bearer), or a dashboard user (session cookie). State-changing calls
-//! made with a cookie must carry the session's CSRF token in `x-csrf-token`.
+//! Who may call a side-app handler, as extractors: a handler's signature says it.
+//! `SessionUser` is a dashboard user (session cookie), `Admin` the admin token or
+//! an admin's session, `Caller` anyone with a session, a key or the admin token.
+//! State-changing calls made with a cookie must carry the session's CSRF token in
+//! `x-csrf-token` (a cross-site form cannot set headers).
 
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
+use super::error::SideError;
 use crate::auth::sessions::{hash_session, session_cookie};
 use crate::auth::ApiKey;
 use crate::error::GatewayError;
@@ -20,12 +26,17 @@ pub enum Caller {
     Session(SessionUser),
 }
 
+/// A live dashboard session; extracting it checks CSRF on state-changing methods.
+/// As `Option<SessionUser>`, a request without a live session gives `None`.
 pub struct SessionUser {
     pub user: UserRecord,
     pub csrf_token: String,
     pub id_hash: String,
     pub is_admin: bool,
 }
+
+/// The admin token, or an admin's session (CSRF-checked like any session).
+pub struct Admin;
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -36,16 +47,17 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, t)| t.trim())
 }
 
-fn db_error(e: impl std::fmt::Display) -> GatewayError {
-    tracing::error!(error = %e, "side app database error");
-    GatewayError::KeyStoreUnavailable
+/// Compares secrets without leaking, through timing, how much of a guess was right.
+fn secrets_match(a: &[u8], b: &[u8]) -> bool {
+    // Equal-length digests keep the comparison independent of the lengths too.
+    bool::from(Sha256::digest(a).ct_eq(&Sha256::digest(b)))
 }
 
-/// The dashboard session behind the request's cookie, if it is live.
-pub async fn session(
+/// The session behind the request's cookie, if it is live; no CSRF check.
+async fn live_session(
     state: &AppState,
     headers: &HeaderMap,
-) -> Result<Option<SessionUser>, GatewayError> {
+) -> Result<Option<SessionUser>, SideError> {
     let Some(token) = headers
         .get(header::COOKIE)
         .and_then(|v| v.to_str().ok())
@@ -54,7 +66,7 @@ pub async fn session(
         return Ok(None);
     };
     let id_hash = hash_session(token);
-    let found = state.store.find_session(&id_hash).await.map_err(db_error)?;
+    let found = state.store.find_session(&id_hash).await?;
     Ok(found.map(|s| SessionUser {
         is_admin: state
             .snapshot()
@@ -67,75 +79,108 @@ pub async fn session(
     }))
 }
 
-pub async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, GatewayError> {
-    if let Some(token) = bearer(headers) {
-        if let Some(admin) = &state.admin_token {
-            if constant_time_eq(admin.as_bytes(), token.as_bytes()) {
-                return Ok(Caller::Admin);
-            }
-        }
-        return Ok(Caller::Key(state.keys.authenticate(token).await?));
-    }
-    match session(state, headers).await? {
-        Some(s) => Ok(Caller::Session(s)),
-        None => Err(GatewayError::NotSignedIn),
-    }
-}
-
-/// A signed-in dashboard user; for anything but GET the CSRF token must match.
-pub async fn require_session(
-    state: &AppState,
-    headers: &HeaderMap,
-    method: &Method,
-) -> Result<SessionUser, GatewayError> {
-    let s = session(state, headers)
-        .await?
-        .ok_or(GatewayError::NotSignedIn)?;
-    check_csrf(&s, headers, method)?;
-    Ok(s)
-}
-
-/// The admin token, or an admin's session (with its CSRF token for changes).
-pub async fn require_admin(
-    state: &AppState,
-    headers: &HeaderMap,
-    method: &Method,
-) -> Result<(), GatewayError> {
-    match caller(state, headers).await? {
-        Caller::Admin => Ok(()),
-        Caller::Session(s) if s.is_admin => check_csrf(&s, headers, method),
-        _ => Err(GatewayError::PermissionDenied(
-            "this needs an admin (an email listed in admin_emails, or the admin token)".into(),
-        )),
-    }
-}
-
-fn check_csrf(s: &SessionUser, headers: &HeaderMap, method: &Method) -> Result<(), GatewayError> {
-    if method == Method::GET || method == Method::HEAD {
+fn check_csrf(s: &SessionUser, parts: &Parts) -> Result<(), SideError> {
+    if parts.method == Method::GET || parts.method == Method::HEAD {
         return Ok(());
     }
-    let sent = headers
+    let sent = parts
+        .headers
         .get("x-csrf-token")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if constant_time_eq(sent.as_bytes(), s.csrf_token.as_bytes()) {
+    if secrets_match(sent.as_bytes(), s.csrf_token.as_bytes()) {
         Ok(())
     } else {
-        Err(GatewayError::PermissionDenied(
+        Err(SideError::PermissionDenied(
             "missing or wrong x-csrf-token header (GET /api/auth/me returns it)".into(),
         ))
     }
 }
 
-/// Compares secrets without leaking, through timing, how much of a guess was right.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    use sha2::{Digest, Sha256};
-    // Equal-length digests make the comparison length-independent too.
-    let (da, db) = (Sha256::digest(a), Sha256::digest(b));
-    da.iter()
-        .zip(db.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+/// The caller before any CSRF check: `Admin` decides whether a session may act
+/// before it looks at the token, so a non-admin is told that first.
+async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Caller, SideError> {
+    if let Some(token) = bearer(headers) {
+        if let Some(admin) = &state.admin_token {
+            if secrets_match(admin.as_bytes(), token.as_bytes()) {
+                return Ok(Caller::Admin);
+            }
+        }
+        return match state.keys.authenticate(token).await {
+            Ok(key) => Ok(Caller::Key(key)),
+            Err(GatewayError::InvalidApiKey(shown)) => Err(SideError::InvalidApiKey(shown)),
+            // `authenticate` has logged the cause.
+            Err(GatewayError::KeyStoreUnavailable) => Err(SideError::DatabaseUnavailable),
+            Err(other) => {
+                tracing::error!(error = %other, "unexpected key check failure");
+                Err(SideError::Internal)
+            }
+        };
+    }
+    match live_session(state, headers).await? {
+        Some(s) => Ok(Caller::Session(s)),
+        None => Err(SideError::NotSignedIn),
+    }
+}
+
+impl OptionalFromRequestParts<Arc<AppState>> for SessionUser {
+    type Rejection = SideError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Option<Self>, SideError> {
+        let found = live_session(state, &parts.headers).await?;
+        if let Some(s) = &found {
+            check_csrf(s, parts)?;
+        }
+        Ok(found)
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for SessionUser {
+    type Rejection = SideError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, SideError> {
+        <Self as OptionalFromRequestParts<_>>::from_request_parts(parts, state)
+            .await?
+            .ok_or(SideError::NotSignedIn)
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = SideError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, SideError> {
+        let caller = identify(state, &parts.headers).await?;
+        if let Caller::Session(s) = &caller {
+            check_csrf(s, parts)?;
+        }
+        Ok(caller)
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = SideError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, SideError> {
+        match identify(state, &parts.headers).await? {
+            Caller::Admin => Ok(Admin),
+            Caller::Session(s) if s.is_admin => check_csrf(&s, parts).map(|()| Admin),
+            _ => Err(SideError::PermissionDenied(
+                "this needs an admin (an email listed in admin_emails, or the admin token)".into(),
+            )),
+        }
+    }
 }
 
 /// `axum::Json`, with its rejections in OpenAI's error shape.
@@ -146,12 +191,23 @@ where
     axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
     S: Send + Sync,
 {
-    type Rejection = GatewayError;
+    type Rejection = SideError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         axum::Json::<T>::from_request(req, state)
             .await
             .map(|axum::Json(v)| ApiJson(v))
-            .map_err(|e| GatewayError::invalid(e.body_text(), None))
+            .map_err(|e| SideError::invalid(e.body_text(), None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(super::secrets_match(b"abc", b"abc"));
+        assert!(!super::secrets_match(b"abc", b"abd"));
+        assert!(!super::secrets_match(b"abc", b"abcd"));
+        assert!(!super::secrets_match(b"", b"a"));
     }
 }

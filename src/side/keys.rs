@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::caller::{require_session, ApiJson};
+use super::caller::{ApiJson, SessionUser};
+use super::error::SideError;
 use crate::auth::keys::{issue, KeySpec};
 use crate::config::LimitSettings;
-use crate::error::GatewayError;
 use crate::state::AppState;
 use crate::store::{now_ms, KeyRecord};
 
@@ -88,46 +88,35 @@ pub struct RotateRequest {
     grace_seconds: Option<u64>,
 }
 
-fn db_error(e: impl std::fmt::Display) -> GatewayError {
-    tracing::error!(error = %e, "keys database error");
-    GatewayError::KeyStoreUnavailable
-}
-
 /// `GET /api/keys`
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Json<KeyList>, GatewayError> {
-    let s = require_session(&state, &headers, &method).await?;
-    let keys = state
-        .store
-        .keys_of_user(s.user.id)
-        .await
-        .map_err(db_error)?;
+    s: SessionUser,
+) -> Result<Json<KeyList>, SideError> {
+    let keys = state.store.keys_of_user(s.user.id).await?;
     Ok(Json(KeyList {
         object: "list",
         data: keys.into_iter().map(KeyView::from).collect(),
     }))
 }
 
-fn validate(req: &NewKeyRequest) -> Result<(), GatewayError> {
+fn validate(req: &NewKeyRequest) -> Result<(), SideError> {
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(GatewayError::invalid(
+        return Err(SideError::invalid(
             "`name` must have 1 to 100 characters",
             Some("name"),
         ));
     }
     if req.expires_in_days == Some(0) {
-        return Err(GatewayError::invalid(
+        return Err(SideError::invalid(
             "`expires_in_days` must be at least 1",
             Some("expires_in_days"),
         ));
     }
     if let Some(models) = &req.models {
         if models.is_empty() || models.iter().any(|m| m.trim().is_empty()) {
-            return Err(GatewayError::invalid(
+            return Err(SideError::invalid(
                 "`models` must list model names (leave it out to allow every model)",
                 Some("models"),
             ));
@@ -139,7 +128,7 @@ fn validate(req: &NewKeyRequest) -> Result<(), GatewayError> {
         (req.concurrency, "concurrency"),
     ] {
         if value == Some(0) {
-            return Err(GatewayError::invalid(
+            return Err(SideError::invalid(
                 format!("`{param}` must be at least 1 (leave it out for the plan's limit)"),
                 Some(param),
             ));
@@ -151,11 +140,9 @@ fn validate(req: &NewKeyRequest) -> Result<(), GatewayError> {
 /// `POST /api/keys` -> 201 with the secret.
 pub async fn create(
     State(state): State<Arc<AppState>>,
-    method: Method,
-    headers: HeaderMap,
+    s: SessionUser,
     ApiJson(req): ApiJson<NewKeyRequest>,
-) -> Result<(StatusCode, Json<CreatedKey>), GatewayError> {
-    let s = require_session(&state, &headers, &method).await?;
+) -> Result<(StatusCode, Json<CreatedKey>), SideError> {
     validate(&req)?;
     let (secret, record) = issue(
         &state.store,
@@ -173,8 +160,7 @@ pub async fn create(
             },
         },
     )
-    .await
-    .map_err(db_error)?;
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedKey {
@@ -189,25 +175,22 @@ pub async fn create(
 pub async fn rotate(
     State(state): State<Arc<AppState>>,
     Path(id): Path<i64>,
-    method: Method,
-    headers: HeaderMap,
+    s: SessionUser,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<CreatedKey>), GatewayError> {
-    let s = require_session(&state, &headers, &method).await?;
+) -> Result<(StatusCode, Json<CreatedKey>), SideError> {
     // The body is optional: no body means the default grace period.
     let req: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RotateRequest::default()
     } else {
         serde_json::from_slice(&body)
-            .map_err(|e| GatewayError::invalid(format!("bad JSON body: {e}"), None))?
+            .map_err(|e| SideError::invalid(format!("bad JSON body: {e}"), None))?
     };
     let (old, old_hash) = state
         .store
         .key_of_user(id, s.user.id)
-        .await
-        .map_err(db_error)?
+        .await?
         .filter(|(k, _)| k.revoked_at.is_none())
-        .ok_or_else(|| GatewayError::NotFound(format!("no active key with id {id}")))?;
+        .ok_or_else(|| SideError::NotFound(format!("no active key with id {id}")))?;
     let grace = req
         .grace_seconds
         .unwrap_or(state.snapshot().config.accounts.key_rotation_grace_secs);
@@ -226,10 +209,9 @@ pub async fn rotate(
             },
         },
     )
-    .await
-    .map_err(db_error)?;
+    .await?;
     let until = now_ms().saturating_add((grace.min(365 * 86_400) * 1000) as i64);
-    state.store.expire_key(id, until).await.map_err(db_error)?;
+    state.store.expire_key(id, until).await?;
     // The cached copy still has the old expiry.
     state.keys.invalidate_hex(&old_hash).await;
     Ok((
@@ -245,21 +227,13 @@ pub async fn rotate(
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     Path(id): Path<i64>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<StatusCode, GatewayError> {
-    let s = require_session(&state, &headers, &method).await?;
-    let found = state
-        .store
-        .key_of_user(id, s.user.id)
-        .await
-        .map_err(db_error)?;
+    s: SessionUser,
+) -> Result<StatusCode, SideError> {
+    let found = state.store.key_of_user(id, s.user.id).await?;
     if found.as_ref().is_none_or(|(k, _)| k.revoked_at.is_some()) {
-        return Err(GatewayError::NotFound(format!(
-            "no active key with id {id}"
-        )));
+        return Err(SideError::NotFound(format!("no active key with id {id}")));
     }
-    let hash = state.store.revoke_key(id).await.map_err(db_error)?;
+    let hash = state.store.revoke_key(id).await?;
     state.keys.invalidate_hex(&hash).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,13 +10,14 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 
-use crate::error::GatewayError;
 use crate::state::AppState;
+use error::SideError;
 
 mod accounts;
 mod admin;
 mod billing;
 mod caller;
+pub mod error;
 mod keys;
 mod pages;
 mod usage;
@@ -63,8 +64,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> GatewayError {
-    GatewayError::UnknownUrl {
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> SideError {
+    SideError::UnknownUrl {
         method: method.to_string(),
         path: uri.path().to_string(),
     }

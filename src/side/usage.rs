@@ -5,14 +5,13 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use time::macros::format_description;
 use time::{Date, Duration as Days};
 
-use super::caller::{caller, Caller};
-use crate::error::GatewayError;
+use super::caller::Caller;
+use super::error::SideError;
 use crate::state::AppState;
 use crate::store::{day_of, now_ms, RequestRow, UsageFilter, UsageTotals};
 
@@ -39,16 +38,16 @@ pub struct TotalsResponse {
     data: Vec<TotalsRow>,
 }
 
-fn parse_day(value: &str, param: &'static str) -> Result<Date, GatewayError> {
+fn parse_day(value: &str, param: &'static str) -> Result<Date, SideError> {
     Date::parse(value, format_description!("[year]-[month]-[day]")).map_err(|_| {
-        GatewayError::invalid(
+        SideError::invalid(
             format!("`{param}` must be a date like 2026-11-25, not `{value}`"),
             Some(param),
         )
     })
 }
 
-fn filter_for(caller: &Caller, q: &RangeQuery) -> Result<UsageFilter, GatewayError> {
+fn filter_for(caller: &Caller, q: &RangeQuery) -> Result<UsageFilter, SideError> {
     let to = match &q.to {
         Some(v) => parse_day(v, "to")?,
         None => parse_day(&day_of(now_ms()), "to")?,
@@ -58,10 +57,10 @@ fn filter_for(caller: &Caller, q: &RangeQuery) -> Result<UsageFilter, GatewayErr
         None => to - Days::days(29),
     };
     if from > to {
-        return Err(GatewayError::invalid("`from` is after `to`", Some("from")));
+        return Err(SideError::invalid("`from` is after `to`", Some("from")));
     }
     if to - from > Days::days(366) {
-        return Err(GatewayError::invalid(
+        return Err(SideError::invalid(
             "a range covers at most 366 days",
             Some("from"),
         ));
@@ -80,7 +79,7 @@ fn scope(
     caller: &Caller,
     key_id: Option<i64>,
     user_id: Option<i64>,
-) -> Result<(Option<i64>, Option<i64>), GatewayError> {
+) -> Result<(Option<i64>, Option<i64>), SideError> {
     match caller {
         Caller::Admin => Ok((key_id, user_id)),
         Caller::Session(s) if s.is_admin => Ok((key_id, user_id)),
@@ -88,7 +87,7 @@ fn scope(
         // key matches nothing, since the user filter stays).
         Caller::Session(s) => {
             if user_id.is_some_and(|u| u != s.user.id) {
-                return Err(GatewayError::PermissionDenied(
+                return Err(SideError::PermissionDenied(
                     "you can only read your own usage".into(),
                 ));
             }
@@ -96,7 +95,7 @@ fn scope(
         }
         Caller::Key(key) => {
             if key_id.is_some_and(|k| k != key.id) || user_id.is_some() {
-                return Err(GatewayError::PermissionDenied(
+                return Err(SideError::PermissionDenied(
                     "an API key can only read its own usage".into(),
                 ));
             }
@@ -122,39 +121,31 @@ fn totals_response(filter: UsageFilter, rows: Vec<UsageTotals>) -> Json<TotalsRe
 
 async fn totals(
     state: Arc<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     q: RangeQuery,
     by_model: bool,
-) -> Result<Json<TotalsResponse>, GatewayError> {
-    let caller = caller(&state, &headers).await?;
+) -> Result<Json<TotalsResponse>, SideError> {
     let filter = filter_for(&caller, &q)?;
-    let rows = state
-        .store
-        .usage_totals(&filter, by_model)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "usage query failed");
-            GatewayError::KeyStoreUnavailable
-        })?;
+    let rows = state.store.usage_totals(&filter, by_model).await?;
     Ok(totals_response(filter, rows))
 }
 
 /// `GET /api/usage/daily`: one row per UTC day with traffic.
 pub async fn daily(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     Query(q): Query<RangeQuery>,
-) -> Result<Json<TotalsResponse>, GatewayError> {
-    totals(state, headers, q, false).await
+) -> Result<Json<TotalsResponse>, SideError> {
+    totals(state, caller, q, false).await
 }
 
 /// `GET /api/usage/models`: one row per model over the range.
 pub async fn by_model(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     Query(q): Query<RangeQuery>,
-) -> Result<Json<TotalsResponse>, GatewayError> {
-    totals(state, headers, q, true).await
+) -> Result<Json<TotalsResponse>, SideError> {
+    totals(state, caller, q, true).await
 }
 
 #[derive(Deserialize)]
@@ -176,13 +167,12 @@ pub struct RequestsResponse {
 /// `GET /api/usage/requests`: newest first, `limit` (1-500, default 50) per page.
 pub async fn requests(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     Query(q): Query<RequestsQuery>,
-) -> Result<Json<RequestsResponse>, GatewayError> {
-    let caller = caller(&state, &headers).await?;
+) -> Result<Json<RequestsResponse>, SideError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
-        return Err(GatewayError::invalid(
+        return Err(SideError::invalid(
             "`limit` must be between 1 and 500",
             Some("limit"),
         ));
@@ -191,11 +181,7 @@ pub async fn requests(
     let data = state
         .store
         .recent_requests(key_id, user_id, q.before, limit)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "usage query failed");
-            GatewayError::KeyStoreUnavailable
-        })?;
+        .await?;
     let next_before = (data.len() as i64 == limit)
         .then(|| data.last().map(|r| r.id))
         .flatten();

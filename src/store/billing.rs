@@ -1,28 +1,11 @@
 //! Billing: users' Creem subscriptions and the webhook events already handled.
 
-use sqlx::any::AnyRow;
-use sqlx::Row;
-
 use super::{now_ms, Store, StoreError};
 use crate::billing::{Change, Decision, SubscriptionRecord};
 
 const SUBSCRIPTION_COLUMNS: &str =
     "user_id, creem_customer_id, creem_subscription_id, product_id, plan, status, \
      current_period_end, updated_at, last_event_at";
-
-fn subscription_from_row(r: &AnyRow) -> Result<SubscriptionRecord, StoreError> {
-    Ok(SubscriptionRecord {
-        user_id: r.try_get("user_id")?,
-        creem_customer_id: r.try_get("creem_customer_id")?,
-        creem_subscription_id: r.try_get("creem_subscription_id")?,
-        product_id: r.try_get("product_id")?,
-        plan: r.try_get("plan")?,
-        status: r.try_get("status")?,
-        current_period_end: r.try_get("current_period_end")?,
-        updated_at: r.try_get("updated_at")?,
-        last_event_at: r.try_get("last_event_at")?,
-    })
-}
 
 /// What became of a webhook event.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,14 +23,12 @@ impl Store {
         &self,
         user_id: i64,
     ) -> Result<Option<SubscriptionRecord>, StoreError> {
-        sqlx::query(&format!(
+        Ok(sqlx::query_as(&format!(
             "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE user_id = $1"
         ))
         .bind(user_id)
         .fetch_optional(&self.pool)
-        .await?
-        .map(|r| subscription_from_row(&r))
-        .transpose()
+        .await?)
     }
 
     /// The user whose stored subscription is `subscription_id`.
@@ -55,14 +36,12 @@ impl Store {
         &self,
         subscription_id: &str,
     ) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query(
+        Ok(sqlx::query_scalar(
             "SELECT user_id FROM subscriptions WHERE creem_subscription_id = $1 ORDER BY updated_at DESC LIMIT 1",
         )
         .bind(subscription_id)
         .fetch_optional(&self.pool)
-        .await?
-        .map(|r| r.try_get::<i64, _>(0))
-        .transpose()?)
+        .await?)
     }
 
     /// The user whose stored Creem customer is `customer_id`.
@@ -70,14 +49,12 @@ impl Store {
         &self,
         customer_id: &str,
     ) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query(
+        Ok(sqlx::query_scalar(
             "SELECT user_id FROM subscriptions WHERE creem_customer_id = $1 ORDER BY updated_at DESC LIMIT 1",
         )
         .bind(customer_id)
         .fetch_optional(&self.pool)
-        .await?
-        .map(|r| r.try_get::<i64, _>(0))
-        .transpose()?)
+        .await?)
     }
 
     /// Records an event that is not applied to anyone (an unknown type, say);
@@ -130,20 +107,17 @@ impl Store {
             tx.rollback().await?;
             return Ok(EventOutcome::Duplicate);
         }
-        let current = sqlx::query(&format!(
+        let current: Option<SubscriptionRecord> = sqlx::query_as(&format!(
             "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE user_id = $1"
         ))
         .bind(user_id)
         .fetch_optional(&mut *tx)
-        .await?
-        .map(|r| subscription_from_row(&r))
-        .transpose()?;
-        let user_plan: String = sqlx::query("SELECT plan FROM users WHERE id = $1")
+        .await?;
+        let user_plan: String = sqlx::query_scalar("SELECT plan FROM users WHERE id = $1")
             .bind(user_id)
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("no user with id {user_id}")))?
-            .try_get(0)?;
+            .ok_or_else(|| StoreError::NotFound(format!("no user with id {user_id}")))?;
         let change = match decide(current.as_ref(), &user_plan) {
             Decision::Ignore(reason) => {
                 tx.commit().await?;

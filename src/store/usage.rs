@@ -1,0 +1,404 @@
+//! Usage: the per-request records, the daily totals kept beside them, and the
+//! queries of both. The insert path is tuned with benchmarks (see `insert_usage`).
+
+use sqlx::Row;
+
+use super::{day_of, Backend, Store, StoreError};
+use crate::usage::UsageRecord;
+
+/// Usage totals for one group (a day or a model).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct UsageTotals {
+    #[sqlx(rename = "grp")]
+    pub group: String,
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_nanousd: i64,
+}
+
+/// Which usage a query covers: a day range (inclusive, `YYYY-MM-DD`) and
+/// optionally one key or one user.
+#[derive(Debug, Clone, Default)]
+pub struct UsageFilter {
+    pub from_day: String,
+    pub to_day: String,
+    pub key_id: Option<i64>,
+    pub user_id: Option<i64>,
+}
+
+/// Mapped by hand: `stream` is a 0/1 integer (see `store`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RequestRow {
+    pub id: i64,
+    pub request_id: String,
+    pub created_at: i64,
+    pub key_id: Option<i64>,
+    /// The key's name (absent once the key row is gone).
+    pub key_name: Option<String>,
+    pub endpoint: String,
+    pub model: Option<String>,
+    pub status: i64,
+    pub stream: bool,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_nanousd: i64,
+    pub latency_ms: i64,
+    pub ttfb_ms: Option<i64>,
+    pub error_code: Option<String>,
+}
+
+/// Columns of one usage row.
+const USAGE_COLUMNS: usize = 16;
+/// Rows per usage INSERT: a batch is cut into statements of these sizes only
+/// (largest first), so the few distinct statements stay in sqlx's prepared
+/// statement cache instead of being parsed again for every batch size
+/// (64 x 16 = 1,024 parameters, well under both databases' limits).
+const USAGE_INSERT_SIZES: [usize; 4] = [64, 16, 4, 1];
+
+/// `records` cut into chunks of `USAGE_INSERT_SIZES`.
+fn usage_chunks(mut records: &[UsageRecord]) -> impl Iterator<Item = &[UsageRecord]> {
+    std::iter::from_fn(move || {
+        let size = USAGE_INSERT_SIZES
+            .into_iter()
+            .find(|&n| n <= records.len())?;
+        let (chunk, rest) = records.split_at(size);
+        records = rest;
+        Some(chunk)
+    })
+}
+
+/// The multi-row usage INSERT for `rows` rows; `known_new` leaves out the
+/// conflict handling (see `insert_usage`). SQLite gets anonymous `?`
+/// parameters: with numbered ones SQLite looks each name up in a list as long
+/// as the statement's parameters, which made binding quadratic (callgrind: half
+/// of all instructions at 200 rows per statement).
+fn usage_insert_sql(backend: Backend, rows: usize, known_new: bool) -> String {
+    let mut sql = String::with_capacity(300 + rows * USAGE_COLUMNS * 6);
+    sql.push_str(
+        "INSERT INTO usage_records (request_id, created_at, key_id, user_id, endpoint, model, backend, \
+         status, stream, prompt_tokens, completion_tokens, usage_source, cost_nanousd, latency_ms, ttfb_ms, error_code) VALUES ",
+    );
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..USAGE_COLUMNS {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&(row * USAGE_COLUMNS + col + 1).to_string());
+                }
+            }
+        }
+        sql.push(')');
+    }
+    if !known_new {
+        sql.push_str(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+    }
+    sql
+}
+
+impl Store {
+    /// Writes a batch in one transaction, with the daily totals of the records it
+    /// adds. A request id already present is skipped (and not counted again), so a
+    /// batch retried after an unclear failure or replayed from the spill file never
+    /// duplicates anything.
+    ///
+    /// `known_new`: the batch was never sent before (fresh request ids from the
+    /// queue), so the per-row conflict check and RETURNING are left out, which
+    /// roughly halves SQLite's work per row. Should a row exist after all, the
+    /// whole transaction fails and the caller retries with `known_new` false.
+    pub async fn insert_usage(
+        &self,
+        records: &[UsageRecord],
+        known_new: bool,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut daily: std::collections::BTreeMap<(String, i64, String), (i64, UsageTotals)> =
+            Default::default();
+        // Many rows per statement: one statement per record made the writer the
+        // gateway's largest cost under load (benches/, callgrind).
+        for chunk in usage_chunks(records) {
+            let sql = usage_insert_sql(self.backend, chunk.len(), known_new);
+            let mut query = sqlx::query(&sql);
+            for r in chunk {
+                query = query
+                    .bind(&r.request_id)
+                    .bind(r.created_at)
+                    .bind(r.key_id)
+                    .bind(r.user_id)
+                    .bind(r.endpoint.as_ref())
+                    .bind(r.model.as_deref())
+                    .bind(r.backend.as_deref())
+                    .bind(i32::from(r.status))
+                    .bind(i32::from(r.stream))
+                    .bind(r.prompt_tokens as i64)
+                    .bind(r.completion_tokens as i64)
+                    .bind(r.usage_source.as_str())
+                    .bind(r.cost_nanousd)
+                    .bind(r.latency_ms as i64)
+                    .bind(r.ttfb_ms.map(|v| v as i64))
+                    .bind(r.error_code.as_deref());
+            }
+            // Only rows actually inserted count toward the totals (replays do not).
+            let inserted = if known_new {
+                query.execute(&mut *tx).await?;
+                None
+            } else {
+                Some(
+                    query
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .iter()
+                        .map(|row| row.try_get::<String, _>(0))
+                        .collect::<Result<std::collections::HashSet<String>, _>>()?,
+                )
+            };
+            let added =
+                |r: &&UsageRecord| inserted.as_ref().is_none_or(|i| i.contains(&r.request_id));
+            for r in chunk.iter().filter(added) {
+                let key = (
+                    day_of(r.created_at),
+                    r.key_id.unwrap_or(0),
+                    r.model.clone().unwrap_or_default(),
+                );
+                let (user, t) = daily.entry(key).or_insert_with(|| {
+                    (
+                        r.user_id.unwrap_or(0),
+                        UsageTotals {
+                            group: String::new(),
+                            requests: 0,
+                            prompt_tokens: 0,
+                            completion_tokens: 0,
+                            cost_nanousd: 0,
+                        },
+                    )
+                });
+                *user = r.user_id.unwrap_or(*user);
+                t.requests += 1;
+                t.prompt_tokens += r.prompt_tokens as i64;
+                t.completion_tokens += r.completion_tokens as i64;
+                t.cost_nanousd += r.cost_nanousd;
+            }
+        }
+        for ((day, key_id, model), (user_id, t)) in daily {
+            sqlx::query(
+                "INSERT INTO usage_daily (day, key_id, model, user_id, requests, prompt_tokens, completion_tokens, cost_nanousd) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (day, key_id, model) DO UPDATE SET \
+                 requests = usage_daily.requests + excluded.requests, \
+                 prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
+                 completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
+                 cost_nanousd = usage_daily.cost_nanousd + excluded.cost_nanousd, \
+                 user_id = excluded.user_id",
+            )
+            .bind(day)
+            .bind(key_id)
+            .bind(model)
+            .bind(user_id)
+            .bind(t.requests)
+            .bind(t.prompt_tokens)
+            .bind(t.completion_tokens)
+            .bind(t.cost_nanousd)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Tokens and cost a user used since `since_day` (for quotas).
+    pub async fn user_usage_since(
+        &self,
+        user_id: i64,
+        since_day: &str,
+    ) -> Result<(u64, i64), StoreError> {
+        let (tokens, cost): (i64, i64) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) AS tokens, \
+             CAST(COALESCE(SUM(cost_nanousd), 0) AS BIGINT) AS cost \
+             FROM usage_daily WHERE user_id = $1 AND day >= $2",
+        )
+        .bind(user_id)
+        .bind(since_day)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((tokens.max(0) as u64, cost))
+    }
+
+    /// Tokens and cost of every user with usage since `since_day`: for keeping
+    /// quotas in step with other instances, and for the admin's user list.
+    pub async fn users_usage_since(
+        &self,
+        since_day: &str,
+    ) -> Result<Vec<(i64, u64, i64)>, StoreError> {
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT user_id, CAST(SUM(prompt_tokens + completion_tokens) AS BIGINT) AS tokens, \
+             CAST(SUM(cost_nanousd) AS BIGINT) AS cost \
+             FROM usage_daily WHERE day >= $1 AND user_id <> 0 GROUP BY user_id",
+        )
+        .bind(since_day)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(user, tokens, cost)| (user, tokens.max(0) as u64, cost))
+            .collect())
+    }
+
+    /// Totals grouped by day or by model over a filter.
+    pub async fn usage_totals(
+        &self,
+        filter: &UsageFilter,
+        by_model: bool,
+    ) -> Result<Vec<UsageTotals>, StoreError> {
+        let group = if by_model { "model" } else { "day" };
+        let sql = format!(
+            "SELECT {group} AS grp, CAST(SUM(requests) AS BIGINT) AS requests, \
+             CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens, CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, \
+             CAST(SUM(cost_nanousd) AS BIGINT) AS cost_nanousd FROM usage_daily \
+             WHERE day >= $1 AND day <= $2 AND ($3 = 0 OR key_id = $4) AND ($5 = 0 OR user_id = $6) \
+             GROUP BY {group} ORDER BY {group}"
+        );
+        let key = filter.key_id.unwrap_or(0);
+        let user = filter.user_id.unwrap_or(0);
+        Ok(sqlx::query_as(&sql)
+            .bind(&filter.from_day)
+            .bind(&filter.to_day)
+            .bind(key)
+            .bind(key)
+            .bind(user)
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Most recent requests first; `before_id` pages backwards.
+    pub async fn recent_requests(
+        &self,
+        key_id: Option<i64>,
+        user_id: Option<i64>,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<RequestRow>, StoreError> {
+        let key = key_id.unwrap_or(0);
+        let user = user_id.unwrap_or(0);
+        sqlx::query(
+            "SELECT r.id, r.request_id, r.created_at, r.key_id, k.name AS key_name, r.endpoint, r.model, \
+             CAST(r.status AS BIGINT) AS status, CAST(r.stream AS BIGINT) AS stream, r.prompt_tokens, \
+             r.completion_tokens, r.cost_nanousd, r.latency_ms, r.ttfb_ms, r.error_code \
+             FROM usage_records r LEFT JOIN api_keys k ON k.id = r.key_id \
+             WHERE ($1 = 0 OR r.key_id = $2) AND ($3 = 0 OR r.user_id = $4) AND r.id < $5 \
+             ORDER BY r.id DESC LIMIT $6",
+        )
+        .bind(key)
+        .bind(key)
+        .bind(user)
+        .bind(user)
+        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(RequestRow {
+                id: r.try_get("id")?,
+                request_id: r.try_get("request_id")?,
+                created_at: r.try_get("created_at")?,
+                key_id: r.try_get("key_id")?,
+                key_name: r.try_get("key_name")?,
+                endpoint: r.try_get("endpoint")?,
+                model: r.try_get("model")?,
+                status: r.try_get("status")?,
+                stream: r.try_get::<i64, _>("stream")? != 0,
+                prompt_tokens: r.try_get("prompt_tokens")?,
+                completion_tokens: r.try_get("completion_tokens")?,
+                cost_nanousd: r.try_get("cost_nanousd")?,
+                latency_ms: r.try_get("latency_ms")?,
+                ttfb_ms: r.try_get("ttfb_ms")?,
+                error_code: r.try_get("error_code")?,
+            })
+        })
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: usize) -> UsageRecord {
+        UsageRecord {
+            request_id: format!("req_{i}"),
+            created_at: 0,
+            key_id: Some(1),
+            user_id: None,
+            endpoint: "chat".into(),
+            model: None,
+            backend: None,
+            status: 200,
+            stream: false,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            usage_source: crate::usage::UsageSource::None,
+            cost_nanousd: 0,
+            latency_ms: 0,
+            ttfb_ms: None,
+            error_code: None,
+        }
+    }
+
+    #[test]
+    fn batches_are_cut_into_the_few_cached_statement_sizes() {
+        let records: Vec<_> = (0..150).map(record).collect();
+        let sizes: Vec<usize> = usage_chunks(&records).map(<[_]>::len).collect();
+        assert_eq!(sizes, [64, 64, 16, 4, 1, 1]);
+        let ids: Vec<&str> = usage_chunks(&records)
+            .flatten()
+            .map(|r| r.request_id.as_str())
+            .collect();
+        assert_eq!(ids.len(), 150);
+        assert_eq!((ids[0], ids[149]), ("req_0", "req_149"));
+        assert_eq!(usage_chunks(&[]).count(), 0);
+        let sql = usage_insert_sql(Backend::Sqlite, 2, false);
+        assert_eq!(sql.matches('?').count(), 2 * USAGE_COLUMNS);
+        assert!(sql.ends_with("DO NOTHING RETURNING request_id"));
+        assert!(usage_insert_sql(Backend::Postgres, 2, true).ends_with("$32)"));
+    }
+
+    #[tokio::test]
+    async fn a_fresh_batch_that_meets_a_stored_row_fails_and_the_careful_retry_counts_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/u.db", dir.path().display()), 1)
+            .await
+            .unwrap();
+        let first: Vec<_> = (0..3).map(record).collect();
+        store.insert_usage(&first, true).await.unwrap();
+        // req_2 is stored already: the fast path must not skip it silently...
+        let again: Vec<_> = (2..5).map(record).collect();
+        assert!(store.insert_usage(&again, true).await.is_err());
+        // ...and the writer's retry (careful) adds only req_3 and req_4.
+        store.insert_usage(&again, false).await.unwrap();
+        let totals = store
+            .usage_totals(
+                &UsageFilter {
+                    from_day: "1970-01-01".into(),
+                    to_day: "1970-01-01".into(),
+                    key_id: Some(1),
+                    user_id: None,
+                },
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(totals.len(), 1);
+        assert_eq!(totals[0].requests, 5);
+        let rows = store
+            .recent_requests(Some(1), None, None, 100)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 5);
+    }
+}
