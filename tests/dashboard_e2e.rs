@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{chat_body, free_port, gateway, Backend, Gateway};
-use fake_upstream::{FakeConfig, FakeUpstream};
+use common::{chat_body, fake, free_port, gateway, Backend, Gateway};
+use fake_upstream::FakeUpstream;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
@@ -316,8 +316,8 @@ async fn start_gateway(up: &FakeUpstream) -> Gateway {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_a_real_browser() {
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
-    let extra = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
+    let extra = fake().await;
     let gw = start_gateway(&up).await;
     let driver = Driver::start();
     let b = Browser::open(&driver, &gw.side).await;

@@ -12,8 +12,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{chat_body, gateway, Backend};
-use fake_upstream::{FakeConfig, FakeUpstream};
+use common::{chat_body, fake, gateway, sample, Backend};
+use fake_upstream::FakeConfig;
 
 /// Runs `promtool check metrics` on `text`; panics with promtool's report when it
 /// finds a parse error or any lint problem.
@@ -53,35 +53,6 @@ fn promtool_check(text: &str, when: &str) {
     );
 }
 
-/// Sum of the samples of `name` whose labels include every pair of `labels`,
-/// or None when no such sample exists.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').expect("`series value` lines");
-        let (metric, label_text) = match series.split_once('{') {
-            Some((m, rest)) => (m, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if metric != name {
-            continue;
-        }
-        let matches = labels.iter().all(|(k, v)| {
-            label_text
-                .split(',')
-                .any(|pair| pair == format!("{k}=\"{v}\""))
-        });
-        if matches {
-            let v: f64 = value.parse().expect("numeric sample value");
-            *found.get_or_insert(0.0) += v;
-        }
-    }
-    found
-}
-
 fn assert_family(text: &str, name: &str, kind: &str) {
     assert!(
         text.lines()
@@ -107,7 +78,7 @@ async fn fetch_metrics(side: &str) -> String {
 
 #[tokio::test]
 async fn metrics_pass_promtool_and_count_requests() {
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
     let gw = gateway().backend(Backend::new(up.url())).start().await;
 
     // Before any request: only the unlabelled families, still clean.

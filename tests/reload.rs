@@ -5,8 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{chat_body, gateway, Backend, Gateway, SseReader};
-use fake_upstream::{FakeConfig, FakeUpstream, CHUNK_DELAY_HEADER};
+use common::{chat_body, fake, gateway, Backend, Gateway, SseReader};
+use fake_upstream::CHUNK_DELAY_HEADER;
 
 async fn wait_for_status(gw: &Gateway, key: &str, model: &str, status: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -37,7 +37,7 @@ fn add_model(gw: &Gateway, model: &str) {
 
 #[tokio::test]
 async fn a_changed_file_is_applied_and_a_broken_one_rejected() {
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
     let gw = gateway().backend(Backend::new(up.url())).start().await;
     let key = gw.create_key("reload", &[]);
     assert_eq!(
@@ -68,12 +68,7 @@ async fn a_changed_file_is_applied_and_a_broken_one_rejected() {
             .status(),
         200
     );
-    let metrics = reqwest::get(format!("{}/metrics", gw.side))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("bluesminds_config_reloads_total{result=\"rejected\"} 1"),
         "{metrics}"
@@ -86,7 +81,7 @@ async fn a_changed_file_is_applied_and_a_broken_one_rejected() {
 
 #[tokio::test]
 async fn sighup_reloads_without_dropping_open_streams() {
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
     let mut gw = gateway()
         .server("watch_config: false")
         .backend(Backend::new(up.url()))
