@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{chat_body, fake, gateway, Backend};
+use std::time::Duration;
+
+use common::{chat_body, fake, gateway, Backend, Poll};
 
 #[tokio::test]
 async fn invalid_config_fails_at_start_naming_the_field() {
@@ -42,20 +44,17 @@ async fn sigterm_makes_readyz_refuse_while_the_process_drains() {
     assert!(sent.success());
     // The grace period (1 s in tests) and the usage flush keep the process up a
     // while; load balancers must see it go at once.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-    loop {
-        let resp = client.get(&readyz).send().await.unwrap();
-        if resp.status() == 503 {
-            assert_eq!(resp.text().await.unwrap(), "shutting down");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "/readyz still {}",
-            resp.status()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    Poll::within(Duration::from_secs(1))
+        .until_ok("/readyz to refuse within a second of SIGTERM", || async {
+            let resp = client.get(&readyz).send().await.unwrap();
+            if resp.status() == 503 {
+                assert_eq!(resp.text().await.unwrap(), "shutting down");
+                Ok(())
+            } else {
+                Err(format!("/readyz still {}", resp.status()))
+            }
+        })
+        .await;
     let status = gw.terminate();
     assert!(status.success(), "exit status {status}; log:\n{}", gw.log());
 }

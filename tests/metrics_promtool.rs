@@ -10,9 +10,9 @@ mod common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{chat_body, fake, gateway, sample, Backend};
+use common::{chat_body, fake, gateway, sample, Backend, Poll};
 use fake_upstream::FakeConfig;
 
 /// Runs `promtool check metrics` on `text`; panics with promtool's report when it
@@ -101,19 +101,23 @@ async fn metrics_pass_promtool_and_count_requests() {
     resp.bytes().await.unwrap();
 
     // The usage writer batches asynchronously: wait until all four records are in.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        let text = fetch_metrics(&gw.side).await;
-        if sample(&text, "bluesminds_usage_written_total", &[]).unwrap_or(0.0) >= 4.0 {
-            break text;
-        }
-        assert!(
-            Instant::now() < deadline,
+    let polled = Poll::within(Duration::from_secs(10))
+        .every(Duration::from_millis(100))
+        .try_until(|| async {
+            let text = fetch_metrics(&gw.side).await;
+            if sample(&text, "bluesminds_usage_written_total", &[]).unwrap_or(0.0) >= 4.0 {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        })
+        .await;
+    let text = polled.unwrap_or_else(|text| {
+        panic!(
             "bluesminds_usage_written_total did not reach 4 within 10 s:\n{text}\nlog:\n{}",
             gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        )
+    });
 
     promtool_check(&text, "after requests");
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{chat_body, error_of, fake, gateway, Backend};
+use common::{chat_body, error_of, fake, gateway, Backend, Poll};
 use fake_upstream::Mode;
 
 #[tokio::test]
@@ -65,35 +65,37 @@ async fn health_checks_take_a_backend_out_and_bring_it_back() {
         .start()
         .await;
     let key = gw.create_key("test", &[]);
+    // Rounds of 4 requests, 100 ms apart, the first 100 ms after the change;
+    // for about 10 s (it used to be 100 rounds).
+    let pace = Duration::from_millis(100);
+    let rounds = Poll::within(Duration::from_secs(10)).every(pace);
     a.set_health_ok(false);
-    // Wait for a failed probe (interval 1 s in tests), then A gets no traffic.
-    let mut quiet = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        a.clear_requests();
-        for _ in 0..4 {
-            let r = gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
-            assert_eq!(r.status(), 200);
-        }
-        if a.request_count() == 0 {
-            quiet = true;
-            break;
-        }
-    }
-    assert!(quiet, "an unhealthy backend kept receiving requests");
+    // Wait for a failed probe (interval 1 s in tests), then A gets no traffic:
+    // every request still succeeds, and none of a round's reaches A.
+    tokio::time::sleep(pace).await;
+    rounds
+        .until(
+            "an unhealthy backend to stop receiving requests",
+            || async {
+                a.clear_requests();
+                for _ in 0..4 {
+                    let r = gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
+                    assert_eq!(r.status(), 200);
+                }
+                a.request_count() == 0
+            },
+        )
+        .await;
     a.set_health_ok(true);
-    let mut back = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        for _ in 0..4 {
-            gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
-        }
-        if a.request_count() > 0 {
-            back = true;
-            break;
-        }
-    }
-    assert!(back, "a recovered backend never came back into rotation");
+    tokio::time::sleep(pace).await;
+    rounds
+        .until("a recovered backend to come back into rotation", || async {
+            for _ in 0..4 {
+                gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
+            }
+            a.request_count() > 0
+        })
+        .await;
 }
 
 #[tokio::test]
