@@ -9,9 +9,9 @@ mod fake_creem;
 use bluesminds::billing::creem::{
     CancelMode, CheckoutCustomer, CheckoutRequest, CreemClient, CreemError,
 };
-use common::{chat_body, gateway, Backend, Gateway, User};
+use common::{chat_body, error_of, fake, gateway, Backend, Gateway, User};
 use fake_creem::{sign, FakeCreem};
-use fake_upstream::{FakeConfig, FakeUpstream};
+use fake_upstream::FakeUpstream;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -35,7 +35,7 @@ async fn creem() -> FakeCreem {
 /// `api_key`.
 async fn start(api_key: &str) -> (FakeUpstream, FakeCreem, Gateway) {
     let _bind = BINDING.lock().await;
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
     let creem = FakeCreem::start(API_KEY, WEBHOOK_SECRET, PRODUCTS).await;
     let gw = gateway()
         .backend(Backend::new(up.url()))
@@ -83,20 +83,6 @@ impl Billing for User {
         let v: Value = resp.json().await.unwrap();
         creem.checkout_id(v["url"].as_str().unwrap())
     }
-}
-
-async fn error_of(resp: reqwest::Response) -> (u16, String, String) {
-    let status = resp.status().as_u16();
-    let v: Value = resp.json().await.unwrap();
-    assert!(v["error"]["type"].is_string(), "OpenAI error shape: {v}");
-    (
-        status,
-        v["error"]["code"].as_str().unwrap_or_default().to_string(),
-        v["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
 }
 
 async fn outcome(resp: reqwest::Response) -> String {
@@ -249,7 +235,7 @@ async fn paying_for_a_plan_applies_its_limits_on_the_proxy_at_once() {
     let again = ann
         .post("/api/billing/checkout", json!({"plan": "starter"}))
         .await;
-    assert_eq!(error_of(again).await.0, 409);
+    assert_eq!(error_of(again).await.status, 409);
     assert_eq!(creem.calls_to("/v1/checkouts").len(), 1);
 }
 
@@ -282,8 +268,10 @@ async fn webhooks_are_signed_idempotent_and_never_go_back_in_time() {
         ev.deliver_with(&url, Some(&ev.signature), "{").await,
     ];
     for resp in forged {
-        let (status, code, _) = error_of(resp).await;
-        assert_eq!((status, code.as_str()), (401, "invalid_signature"));
+        assert_eq!(
+            error_of(resp).await.status_and_code(),
+            (401, "invalid_signature")
+        );
     }
     assert_eq!(billing_events(&gw).await, 0, "nothing recorded");
     assert_eq!(ann.plan().await, "free");
@@ -538,7 +526,7 @@ async fn checkout_errors_are_clear() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(anonymous).await.0, 401);
+    assert_eq!(error_of(anonymous).await.status, 401);
     let no_csrf = ann
         .http
         .post(format!("{}/api/billing/checkout", gw.side))
@@ -546,44 +534,44 @@ async fn checkout_errors_are_clear() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(no_csrf).await.0, 403);
-    let (status, _, message) = error_of(
+    assert_eq!(error_of(no_csrf).await.status, 403);
+    let e = error_of(
         ann.post("/api/billing/checkout", json!({"plan": "gold"}))
             .await,
     )
     .await;
-    assert_eq!(status, 400);
-    assert!(message.contains("gold"), "{message}");
-    let (status, _, message) = error_of(
+    assert_eq!(e.status, 400);
+    assert!(e.message().contains("gold"), "{e:?}");
+    let e = error_of(
         ann.post("/api/billing/checkout", json!({"plan": "free"}))
             .await,
     )
     .await;
-    assert_eq!(status, 400);
-    assert!(message.contains("not sold"), "{message}");
+    assert_eq!(e.status, 400);
+    assert!(e.message().contains("not sold"), "{e:?}");
     assert!(creem.calls().is_empty(), "nothing reached Creem");
 
-    let (status, code, message) = error_of(
+    let e = error_of(
         ann.post("/api/billing/checkout", json!({"plan": "pro"}))
             .await,
     )
     .await;
-    assert_eq!((status, code.as_str()), (502, "billing_provider_error"));
-    assert!(message.contains("403"), "{message}");
-    assert!(!message.contains("creem_test_revoked_key"), "{message}");
+    assert_eq!(e.status_and_code(), (502, "billing_provider_error"));
+    assert!(e.message().contains("403"), "{e:?}");
+    assert!(!e.message().contains("creem_test_revoked_key"), "{e:?}");
     assert_eq!(
         creem.calls()[0].api_key.as_deref(),
         Some("creem_test_revoked_key")
     );
 
-    let (status, code, _) = error_of(ann.post("/api/billing/portal", json!({})).await).await;
-    assert_eq!((status, code.as_str()), (404, "not_found"));
+    let e = error_of(ann.post("/api/billing/portal", json!({})).await).await;
+    assert_eq!(e.status_and_code(), (404, "not_found"));
 }
 
 #[tokio::test]
 async fn without_a_billing_section_plans_are_not_sold() {
     let _bind = BINDING.lock().await;
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
     let gw = gateway()
         .backend(Backend::new(up.url()))
         .yaml(PLANS)
@@ -606,9 +594,9 @@ async fn without_a_billing_section_plans_are_not_sold() {
 
     let ann = User::signup(&gw, "ann@example.com").await;
     for path in ["/api/billing/checkout", "/api/billing/portal"] {
-        let (status, code, message) = error_of(ann.post(path, json!({"plan": "pro"})).await).await;
-        assert_eq!((status, code.as_str()), (404, "billing_disabled"), "{path}");
-        assert!(message.contains("not enabled"), "{message}");
+        let e = error_of(ann.post(path, json!({"plan": "pro"})).await).await;
+        assert_eq!(e.status_and_code(), (404, "billing_disabled"), "{path}");
+        assert!(e.message().contains("not enabled"), "{e:?}");
     }
     let body = r#"{"id":"evt_1","eventType":"checkout.completed","created_at":1,"object":{}}"#;
     let webhook = reqwest::Client::new()
@@ -618,7 +606,7 @@ async fn without_a_billing_section_plans_are_not_sold() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(webhook).await.1, "billing_disabled");
+    assert_eq!(error_of(webhook).await.code(), "billing_disabled");
     let sub: Value = ann
         .get("/api/billing/subscription")
         .await

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{chat_body, free_port, gateway, Backend, Gateway};
-use fake_upstream::{FakeConfig, FakeUpstream};
+use common::{chat_body, fake, free_port, gateway, Backend, Gateway, Poll};
+use fake_upstream::FakeUpstream;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
@@ -25,6 +25,8 @@ const CHROMEDRIVER: &str = "chromedriver";
 const PASSWORD: &str = "a long enough password";
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 900;
+/// How long a confirm() dialog may take to open after the click.
+const DIALOG: Poll = Poll::within(Duration::from_secs(10)).every(Duration::from_millis(100));
 
 /// chromedriver on a free port, in its own process group with the browsers it
 /// starts; the whole group is killed when dropped (also when a test panics).
@@ -115,28 +117,22 @@ impl Browser {
         let Value::Object(caps) = caps else {
             unreachable!()
         };
-        let mut c = None;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while c.is_none() {
-            match ClientBuilder::native()
-                .capabilities(caps.clone())
-                .connect(&driver.url)
-                .await
-            {
-                Ok(client) => c = Some(client),
-                Err(e) => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "cannot start a Chromium session through chromedriver: {e}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
+        let c = Poll::within(Duration::from_secs(30))
+            .every(Duration::from_millis(200))
+            .try_until(|| async {
+                ClientBuilder::native()
+                    .capabilities(caps.clone())
+                    .connect(&driver.url)
+                    .await
+            })
+            .await
+            .unwrap_or_else(|e| {
+                panic!("cannot start a Chromium session through chromedriver: {e}")
+            });
         let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
         std::fs::create_dir_all(&shots).unwrap();
         Browser {
-            c: c.unwrap(),
+            c,
             base: base.to_string(),
             shots,
             _profile: profile,
@@ -156,43 +152,45 @@ impl Browser {
 
     /// Waits (up to 15 s) until the browser is on `path`.
     async fn wait_path(&self, path: &str) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let now = self.path().await;
-            if now == path {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
+        let landed = Poll::within(Duration::from_secs(15))
+            .every(Duration::from_millis(100))
+            .try_until(|| async {
+                let now = self.path().await;
+                if now == path {
+                    Ok(())
+                } else {
+                    Err(now)
+                }
+            })
+            .await;
+        if let Err(now) = landed {
+            panic!(
                 "expected to land on {path}, still on {now}; page:\n{}",
                 self.text("body").await
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     async fn find(&self, css: &str) -> fantoccini::elements::Element {
         // A page that reloads under the lookup ("aborted by navigation") is
-        // looked at again once it has loaded.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let found = self
-                .c
-                .wait()
-                .at_most(Duration::from_secs(10))
-                .for_element(Locator::Css(css))
-                .await;
-            match found {
-                Ok(el) => return el,
-                Err(e)
-                    if std::time::Instant::now() < deadline
-                        && e.to_string().contains("navigation") =>
-                {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+        // looked at again once it has loaded; any other error fails at once.
+        Poll::within(Duration::from_secs(10))
+            .every(Duration::from_millis(100))
+            .try_until(|| async {
+                let found = self
+                    .c
+                    .wait()
+                    .at_most(Duration::from_secs(10))
+                    .for_element(Locator::Css(css))
+                    .await;
+                match found {
+                    Ok(el) => Ok(el),
+                    Err(e) if e.to_string().contains("navigation") => Err(e),
+                    Err(e) => panic!("no element `{css}` on {}: {e}", self.base),
                 }
-                Err(e) => panic!("no element `{css}` on {}: {e}", self.base),
-            }
-        }
+            })
+            .await
+            .unwrap_or_else(|e| panic!("no element `{css}` on {}: {e}", self.base))
     }
 
     async fn exists(&self, css: &str) -> bool {
@@ -219,30 +217,33 @@ impl Browser {
 
     /// Waits until `css` is displayed and its text is not empty; returns the text.
     async fn wait_text(&self, css: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let el = self.find(css).await;
-            if el.is_displayed().await.unwrap_or(false) {
-                let text = el.text().await.unwrap();
-                if !text.trim().is_empty() {
-                    return text;
+        let shown = Poll::within(Duration::from_secs(15))
+            .every(Duration::from_millis(100))
+            .try_until(|| async {
+                let el = self.find(css).await;
+                if el.is_displayed().await.unwrap_or(false) {
+                    let text = el.text().await.unwrap();
+                    if !text.trim().is_empty() {
+                        return Ok(text);
+                    }
                 }
-            }
-            assert!(
-                Instant::now() < deadline,
+                Err(())
+            })
+            .await;
+        match shown {
+            Ok(text) => text,
+            Err(()) => panic!(
                 "`{css}` did not show any text; page:\n{}",
                 self.text("body").await
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            ),
         }
     }
 
     /// Accepts the confirm() that the last click opened.
     async fn accept_confirm(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while let Err(e) = self.c.accept_alert().await {
-            assert!(Instant::now() < deadline, "no confirm dialog: {e}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let accepted = DIALOG.try_until(|| self.c.accept_alert()).await;
+        if let Err(e) = accepted {
+            panic!("no confirm dialog: {e}");
         }
     }
 
@@ -316,8 +317,8 @@ async fn start_gateway(up: &FakeUpstream) -> Gateway {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_a_real_browser() {
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
-    let extra = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
+    let extra = fake().await;
     let gw = start_gateway(&up).await;
     let driver = Driver::start();
     let b = Browser::open(&driver, &gw.side).await;
@@ -389,19 +390,24 @@ async fn dashboard_in_a_real_browser() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 
-    // The overview counts them once the usage writer has stored them.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        b.goto("/dashboard").await;
-        if requests_stat(&b).await == 3 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
+    // The overview counts them once the usage writer has stored them (the page
+    // is loaded again every 300 ms until it does).
+    let counted = Poll::within(Duration::from_secs(20))
+        .every(Duration::from_millis(300))
+        .try_until(|| async {
+            b.goto("/dashboard").await;
+            if requests_stat(&b).await == 3 {
+                Ok(())
+            } else {
+                Err(())
+            }
+        })
+        .await;
+    if counted.is_err() {
+        panic!(
             "the overview did not count the 3 requests; page:\n{}",
             b.text("body").await
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     b.find("#usage-chart svg").await;
     assert!(!b.exists("#chart-empty").await);
@@ -475,14 +481,12 @@ async fn dashboard_in_a_real_browser() {
     );
     revoke.click().await.unwrap();
     b.accept_confirm().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !b.exists("#keys-table .badge-revoked").await {
-        assert!(
-            Instant::now() < deadline,
-            "the key was not shown as revoked"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    Poll::within(Duration::from_secs(10))
+        .every(Duration::from_millis(100))
+        .until("the key to be shown as revoked", || {
+            b.exists("#keys-table .badge-revoked")
+        })
+        .await;
     assert_eq!(
         gw.chat(&doomed, &chat_body("gpt-4o-mini", false))
             .await
@@ -494,14 +498,10 @@ async fn dashboard_in_a_real_browser() {
     // for the grace period.
     b.click("tr[data-key-id] [data-action=\"rotate-key\"][data-name=\"my laptop\"]")
         .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let question = loop {
-        match b.c.get_alert_text().await {
-            Ok(text) => break text,
-            Err(e) => assert!(Instant::now() < deadline, "no confirm dialog: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let question = DIALOG
+        .try_until(|| b.c.get_alert_text())
+        .await
+        .unwrap_or_else(|e| panic!("no confirm dialog: {e}"));
     assert!(question.contains("1 hour"), "{question}");
     b.accept_confirm().await;
     let rotated = b.wait_text("#new-key-secret").await;

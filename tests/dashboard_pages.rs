@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{chat_body, gateway, Backend, Gateway, User};
-use fake_upstream::{FakeConfig, FakeUpstream};
+use common::{browser_client, chat_body, fake, gateway, Backend, Gateway, User};
+use fake_upstream::FakeUpstream;
 use reqwest::{header, StatusCode};
 
 const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'";
@@ -20,15 +20,6 @@ async fn start(up: &FakeUpstream) -> Gateway {
         )
         .start()
         .await
-}
-
-/// A browser-like client that does not follow redirects.
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
 }
 
 /// A page as a signed-in user sees it (200, with the security headers).
@@ -53,9 +44,9 @@ fn assert_page_headers(resp: &reqwest::Response, path: &str) {
 
 #[tokio::test]
 async fn signed_out_pages_redirect_to_login() {
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
     let gw = start(&up).await;
-    let http = client();
+    let http = browser_client();
     for path in [
         "/",
         "/dashboard",
@@ -92,11 +83,11 @@ async fn signed_out_pages_redirect_to_login() {
 
 #[tokio::test]
 async fn pages_and_static_assets() {
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
     let gw = start(&up).await;
 
     // Static files, from the binary.
-    let http = client();
+    let http = browser_client();
     for (path, ctype, needle) in [
         ("/static/app.css", "text/css; charset=utf-8", ".sidebar"),
         (
@@ -175,7 +166,7 @@ async fn pages_and_static_assets() {
 
 #[tokio::test]
 async fn admin_pages_are_for_admins_only() {
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
     let gw = start(&up).await;
     let ann = User::signup(&gw, "ann@example.com").await;
     for path in ["/admin/servers", "/admin/users"] {
@@ -200,7 +191,7 @@ async fn admin_pages_are_for_admins_only() {
 
 #[tokio::test]
 async fn user_data_is_escaped() {
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
     let gw = start(&up).await;
     let ann = User::signup(&gw, "ann@example.com").await;
     ann.new_key("<script>alert(1)</script>").await;
@@ -221,7 +212,7 @@ async fn user_data_is_escaped() {
 /// quota bar once the file is reloaded (the proxy already enforced it).
 #[tokio::test]
 async fn a_reloaded_plan_shows_on_the_billing_page_and_the_quota_bar() {
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
     let gw = start(&up).await;
     let ann = User::signup(&gw, "ann@example.com").await;
     let before = page(&ann, "/billing").await;

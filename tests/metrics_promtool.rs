@@ -10,10 +10,10 @@ mod common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{chat_body, gateway, Backend};
-use fake_upstream::{FakeConfig, FakeUpstream};
+use common::{chat_body, fake, gateway, sample, Backend, Poll};
+use fake_upstream::FakeConfig;
 
 /// Runs `promtool check metrics` on `text`; panics with promtool's report when it
 /// finds a parse error or any lint problem.
@@ -53,35 +53,6 @@ fn promtool_check(text: &str, when: &str) {
     );
 }
 
-/// Sum of the samples of `name` whose labels include every pair of `labels`,
-/// or None when no such sample exists.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').expect("`series value` lines");
-        let (metric, label_text) = match series.split_once('{') {
-            Some((m, rest)) => (m, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if metric != name {
-            continue;
-        }
-        let matches = labels.iter().all(|(k, v)| {
-            label_text
-                .split(',')
-                .any(|pair| pair == format!("{k}=\"{v}\""))
-        });
-        if matches {
-            let v: f64 = value.parse().expect("numeric sample value");
-            *found.get_or_insert(0.0) += v;
-        }
-    }
-    found
-}
-
 fn assert_family(text: &str, name: &str, kind: &str) {
     assert!(
         text.lines()
@@ -107,7 +78,7 @@ async fn fetch_metrics(side: &str) -> String {
 
 #[tokio::test]
 async fn metrics_pass_promtool_and_count_requests() {
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
     let gw = gateway().backend(Backend::new(up.url())).start().await;
 
     // Before any request: only the unlabelled families, still clean.
@@ -130,19 +101,23 @@ async fn metrics_pass_promtool_and_count_requests() {
     resp.bytes().await.unwrap();
 
     // The usage writer batches asynchronously: wait until all four records are in.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        let text = fetch_metrics(&gw.side).await;
-        if sample(&text, "bluesminds_usage_written_total", &[]).unwrap_or(0.0) >= 4.0 {
-            break text;
-        }
-        assert!(
-            Instant::now() < deadline,
+    let polled = Poll::within(Duration::from_secs(10))
+        .every(Duration::from_millis(100))
+        .try_until(|| async {
+            let text = fetch_metrics(&gw.side).await;
+            if sample(&text, "bluesminds_usage_written_total", &[]).unwrap_or(0.0) >= 4.0 {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        })
+        .await;
+    let text = polled.unwrap_or_else(|text| {
+        panic!(
             "bluesminds_usage_written_total did not reach 4 within 10 s:\n{text}\nlog:\n{}",
             gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        )
+    });
 
     promtool_check(&text, "after requests");
 

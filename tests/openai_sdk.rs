@@ -9,8 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{gateway, Backend};
-use fake_upstream::{FakeConfig, FakeUpstream};
+use common::{fake, gateway, Backend};
 
 /// The interpreter, set up once per test run (tests in this file run in parallel).
 fn python() -> PathBuf {
@@ -83,7 +82,7 @@ async fn run_pytest(file: &str, base_url: String, key: String) -> (bool, String)
 
 #[tokio::test]
 async fn official_openai_python_sdk() {
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
     let gw = gateway().backend(Backend::new(up.url())).start().await;
     let key = gw.create_key("sdk", &[]);
     let (ok, out) = run_pytest("test_openai_sdk.py", gw.url("/v1"), key).await;
@@ -101,7 +100,7 @@ async fn official_openai_python_sdk() {
 
 #[tokio::test]
 async fn official_openai_python_sdk_and_rate_limits() {
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
     let gw = gateway().backend(Backend::new(up.url())).start().await;
     let key = gw.create_key("sdk-limited", &["--rpm", "30"]);
     let (ok, out) = run_pytest("test_rate_limits.py", gw.url("/v1"), key).await;

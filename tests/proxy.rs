@@ -1,39 +1,19 @@
-//! End-to-end behaviour of the proxy: the real binary, fake upstreams, a real HTTP client.
+//! The proxy's client-facing behaviour, end to end: requests and streams pass
+//! through with the backend's key, embeddings/completions/models, per-key model
+//! lists, OpenAI-shaped errors for bad requests, large bodies and upstream
+//! timeouts. The real binary, fake upstreams, a real HTTP client.
+//!
+//! Elsewhere: which backend serves (failover, health checks, priorities) in
+//! `upstreams.rs`; start-up, config errors and SIGTERM in `lifecycle.rs`; how
+//! tokens are counted without upstream usage in `usage_counting.rs`.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{chat_body, gateway, Backend, SseReader};
+use common::{chat_body, client, error_of, fake, gateway, Backend, SseReader};
 use fake_upstream::{FakeConfig, FakeUpstream, Mode};
 use serde_json::{json, Value};
-
-async fn fake() -> FakeUpstream {
-    FakeUpstream::start(FakeConfig::default()).await.unwrap()
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-async fn error_of(resp: reqwest::Response) -> (u16, Value) {
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.expect("error bodies are JSON");
-    let e = &body["error"];
-    assert!(
-        e["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-    assert!(e["type"].is_string(), "{body}");
-    assert!(
-        e.get("param").is_some() && e.get("code").is_some(),
-        "{body}"
-    );
-    (status, body)
-}
 
 #[tokio::test]
 async fn chat_is_proxied_with_the_upstream_key_and_usage_recorded() {
@@ -278,9 +258,8 @@ async fn a_key_with_a_model_allow_list_sees_only_those_models() {
         .send()
         .await
         .unwrap();
-    let (status, body) = error_of(resp).await;
-    assert_eq!(status, 404);
-    assert_eq!(body["error"]["code"], "model_not_found");
+    let e = error_of(resp).await;
+    assert_eq!(e.status_and_code(), (404, "model_not_found"));
     assert_eq!(up.request_count(), 0);
 }
 
@@ -296,7 +275,7 @@ async fn bad_requests_get_openai_errors_and_never_reach_the_upstream() {
     let c = client();
     let chat = gw.url("/v1/chat/completions");
 
-    let (s, b) = error_of(
+    let e = error_of(
         c.post(&chat)
             .json(&chat_body("gpt-4o-mini", false))
             .send()
@@ -304,13 +283,10 @@ async fn bad_requests_get_openai_errors_and_never_reach_the_upstream() {
             .unwrap(),
     )
     .await;
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (401, Some("invalid_api_key"))
-    );
+    assert_eq!(e.status_and_code(), (401, "invalid_api_key"));
 
     let wrong = format!("bm_{}", "x".repeat(43));
-    let (s, b) = error_of(
+    let e = error_of(
         c.post(&chat)
             .bearer_auth(&wrong)
             .json(&chat_body("gpt-4o-mini", false))
@@ -319,16 +295,10 @@ async fn bad_requests_get_openai_errors_and_never_reach_the_upstream() {
             .unwrap(),
     )
     .await;
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (401, Some("invalid_api_key"))
-    );
-    assert!(
-        !b["error"]["message"].as_str().unwrap().contains(&wrong),
-        "the key is redacted"
-    );
+    assert_eq!(e.status_and_code(), (401, "invalid_api_key"));
+    assert!(!e.message().contains(&wrong), "the key is redacted");
 
-    let (s, b) = error_of(
+    let e = error_of(
         c.post(&chat)
             .bearer_auth(&key)
             .header("content-type", "application/json")
@@ -338,12 +308,9 @@ async fn bad_requests_get_openai_errors_and_never_reach_the_upstream() {
             .unwrap(),
     )
     .await;
-    assert_eq!(
-        (s, b["error"]["type"].as_str()),
-        (400, Some("invalid_request_error"))
-    );
+    assert_eq!((e.status, e.kind()), (400, "invalid_request_error"));
 
-    let (s, b) = error_of(
+    let e = error_of(
         c.post(&chat)
             .bearer_auth(&key)
             .json(&json!({"messages": []}))
@@ -352,9 +319,9 @@ async fn bad_requests_get_openai_errors_and_never_reach_the_upstream() {
             .unwrap(),
     )
     .await;
-    assert_eq!((s, b["error"]["param"].as_str()), (400, Some("model")));
+    assert_eq!((e.status, e.param()), (400, Some("model")));
 
-    let (s, b) = error_of(
+    let e = error_of(
         c.post(&chat)
             .bearer_auth(&key)
             .json(&chat_body("no-such-model", false))
@@ -363,13 +330,10 @@ async fn bad_requests_get_openai_errors_and_never_reach_the_upstream() {
             .unwrap(),
     )
     .await;
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (404, Some("model_not_found"))
-    );
+    assert_eq!(e.status_and_code(), (404, "model_not_found"));
 
     let huge = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x".repeat(5 * 1024 * 1024)}]});
-    let (s, b) = error_of(
+    let e = error_of(
         c.post(&chat)
             .bearer_auth(&key)
             .json(&huge)
@@ -378,12 +342,9 @@ async fn bad_requests_get_openai_errors_and_never_reach_the_upstream() {
             .unwrap(),
     )
     .await;
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (413, Some("request_too_large"))
-    );
+    assert_eq!(e.status_and_code(), (413, "request_too_large"));
 
-    let (s, b) = error_of(
+    let e = error_of(
         c.post(gw.url("/v1/nothing"))
             .bearer_auth(&key)
             .send()
@@ -391,10 +352,10 @@ async fn bad_requests_get_openai_errors_and_never_reach_the_upstream() {
             .unwrap(),
     )
     .await;
-    assert_eq!((s, b["error"]["code"].as_str()), (404, Some("unknown_url")));
+    assert_eq!(e.status_and_code(), (404, "unknown_url"));
 
-    let (s, _) = error_of(c.get(&chat).bearer_auth(&key).send().await.unwrap()).await;
-    assert_eq!(s, 405);
+    let e = error_of(c.get(&chat).bearer_auth(&key).send().await.unwrap()).await;
+    assert_eq!(e.status, 405);
 
     assert_eq!(up.request_count(), 0, "no bad request reached the upstream");
     let rows = gw.wait_usage_rows(8).await;
@@ -421,224 +382,6 @@ async fn bodies_larger_than_pingoras_retry_buffer_arrive_intact() {
 }
 
 #[tokio::test]
-async fn failover_when_a_backend_dies_or_answers_5xx() {
-    let a = fake().await;
-    let b = fake().await;
-    let gw = gateway()
-        .backend(Backend::new(a.url()))
-        .backend(Backend::new(b.url()))
-        .start()
-        .await;
-    let key = gw.create_key("test", &[]);
-    let body = chat_body("gpt-4o-mini", false);
-    let send = || gw.chat(&key, &body);
-
-    // Both serve while healthy (weighted round robin).
-    for _ in 0..4 {
-        assert_eq!(send().await.status(), 200);
-    }
-    assert!(a.request_count() > 0 && b.request_count() > 0);
-
-    // A answers 500: every request still succeeds, through B.
-    a.set_mode(Mode::Fail(500));
-    for _ in 0..6 {
-        assert_eq!(send().await.status(), 200);
-    }
-
-    // A is killed outright: still no failed request.
-    a.set_mode(Mode::Normal);
-    a.shutdown().await;
-    b.clear_requests();
-    for _ in 0..6 {
-        let resp = send().await;
-        assert_eq!(resp.status(), 200);
-    }
-    assert_eq!(b.request_count(), 6);
-
-    // Every backend down: a clear 5xx in OpenAI's shape.
-    b.shutdown().await;
-    let (s, body) = error_of(send().await).await;
-    assert!(s == 502 || s == 503, "{s} {body}");
-    assert_eq!(body["error"]["type"], "server_error");
-    let rows = gw.wait_usage_rows(17).await;
-    assert!(rows[..16].iter().all(|r| r.status == 200));
-    assert!(rows[16].status >= 500);
-}
-
-#[tokio::test]
-async fn health_checks_take_a_backend_out_and_bring_it_back() {
-    let a = fake().await;
-    let b = fake().await;
-    let gw = gateway()
-        .backend(Backend::new(a.url()))
-        .backend(Backend::new(b.url()))
-        .start()
-        .await;
-    let key = gw.create_key("test", &[]);
-    a.set_health_ok(false);
-    // Wait for a failed probe (interval 1 s in tests), then A gets no traffic.
-    let mut quiet = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        a.clear_requests();
-        for _ in 0..4 {
-            let r = gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
-            assert_eq!(r.status(), 200);
-        }
-        if a.request_count() == 0 {
-            quiet = true;
-            break;
-        }
-    }
-    assert!(quiet, "an unhealthy backend kept receiving requests");
-    a.set_health_ok(true);
-    let mut back = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        for _ in 0..4 {
-            gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
-        }
-        if a.request_count() > 0 {
-            back = true;
-            break;
-        }
-    }
-    assert!(back, "a recovered backend never came back into rotation");
-}
-
-#[tokio::test]
-async fn priority_groups_are_used_in_order() {
-    let primary = fake().await;
-    let standby = fake().await;
-    let gw = gateway()
-        .backend(Backend::new(primary.url()))
-        .backend(Backend {
-            priority: 1,
-            ..Backend::new(standby.url())
-        })
-        .start()
-        .await;
-    let key = gw.create_key("test", &[]);
-    for _ in 0..5 {
-        let r = gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
-        assert_eq!(r.status(), 200);
-    }
-    assert_eq!((primary.request_count(), standby.request_count()), (5, 0));
-    primary.shutdown().await;
-    for _ in 0..3 {
-        let r = gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
-        assert_eq!(r.status(), 200);
-    }
-    assert_eq!(standby.request_count(), 3);
-}
-
-#[tokio::test]
-async fn without_upstream_usage_tokens_are_counted_locally() {
-    let up = fake().await;
-    up.set_mode(Mode::NoUsage);
-    let gw = gateway().backend(Backend::new(up.url())).start().await;
-    let key = gw.create_key("test", &[]);
-    for stream in [false, true] {
-        let resp = gw.chat(&key, &chat_body("gpt-4o-mini", stream)).await;
-        assert_eq!(resp.status(), 200);
-        resp.bytes().await.unwrap();
-    }
-    let rows = gw.wait_usage_rows(2).await;
-    for r in rows {
-        assert_eq!(r.usage_source, "tokenizer");
-        // "Hello from the fake upstream" is 5 tokens in o200k; the prompt is
-        // 3 + (3 + "Say hello to the tests" = 5) = 11.
-        assert_eq!((r.prompt_tokens, r.completion_tokens), (11, 5), "{r:?}");
-    }
-}
-
-#[tokio::test]
-async fn a_stream_cut_by_the_upstream_is_recorded_with_its_partial_tokens() {
-    let up = fake().await;
-    up.set_mode(Mode::DieMidStream { after_chunks: 2 });
-    let gw = gateway().backend(Backend::new(up.url())).start().await;
-    let key = gw.create_key("test", &[]);
-    let resp = gw.chat(&key, &chat_body("gpt-4o-mini", true)).await;
-    assert_eq!(resp.status(), 200);
-    let events = SseReader::new(resp).collect().await;
-    assert_ne!(events.last().map(String::as_str), Some("[DONE]"));
-    let rows = gw.wait_usage_rows(1).await;
-    assert_eq!(rows[0].usage_source, "tokenizer");
-    // Two chunks arrived ("Hello ", "from "): counted with the same tokenizer.
-    let expected = bluesminds::usage::tokenizer::count_text("gpt-4o-mini", "Hello from ") as i64;
-    assert_eq!(rows[0].completion_tokens, expected, "{:?}", rows[0]);
-    assert_eq!(rows[0].error_code.as_deref(), Some("upstream_error"));
-}
-
-#[tokio::test]
-async fn sigterm_flushes_usage_and_exits_cleanly() {
-    let up = fake().await;
-    let mut gw = gateway().backend(Backend::new(up.url())).start().await;
-    let key = gw.create_key("test", &[]);
-    for _ in 0..5 {
-        let r = gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
-        assert_eq!(r.status(), 200);
-    }
-    let status = gw.terminate();
-    assert!(status.success(), "exit status {status}; log:\n{}", gw.log());
-    gw.wait_usage_rows(5).await;
-}
-
-#[tokio::test]
-async fn sigterm_makes_readyz_refuse_while_the_process_drains() {
-    let up = fake().await;
-    let mut gw = gateway().backend(Backend::new(up.url())).start().await;
-    let client = reqwest::Client::new();
-    let readyz = format!("{}/readyz", gw.side);
-    assert_eq!(client.get(&readyz).send().await.unwrap().status(), 200);
-    let pid = gw.child.as_ref().unwrap().id();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    // The grace period (1 s in tests) and the usage flush keep the process up a
-    // while; load balancers must see it go at once.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-    loop {
-        let resp = client.get(&readyz).send().await.unwrap();
-        if resp.status() == 503 {
-            assert_eq!(resp.text().await.unwrap(), "shutting down");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "/readyz still {}",
-            resp.status()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let status = gw.terminate();
-    assert!(status.success(), "exit status {status}; log:\n{}", gw.log());
-}
-
-#[tokio::test]
-async fn invalid_config_fails_at_start_naming_the_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.yaml");
-    std::fs::write(
-        &path,
-        "pools:\n  - name: p\n    models: [m]\n    backends:\n      - url: http://127.0.0.1:1\n        weight: 0\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(common::bin())
-        .arg("--config")
-        .arg(&path)
-        .arg("check-config")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("pools[0].backends[0].weight"), "{err}");
-    assert!(err.contains("line 6"), "{err}");
-}
-
-#[tokio::test]
 async fn a_hanging_upstream_times_out_with_504() {
     let up = fake().await;
     up.set_mode(Mode::Hang);
@@ -649,11 +392,8 @@ async fn a_hanging_upstream_times_out_with_504() {
         .await;
     let key = gw.create_key("test", &[]);
     let resp = gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
-    let (status, body) = error_of(resp).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (504, Some("upstream_timeout"))
-    );
+    let e = error_of(resp).await;
+    assert_eq!(e.status_and_code(), (504, "upstream_timeout"));
     let rows = gw.wait_usage_rows(1).await;
     assert_eq!(rows[0].status, 504);
 }

@@ -3,28 +3,35 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{chat_body, gateway, Backend, Gateway, SseReader};
-use fake_upstream::{FakeConfig, FakeUpstream, CHUNK_DELAY_HEADER};
+use common::{chat_body, fake, gateway, Backend, Gateway, Poll, SseReader};
+use fake_upstream::CHUNK_DELAY_HEADER;
 
+/// Up to 20 s, one request every 200 ms: a reload is applied asynchronously.
+const RELOAD: Poll = Poll::within(Duration::from_secs(20)).every(Duration::from_millis(200));
+
+/// Sends a request for `model` every 200 ms until it answers `status`.
 async fn wait_for_status(gw: &Gateway, key: &str, model: &str, status: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = gw
-            .chat(key, &chat_body(model, false))
-            .await
-            .status()
-            .as_u16();
-        if got == status {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
+    let answered = RELOAD
+        .try_until(|| async {
+            let got = gw
+                .chat(key, &chat_body(model, false))
+                .await
+                .status()
+                .as_u16();
+            if got == status {
+                Ok(())
+            } else {
+                Err(got)
+            }
+        })
+        .await;
+    if let Err(got) = answered {
+        panic!(
             "{model} still answers {got}, not {status}; log:\n{}",
             gw.log()
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -37,7 +44,7 @@ fn add_model(gw: &Gateway, model: &str) {
 
 #[tokio::test]
 async fn a_changed_file_is_applied_and_a_broken_one_rejected() {
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
     let gw = gateway().backend(Backend::new(up.url())).start().await;
     let key = gw.create_key("reload", &[]);
     assert_eq!(
@@ -52,15 +59,16 @@ async fn a_changed_file_is_applied_and_a_broken_one_rejected() {
 
     let good = std::fs::read_to_string(&gw.config_path).unwrap();
     std::fs::write(&gw.config_path, good.replace("pools:", "pools: [oops")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !gw.log().contains("config reload rejected") {
-        assert!(
-            Instant::now() < deadline,
-            "no rejection logged:\n{}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let logged = RELOAD
+        .try_until(|| async {
+            if gw.log().contains("config reload rejected") {
+                Ok(())
+            } else {
+                Err(())
+            }
+        })
+        .await;
+    assert!(logged.is_ok(), "no rejection logged:\n{}", gw.log());
     // The previous config keeps serving, the new model included.
     assert_eq!(
         gw.chat(&key, &chat_body("later-model", false))
@@ -68,12 +76,7 @@ async fn a_changed_file_is_applied_and_a_broken_one_rejected() {
             .status(),
         200
     );
-    let metrics = reqwest::get(format!("{}/metrics", gw.side))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("bluesminds_config_reloads_total{result=\"rejected\"} 1"),
         "{metrics}"
@@ -86,7 +89,7 @@ async fn a_changed_file_is_applied_and_a_broken_one_rejected() {
 
 #[tokio::test]
 async fn sighup_reloads_without_dropping_open_streams() {
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
     let mut gw = gateway()
         .server("watch_config: false")
         .backend(Backend::new(up.url()))

@@ -3,16 +3,12 @@
 
 mod common;
 
-use common::{chat_body, gateway, Backend, Gateway, User};
-use fake_upstream::{FakeConfig, FakeUpstream};
+use common::{chat_body, error_of, fake, gateway, Backend, Gateway, User};
+use fake_upstream::FakeUpstream;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
-
-async fn fake() -> FakeUpstream {
-    FakeUpstream::start(FakeConfig::default()).await.unwrap()
-}
 
 async fn start(up: &FakeUpstream) -> Gateway {
     gateway()
@@ -21,15 +17,6 @@ async fn start(up: &FakeUpstream) -> Gateway {
         .yaml("admin:\n  token_env: BM_ADMIN_TOKEN\nadmin_emails: [boss@example.com]\nplans:\n  free: { rpm: 1000 }\ndefault_plan: free\n")
         .start()
         .await
-}
-
-async fn code_of(resp: reqwest::Response) -> (u16, String) {
-    let status = resp.status().as_u16();
-    let v: Value = resp.json().await.unwrap();
-    (
-        status,
-        v["error"]["code"].as_str().unwrap_or_default().to_string(),
-    )
 }
 
 #[tokio::test]
@@ -49,28 +36,29 @@ async fn accounts_sessions_and_csrf() {
             .send()
     };
     assert_eq!(
-        code_of(
+        error_of(
             signup("ann@example.com", "another long password")
                 .await
                 .unwrap()
         )
-        .await,
-        (409, "conflict".into())
+        .await
+        .status_and_code(),
+        (409, "conflict")
     );
     assert_eq!(
-        code_of(
+        error_of(
             signup("not-an-email", "a long enough password")
                 .await
                 .unwrap()
         )
         .await
-        .0,
+        .status,
         400
     );
     assert_eq!(
-        code_of(signup("bob@example.com", "short").await.unwrap())
+        error_of(signup("bob@example.com", "short").await.unwrap())
             .await
-            .0,
+            .status,
         400
     );
     let malformed = http
@@ -80,7 +68,7 @@ async fn accounts_sessions_and_csrf() {
         .send()
         .await
         .unwrap();
-    assert_eq!(code_of(malformed).await.0, 400);
+    assert_eq!(error_of(malformed).await.status, 400);
 
     // A state-changing call with the cookie but without the CSRF token is refused.
     let forged = ann
@@ -89,12 +77,17 @@ async fn accounts_sessions_and_csrf() {
         .send()
         .await
         .unwrap();
-    assert_eq!(code_of(forged).await, (403, "permission_denied".into()));
+    assert_eq!(
+        error_of(forged).await.status_and_code(),
+        (403, "permission_denied")
+    );
     let out = ann.post("/api/auth/logout", json!({})).await;
     assert_eq!(out.status(), StatusCode::NO_CONTENT);
     assert_eq!(
-        code_of(ann.get("/api/auth/me").await).await,
-        (401, "not_signed_in".into())
+        error_of(ann.get("/api/auth/me").await)
+            .await
+            .status_and_code(),
+        (401, "not_signed_in")
     );
 
     // Log back in; wrong passwords are throttled per account.
@@ -111,13 +104,18 @@ async fn accounts_sessions_and_csrf() {
     assert_eq!(ann.get("/api/auth/me").await.status(), StatusCode::OK);
     for _ in 0..5 {
         assert_eq!(
-            code_of(login("wrong password!").await.unwrap()).await,
-            (401, "invalid_credentials".into())
+            error_of(login("wrong password!").await.unwrap())
+                .await
+                .status_and_code(),
+            (401, "invalid_credentials")
         );
     }
     let locked = login("a long enough password").await.unwrap();
     assert!(locked.headers().contains_key("retry-after"));
-    assert_eq!(code_of(locked).await, (429, "too_many_attempts".into()));
+    assert_eq!(
+        error_of(locked).await.status_and_code(),
+        (429, "too_many_attempts")
+    );
     // Unknown accounts answer like wrong passwords.
     let unknown = http
         .post(format!("{}/api/auth/login", gw.side))
@@ -125,7 +123,10 @@ async fn accounts_sessions_and_csrf() {
         .send()
         .await
         .unwrap();
-    assert_eq!(code_of(unknown).await, (401, "invalid_credentials".into()));
+    assert_eq!(
+        error_of(unknown).await.status_and_code(),
+        (401, "invalid_credentials")
+    );
 }
 
 #[tokio::test]
@@ -144,15 +145,15 @@ async fn keys_are_private_and_revocation_and_rotation_reach_the_proxy_at_once() 
         .unwrap();
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
     assert_eq!(
-        code_of(ann.post("/api/keys", json!({"name": ""})).await)
+        error_of(ann.post("/api/keys", json!({"name": ""})).await)
             .await
-            .0,
+            .status,
         400
     );
     assert_eq!(
-        code_of(ann.post("/api/keys", json!({"name": "x", "rpm": 0})).await)
+        error_of(ann.post("/api/keys", json!({"name": "x", "rpm": 0})).await)
             .await
-            .0,
+            .status,
         400
     );
 
@@ -292,8 +293,8 @@ async fn admin_api_needs_an_admin_and_manages_servers_and_users() {
         "/api/admin/servers",
     ] {
         assert_eq!(
-            code_of(ann.get(path).await).await,
-            (403, "permission_denied".into()),
+            error_of(ann.get(path).await).await.status_and_code(),
+            (403, "permission_denied"),
             "{path}"
         );
         let anonymous = reqwest::get(format!("{}{path}", gw.side)).await.unwrap();
@@ -321,9 +322,9 @@ async fn admin_api_needs_an_admin_and_manages_servers_and_users() {
             json!({"pool": "extra", "url": "ftp://x", "models": ["extra-model"]}),
         )
         .await;
-    assert_eq!(code_of(bad).await.0, 400);
+    assert_eq!(error_of(bad).await.status, 400);
     let bad = boss.post("/api/admin/servers", json!({"pool": "extra", "url": extra.url(), "models": ["extra-model"], "api_key_env": "SURELY_NOT_SET_ANYWHERE"})).await;
-    assert_eq!(code_of(bad).await.0, 400);
+    assert_eq!(error_of(bad).await.status, 400);
     let added = boss
         .post(
             "/api/admin/servers",

@@ -1,10 +1,128 @@
-//! Which backend serves a request, and as whom: backend identity, Host headers
-//! and keys. The real binary, fake upstreams, a real HTTP client.
+//! Which backend serves a request, and as whom: failover when a backend dies
+//! or answers 5xx, active health checks taking a backend out and back in,
+//! priority groups, backend identity (Host headers and keys of backends that
+//! share an address). The real binary, fake upstreams, a real HTTP client.
 
 mod common;
 
-use common::{chat_body, gateway, Backend};
-use fake_upstream::{FakeConfig, FakeUpstream};
+use std::time::Duration;
+
+use common::{chat_body, error_of, fake, gateway, Backend, Poll};
+use fake_upstream::Mode;
+
+#[tokio::test]
+async fn failover_when_a_backend_dies_or_answers_5xx() {
+    let a = fake().await;
+    let b = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(a.url()))
+        .backend(Backend::new(b.url()))
+        .start()
+        .await;
+    let key = gw.create_key("test", &[]);
+    let body = chat_body("gpt-4o-mini", false);
+    let send = || gw.chat(&key, &body);
+
+    // Both serve while healthy (weighted round robin).
+    for _ in 0..4 {
+        assert_eq!(send().await.status(), 200);
+    }
+    assert!(a.request_count() > 0 && b.request_count() > 0);
+
+    // A answers 500: every request still succeeds, through B.
+    a.set_mode(Mode::Fail(500));
+    for _ in 0..6 {
+        assert_eq!(send().await.status(), 200);
+    }
+
+    // A is killed outright: still no failed request.
+    a.set_mode(Mode::Normal);
+    a.shutdown().await;
+    b.clear_requests();
+    for _ in 0..6 {
+        let resp = send().await;
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(b.request_count(), 6);
+
+    // Every backend down: a clear 5xx in OpenAI's shape.
+    b.shutdown().await;
+    let e = error_of(send().await).await;
+    assert!(e.status == 502 || e.status == 503, "{e:?}");
+    assert_eq!(e.kind(), "server_error");
+    let rows = gw.wait_usage_rows(17).await;
+    assert!(rows[..16].iter().all(|r| r.status == 200));
+    assert!(rows[16].status >= 500);
+}
+
+#[tokio::test]
+async fn health_checks_take_a_backend_out_and_bring_it_back() {
+    let a = fake().await;
+    let b = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(a.url()))
+        .backend(Backend::new(b.url()))
+        .start()
+        .await;
+    let key = gw.create_key("test", &[]);
+    // Rounds of 4 requests, 100 ms apart, the first 100 ms after the change;
+    // for about 10 s (it used to be 100 rounds).
+    let pace = Duration::from_millis(100);
+    let rounds = Poll::within(Duration::from_secs(10)).every(pace);
+    a.set_health_ok(false);
+    // Wait for a failed probe (interval 1 s in tests), then A gets no traffic:
+    // every request still succeeds, and none of a round's reaches A.
+    tokio::time::sleep(pace).await;
+    rounds
+        .until(
+            "an unhealthy backend to stop receiving requests",
+            || async {
+                a.clear_requests();
+                for _ in 0..4 {
+                    let r = gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
+                    assert_eq!(r.status(), 200);
+                }
+                a.request_count() == 0
+            },
+        )
+        .await;
+    a.set_health_ok(true);
+    tokio::time::sleep(pace).await;
+    rounds
+        .until("a recovered backend to come back into rotation", || async {
+            for _ in 0..4 {
+                gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
+            }
+            a.request_count() > 0
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn priority_groups_are_used_in_order() {
+    let primary = fake().await;
+    let standby = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(primary.url()))
+        .backend(Backend {
+            priority: 1,
+            ..Backend::new(standby.url())
+        })
+        .start()
+        .await;
+    let key = gw.create_key("test", &[]);
+    for _ in 0..5 {
+        let r = gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!((primary.request_count(), standby.request_count()), (5, 0));
+    primary.shutdown().await;
+    for _ in 0..3 {
+        let r = gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(standby.request_count(), 3);
+}
 
 /// Two backends whose names resolve to one IP:port (providers behind one CDN,
 /// or one server reached under two names) are two backends: each request goes
@@ -14,7 +132,7 @@ use fake_upstream::{FakeConfig, FakeUpstream};
 /// and key.
 #[tokio::test]
 async fn two_backends_on_one_address_keep_their_own_host_and_key() {
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
     let port = up.addr().port();
     let gw = gateway()
         .backend(Backend {
@@ -64,7 +182,7 @@ async fn two_backends_on_one_address_keep_their_own_host_and_key() {
 /// rate limits) is allowed at one priority, and both keys are used.
 #[tokio::test]
 async fn one_url_under_two_keys_uses_both() {
-    let up = FakeUpstream::start(FakeConfig::default()).await.unwrap();
+    let up = fake().await;
     let gw = gateway()
         .backend(Backend {
             api_key_env: Some("KEY_A"),

@@ -3,15 +3,37 @@
 //!
 //! The database is a fresh SQLite file per test, or, when `BLUESMINDS_TEST_POSTGRES`
 //! holds a PostgreSQL URL, a fresh PostgreSQL database per test (dropped on exit).
+//!
+//! Shared helpers live here too, one of each: HTTP clients and OpenAI error
+//! bodies (`http`), waiting for a condition (`wait`), reading `/metrics`
+//! (`prometheus`).
 #![allow(dead_code)]
+
+pub mod http;
+pub mod prometheus;
+pub mod wait;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use fake_upstream::{FakeConfig, FakeUpstream};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
+
+// Each test binary uses some of these; the others are not unused code.
+#[allow(unused_imports)]
+pub use http::{browser_client, client, error_of, header, ApiError};
+#[allow(unused_imports)]
+pub use prometheus::sample;
+#[allow(unused_imports)]
+pub use wait::{eventually, eventually_some, Poll};
+
+/// A fake OpenAI upstream with the default behaviour, on a free port.
+pub async fn fake() -> FakeUpstream {
+    FakeUpstream::start(FakeConfig::default()).await.unwrap()
+}
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -19,20 +41,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Waits until `check` holds, polling every 20 ms; fails the test after 15 s,
-/// naming what it waited for. No test asserts on how long that took.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !check().await {
-        assert!(Instant::now() < deadline, "still waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 pub fn bin() -> &'static str {
@@ -283,28 +291,35 @@ impl Gateway {
             .expect("start bluesminds");
         self.child = Some(child);
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("gateway exited with {status}; log:\n{}", self.log());
-            }
-            let side_up = client
-                .get(format!("{}/healthz", self.side))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            let proxy_up =
-                std::net::TcpStream::connect(self.proxy.trim_start_matches("http://")).is_ok();
-            if side_up && proxy_up {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gateway did not start; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let healthz = format!("{}/healthz", self.side);
+        let proxy_addr = self.proxy.trim_start_matches("http://").to_string();
+        let log_path = self.log_path();
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        // The child stays in `self` meanwhile, so that a failed start still
+        // kills it (Drop).
+        let child = self.child.as_mut().unwrap();
+        let started = Poll::within(Duration::from_secs(60))
+            .every(Duration::from_millis(50))
+            .try_until(|| {
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!("gateway exited with {status}; log:\n{}", log());
+                }
+                async {
+                    let side_up = client
+                        .get(&healthz)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    let proxy_up = std::net::TcpStream::connect(&proxy_addr).is_ok();
+                    if side_up && proxy_up {
+                        Ok(())
+                    } else {
+                        Err(())
+                    }
+                }
+            })
+            .await;
+        assert!(started.is_ok(), "gateway did not start; log:\n{}", log());
     }
 
     /// Creates a key with the CLI, as the README's quick start does.
@@ -353,27 +368,42 @@ impl Gateway {
     pub async fn wait_usage_rows(&self, n: i64) -> Vec<UsageRow> {
         let pool = self.db.pool().await;
         // Generous: on a loaded 2-core CI machine a first write can take a while;
-        // the loop returns as soon as the rows are there.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let rows = usage_rows(&pool).await;
-            if rows.len() as i64 >= n {
-                assert_eq!(
-                    rows.len() as i64,
-                    n,
-                    "more usage rows than requests: {rows:#?}"
-                );
-                pool.close().await;
-                return rows;
-            }
-            assert!(
-                Instant::now() < deadline,
+        // the wait ends as soon as the rows are there.
+        let found = Poll::within(Duration::from_secs(60))
+            .every(Duration::from_millis(50))
+            .try_until(|| async {
+                let rows = usage_rows(&pool).await;
+                if rows.len() as i64 >= n {
+                    assert_eq!(
+                        rows.len() as i64,
+                        n,
+                        "more usage rows than requests: {rows:#?}"
+                    );
+                    Ok(rows)
+                } else {
+                    Err(rows)
+                }
+            })
+            .await;
+        let rows = found.unwrap_or_else(|rows| {
+            panic!(
                 "expected {n} usage rows, found {}: {rows:#?}\nlog:\n{}",
                 rows.len(),
                 self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            )
+        });
+        pool.close().await;
+        rows
+    }
+
+    /// The side app's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.side))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -522,11 +552,7 @@ pub struct User {
 
 impl User {
     pub async fn signup(gw: &Gateway, email: &str) -> User {
-        let http = reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
+        let http = browser_client();
         let resp = http
             .post(format!("{}/api/auth/signup", gw.side))
             .json(&serde_json::json!({"email": email, "password": "a long enough password"}))

@@ -1,0 +1,132 @@
+//! The usage API (`/api/usage/*`): totals per model and per day and pages of
+//! recent requests, for the admin token and for API keys (which see only
+//! themselves); bad input and missing credentials answer OpenAI-shaped errors.
+
+mod common;
+
+use common::{chat_body, fake, gateway, Backend};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn usage_api_totals_and_pages_for_admins_and_keys() {
+    let up = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .env("BM_ADMIN_TOKEN", "admin-token-for-tests-0123456789")
+        .yaml("admin:\n  token_env: BM_ADMIN_TOKEN\n")
+        .start()
+        .await;
+    let a = gw.create_key("a", &[]);
+    let b = gw.create_key("b", &[]);
+    for _ in 0..3 {
+        assert_eq!(
+            gw.chat(&a, &chat_body("gpt-4o-mini", false)).await.status(),
+            200
+        );
+    }
+    let emb = reqwest::Client::new()
+        .post(gw.url("/v1/embeddings"))
+        .bearer_auth(&b)
+        .json(&json!({"model": "text-embedding-3-small", "input": "one two"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(emb.status(), 200);
+    gw.wait_usage_rows(4).await;
+
+    let c = reqwest::Client::new();
+    let get = |path: &str, token: &str| {
+        c.get(format!("{}{}", gw.side, path))
+            .bearer_auth(token)
+            .send()
+    };
+    let admin = "admin-token-for-tests-0123456789";
+
+    let v: Value = get("/api/usage/models", admin)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let models: Vec<(&str, i64)> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["group"].as_str().unwrap(),
+                r["requests"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(models, [("gpt-4o-mini", 3), ("text-embedding-3-small", 1)]);
+
+    let v: Value = get("/api/usage/daily", admin)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let days = v["data"].as_array().unwrap();
+    assert_eq!(days.len(), 1);
+    assert_eq!(days[0]["requests"], 4);
+    assert_eq!(days[0]["prompt_tokens"], 3 * 8 + 2);
+    assert_eq!(days[0]["cost_nanousd"], 3 * (8 * 150 + 5 * 600) + 2 * 20);
+
+    // A key sees only itself, and may not ask for anyone else.
+    let v: Value = get("/api/usage/daily", &b)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"][0]["requests"], 1);
+    let denied = get("/api/usage/daily?key_id=1", &b).await.unwrap();
+    assert_eq!(denied.status(), 403);
+    let e: Value = denied.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "permission_denied");
+
+    // Pages of recent requests, newest first.
+    let v: Value = get("/api/usage/requests?limit=3", admin)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let page: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["endpoint"].as_str().unwrap())
+        .collect();
+    assert_eq!(page, ["embeddings", "chat.completions", "chat.completions"]);
+    assert!(v["data"][0]["key_name"].is_string(), "{v}");
+    let before = v["next_before"].as_i64().unwrap();
+    let v: Value = get(
+        &format!("/api/usage/requests?limit=3&before={before}"),
+        admin,
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+    assert!(v["next_before"].is_null());
+
+    // Bad input and no credentials: OpenAI-shaped errors.
+    let bad = get("/api/usage/daily?from=yesterday", admin).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let e: Value = bad.json().await.unwrap();
+    assert_eq!(e["error"]["param"], "from");
+    let none = c
+        .get(format!("{}/api/usage/daily", gw.side))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 401);
+    let wrong = get("/api/usage/daily", "not-the-admin-token")
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+}

@@ -1,0 +1,74 @@
+//! Usage records are never lost or doubled: while the database is down the
+//! proxy keeps serving, records overflow the queue into the spill file, and
+//! once it is back every request is in `usage_records` exactly once (and once
+//! in the daily totals). What a record counts is in `usage_counting.rs`.
+
+mod common;
+
+use common::{chat_body, fake, gateway, sample, Backend};
+
+#[tokio::test]
+async fn a_database_outage_under_load_loses_no_usage_record() {
+    let up = fake().await;
+    // A tiny queue, so the outage overflows it into the spill file.
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .usage("queue_capacity: 8")
+        .usage("batch_size: 4")
+        .start()
+        .await;
+    let key = gw.create_key("load", &[]);
+    let body = chat_body("gpt-4o-mini", false);
+    let pool = gw.db.pool().await;
+    for _ in 0..5 {
+        assert_eq!(gw.chat(&key, &body).await.status(), 200);
+    }
+    gw.wait_usage_rows(5).await;
+
+    // The usage table disappears: every write fails until it is back.
+    sqlx::query("ALTER TABLE usage_records RENAME TO usage_records_offline")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut sent = 5;
+    for _ in 0..20 {
+        let wave = futures_util::future::join_all((0..10).map(|_| gw.chat(&key, &body))).await;
+        assert!(
+            wave.iter().all(|r| r.status() == 200),
+            "the proxy keeps serving"
+        );
+        sent += 10;
+    }
+    let spill = gw.dir.path().join("usage-spill.jsonl");
+    let metrics = gw.metrics().await;
+    assert!(sample(&metrics, "bluesminds_usage_write_errors_total", &[]).unwrap_or(0.0) > 0.0);
+    assert!(
+        sample(&metrics, "bluesminds_usage_spilled_total", &[]).unwrap_or(0.0) > 0.0,
+        "{metrics}"
+    );
+    assert!(std::fs::metadata(&spill).unwrap().len() > 0);
+
+    sqlx::query("ALTER TABLE usage_records_offline RENAME TO usage_records")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let rows = gw.wait_usage_rows(sent).await;
+    let mut ids: Vec<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len() as i64, sent, "every request exactly once");
+
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        sample(&metrics, "bluesminds_usage_shed_total", &[]).unwrap_or(0.0),
+        0.0
+    );
+    // The daily totals count each request once, replays included.
+    let pool = gw.db.pool().await;
+    let total: i64 = sqlx::query_scalar("SELECT CAST(SUM(requests) AS BIGINT) FROM usage_daily")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(total, sent);
+}
