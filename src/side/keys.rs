@@ -161,13 +161,18 @@ pub async fn create(
         },
     )
     .await?;
-    Ok((
+    Ok(created(secret, record))
+}
+
+/// The one answer that shows a key's secret.
+fn created(secret: String, record: KeyRecord) -> (StatusCode, Json<CreatedKey>) {
+    (
         StatusCode::CREATED,
         Json(CreatedKey {
             key: secret,
             info: record.into(),
         }),
-    ))
+    )
 }
 
 /// `POST /api/keys/{id}/rotate`: a new key with the same settings; the old one
@@ -214,13 +219,7 @@ pub async fn rotate(
     state.store.expire_key(id, until).await?;
     // The cached copy still has the old expiry.
     state.keys.invalidate_hex(&old_hash).await;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedKey {
-            key: secret,
-            info: record.into(),
-        }),
-    ))
+    Ok(created(secret, record))
 }
 
 /// `DELETE /api/keys/{id}`: revoked at once, on the proxy too.

@@ -43,6 +43,19 @@ fn server_from_row(r: &AnyRow) -> Result<ServerRecord, StoreError> {
     })
 }
 
+/// A server's columns as the first six parameters, in `NewServer`'s order.
+fn bind_server<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    s: &NewServer<'q>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(s.pool)
+        .bind(s.url)
+        .bind(serde_json::to_string(s.models).expect("strings serialize"))
+        .bind(s.weight)
+        .bind(s.priority)
+        .bind(s.api_key_env)
+}
+
 impl Store {
     pub async fn list_servers(&self) -> Result<Vec<ServerRecord>, StoreError> {
         sqlx::query(&format!(
@@ -56,19 +69,14 @@ impl Store {
     }
 
     pub async fn insert_server(&self, s: &NewServer<'_>) -> Result<ServerRecord, StoreError> {
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO upstream_servers (pool, url, models, weight, priority, api_key_env, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {SERVER_COLUMNS}"
-        ))
-        .bind(s.pool)
-        .bind(s.url)
-        .bind(serde_json::to_string(s.models).expect("strings serialize"))
-        .bind(s.weight)
-        .bind(s.priority)
-        .bind(s.api_key_env)
-        .bind(now_ms())
-        .fetch_one(&self.pool)
-        .await?;
+        );
+        let row = bind_server(sqlx::query(&sql), s)
+            .bind(now_ms())
+            .fetch_one(&self.pool)
+            .await?;
         server_from_row(&row)
     }
 
@@ -77,20 +85,15 @@ impl Store {
         id: i64,
         s: &NewServer<'_>,
     ) -> Result<ServerRecord, StoreError> {
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE upstream_servers SET pool = $1, url = $2, models = $3, weight = $4, priority = $5, api_key_env = $6 \
              WHERE id = $7 RETURNING {SERVER_COLUMNS}"
-        ))
-        .bind(s.pool)
-        .bind(s.url)
-        .bind(serde_json::to_string(s.models).expect("strings serialize"))
-        .bind(s.weight)
-        .bind(s.priority)
-        .bind(s.api_key_env)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("no server with id {id}")))?;
+        );
+        let row = bind_server(sqlx::query(&sql), s)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no server with id {id}")))?;
         server_from_row(&row)
     }
 
