@@ -9,6 +9,7 @@
 pub mod bucket;
 pub mod cluster;
 pub mod quota;
+mod sync;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -284,7 +285,7 @@ impl Limiter {
                 if !state.primed.initialized() {
                     state
                         .primed
-                        .get_or_init(|| prime(cluster, *subject, state, *limits))
+                        .get_or_init(|| sync::prime(cluster, *subject, state, *limits))
                         .await;
                 }
             }
@@ -376,117 +377,6 @@ impl Limiter {
     }
 }
 
-impl Limiter {
-    /// Cluster sync, step 1: every limited bucket with what this instance used
-    /// since the last sync (buckets with nothing used are included too: the sync
-    /// also tells them what the other instances used).
-    pub fn sync_collect(&self) -> Vec<SyncItem> {
-        let mut items = Vec::new();
-        for (subject, state) in self.subjects.iter() {
-            let mut b = state.buckets.lock().expect("bucket lock");
-            for kind in [REQUESTS, TOKENS] {
-                if let Some(limit) = b.bucket(kind).map(|b| b.limit()) {
-                    items.push(SyncItem {
-                        subject: *subject,
-                        kind,
-                        limit,
-                        delta: b.unsynced[kind],
-                    });
-                    b.unsynced[kind] = 0.0;
-                }
-            }
-        }
-        items
-    }
-
-    /// Cluster sync, step 2: `level` is what the cluster-wide bucket holds after
-    /// every instance added what it used up to this sync's tick. The local bucket
-    /// takes that level, less what this instance used since the tick (not yet in
-    /// it), and this instance's share until the next sync becomes the level
-    /// divided among the `instances`.
-    pub fn sync_apply(&self, item: &SyncItem, level: f64, instances: usize) {
-        if let Some(state) = self.subjects.get(&item.subject) {
-            apply_level(&state, item.kind, level, instances);
-        }
-    }
-
-    /// Cluster sync failed. `restore`: the deltas never reached Redis, so they
-    /// go into the next try. While the cluster is unreachable each instance
-    /// uses its own buckets whole.
-    pub fn sync_failed(&self, items: &[SyncItem], restore: bool) {
-        for item in items {
-            if let Some(state) = self.subjects.get(&item.subject) {
-                let mut b = state.buckets.lock().expect("bucket lock");
-                if restore {
-                    b.unsynced[item.kind] += item.delta;
-                }
-                b.share[item.kind] = None;
-            }
-        }
-    }
-}
-
-fn apply_level(state: &SubjectState, kind: usize, level: f64, instances: usize) {
-    let now = Instant::now();
-    let mut b = state.buckets.lock().expect("bucket lock");
-    let since_tick = b.unsynced[kind];
-    if let Some(bucket) = b.bucket(kind) {
-        bucket.set_available(level - since_tick, now);
-        b.share[kind] = Some(level.max(0.0) / instances.max(1) as f64);
-        // The new share covers the interval that began at this sync's tick:
-        // what was taken since then already counts against it.
-        b.spent[kind] = since_tick.max(0.0);
-    }
-}
-
-/// First sight of a subject in a cluster: its buckets start from the
-/// cluster-wide levels and this instance's share of them. If Redis does not
-/// answer in time the buckets are used whole until the next sync, as when a
-/// sync fails.
-async fn prime(
-    cluster: &cluster::Cluster,
-    subject: Subject,
-    state: &SubjectState,
-    limits: LimitSettings,
-) {
-    let items: Vec<SyncItem> = [(REQUESTS, limits.rpm), (TOKENS, limits.tpm)]
-        .into_iter()
-        .filter_map(|(kind, limit)| {
-            limit.map(|limit| SyncItem {
-                subject,
-                kind,
-                limit,
-                delta: 0.0,
-            })
-        })
-        .collect();
-    if items.is_empty() {
-        return;
-    }
-    {
-        let now = Instant::now();
-        let mut b = state.buckets.lock().expect("bucket lock");
-        sync_bucket(&mut b.requests, limits.rpm, now);
-        sync_bucket(&mut b.tokens, limits.tpm, now);
-    }
-    match tokio::time::timeout(cluster.first_read_timeout(), cluster.levels(&items)).await {
-        Ok(Ok((instances, levels))) => {
-            for (item, level) in items.iter().zip(levels) {
-                apply_level(state, item.kind, level, instances);
-            }
-        }
-        failed => {
-            let error = match failed {
-                Ok(Err(e)) => e.to_string(),
-                _ => "timed out".into(),
-            };
-            tracing::warn!(subject = %subject.tag(), %error, "cannot read cluster limits of a new key; its limits are per instance until the next sync");
-            let mut b = state.buckets.lock().expect("bucket lock");
-            b.share = [None; 2];
-        }
-    }
-}
-
 fn sync_bucket(bucket: &mut Option<TokenBucket>, limit: Option<u64>, now: Instant) {
     match (bucket.as_mut(), limit) {
         (Some(b), Some(l)) => b.set_limit(l, now),
@@ -520,113 +410,4 @@ pub fn estimate_tokens(body_len: usize, max_tokens: Option<u64>) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ask(rpm: Option<u64>, tpm: Option<u64>, conc: Option<u64>, tokens: u64) -> Ask {
-        Ask {
-            key_id: 1,
-            key: LimitSettings {
-                rpm,
-                tpm,
-                concurrency: conc,
-            },
-            user: None,
-            tokens,
-        }
-    }
-
-    #[test]
-    fn exactly_the_limit_is_admitted() {
-        let l = Limiter::new();
-        let a = ask(Some(5), None, None, 0);
-        let results: Vec<_> = (0..20).map(|_| l.admit(&a)).collect();
-        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5);
-        let remaining: Vec<u64> = results
-            .iter()
-            .filter_map(|r| r.as_ref().ok())
-            .map(|p| p.info.requests.unwrap().remaining)
-            .collect();
-        assert_eq!(remaining, [4, 3, 2, 1, 0]);
-        let d = results[5].as_ref().unwrap_err();
-        assert_eq!((d.kind, d.limit), (LimitKind::Requests, 5));
-        // One request refills every 12 s.
-        let wait = d.retry_after.unwrap();
-        assert!(
-            wait > Duration::from_secs(11) && wait <= Duration::from_secs(12),
-            "{wait:?}"
-        );
-    }
-
-    #[test]
-    fn user_limit_spans_keys_and_a_denial_debits_nothing() {
-        let l = Limiter::new();
-        let user = Some((
-            7,
-            LimitSettings {
-                rpm: Some(3),
-                ..Default::default()
-            },
-        ));
-        let mut admitted = 0;
-        for key_id in [1, 2, 3, 4, 5, 6] {
-            let a = Ask {
-                key_id,
-                key: LimitSettings {
-                    rpm: Some(10),
-                    ..Default::default()
-                },
-                user,
-                tokens: 0,
-            };
-            admitted += l.admit(&a).is_ok() as usize;
-        }
-        assert_eq!(admitted, 3);
-        // Key 4 was refused by its user: its own bucket is untouched.
-        let a = Ask {
-            key_id: 4,
-            key: LimitSettings {
-                rpm: Some(10),
-                ..Default::default()
-            },
-            user: None,
-            tokens: 0,
-        };
-        assert_eq!(l.admit(&a).unwrap().info.requests.unwrap().remaining, 9);
-    }
-
-    #[test]
-    fn concurrency_slots_come_back_when_permits_drop() {
-        let l = Limiter::new();
-        let a = ask(None, None, Some(2), 0);
-        let p1 = l.admit(&a).unwrap();
-        let _p2 = l.admit(&a).unwrap();
-        assert_eq!(l.admit(&a).unwrap_err().kind, LimitKind::Concurrency);
-        drop(p1);
-        assert!(l.admit(&a).is_ok());
-    }
-
-    #[test]
-    fn tokens_are_estimated_then_reconciled() {
-        let l = Limiter::new();
-        let p = l.admit(&ask(None, Some(1000), None, 600)).unwrap();
-        assert_eq!(p.info.tokens.unwrap().remaining, 400);
-        let d = l.admit(&ask(None, Some(1000), None, 600)).unwrap_err();
-        assert_eq!(d.kind, LimitKind::Tokens);
-        p.reconcile(100); // the answer was short: 500 tokens come back
-        let p2 = l.admit(&ask(None, Some(1000), None, 600)).unwrap();
-        assert!(p2.info.tokens.unwrap().remaining < 400);
-        let d = l.admit(&ask(None, Some(1000), None, 5000)).unwrap_err();
-        assert_eq!(
-            d.retry_after, None,
-            "larger than the limit: retrying cannot help"
-        );
-    }
-
-    #[test]
-    fn duration_format_matches_openai() {
-        assert_eq!(openai_duration(Duration::from_millis(20)), "20ms");
-        assert_eq!(openai_duration(Duration::from_millis(1200)), "2s");
-        assert_eq!(openai_duration(Duration::from_secs(360)), "6m0s");
-    }
-}
+mod tests;

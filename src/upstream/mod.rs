@@ -8,63 +8,25 @@
 //! ejection), and a request never goes to the same backend twice when failing over.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use pingora::lb::discovery;
-use pingora::lb::health_check::{HealthCheck, HttpHealthCheck};
+use pingora::lb::health_check::HttpHealthCheck;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::protocols::l4::socket::SocketAddr as InetOrUnix;
-use pingora::upstreams::peer::HttpPeer;
+
+mod backend;
+mod health;
+
+pub use backend::BackendMeta;
+use backend::{id_of, identity_of};
+use health::PerBackendCheck;
 
 use crate::config::{BackendConfig, BackendUrl, LiveConfig, PoolConfig};
 use crate::store::ServerRecord;
-
-/// One upstream server as the proxy sees it.
-pub struct BackendMeta {
-    /// Unique across all pools; used to remember which backends a request tried.
-    pub id: usize,
-    pub pool: String,
-    /// The configured URL, for logs and usage records (never holds the API key).
-    pub display: String,
-    pub url: BackendUrl,
-    pub addr: SocketAddr,
-    pub host_header: String,
-    /// `Bearer <key>`, ready to put in the upstream request.
-    pub authorization: Option<String>,
-    pub priority: u32,
-    /// Passive ejection: monotonic milliseconds until which the backend is skipped.
-    ejected_until_ms: AtomicU64,
-    health_check: HttpHealthCheck,
-    /// What Pingora's load balancer holds for this backend (see `identity_of`).
-    identity: Backend,
-    /// The real address, for the active health check.
-    probe_target: Backend,
-}
-
-impl BackendMeta {
-    fn is_ejected(&self, now_ms: u64) -> bool {
-        self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
-    }
-
-    pub fn peer(&self, connect_timeout: Duration, read_timeout: Duration) -> HttpPeer {
-        let sni = if self.url.tls {
-            self.url.host.clone()
-        } else {
-            String::new()
-        };
-        let mut peer = HttpPeer::new(self.addr, self.url.tls, sni);
-        peer.options.connection_timeout = Some(connect_timeout);
-        peer.options.total_connection_timeout = Some(connect_timeout * 2);
-        peer.options.read_timeout = Some(read_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        peer
-    }
-}
 
 struct PriorityGroup {
     lb: LoadBalancer<RoundRobin>,
@@ -76,45 +38,6 @@ impl PriorityGroup {
         let id = id_of(b)?;
         self.members.iter().find(|m| m.id == id)
     }
-}
-
-/// Pingora identifies a `Backend` by address and weight only (its `ext` is
-/// ignored by equality, ordering and health state), so two backends whose names
-/// resolve to one IP:port (providers behind one CDN, or one server under two
-/// keys) would merge into one, and the second's Host header and key would never
-/// be used. The load balancer therefore holds an address that stands for the
-/// backend's id: one in 100::/64, the IPv6 discard-only prefix (RFC 6666), which
-/// is never dialled; connections use `BackendMeta::addr`. Decoding the id from
-/// the address also keeps selection free of the allocation that cloning a
-/// non-empty `ext` costs on every pick.
-fn identity_of(id: usize, weight: usize) -> Backend {
-    let id = id as u64;
-    let ip = std::net::Ipv6Addr::new(
-        0x100,
-        0,
-        0,
-        0,
-        (id >> 48) as u16,
-        (id >> 32) as u16,
-        (id >> 16) as u16,
-        id as u16,
-    );
-    Backend {
-        addr: InetOrUnix::Inet(SocketAddr::new(ip.into(), 0)),
-        weight,
-        ext: Default::default(),
-    }
-}
-
-fn id_of(b: &Backend) -> Option<usize> {
-    let SocketAddr::V6(v6) = b.addr.as_inet()? else {
-        return None;
-    };
-    let s = v6.ip().segments();
-    (s[0] == 0x100).then(|| {
-        (u64::from(s[4]) << 48 | u64::from(s[5]) << 32 | u64::from(s[6]) << 16 | u64::from(s[7]))
-            as usize
-    })
 }
 
 pub struct Pool {
@@ -236,48 +159,6 @@ pub enum UpstreamError {
     },
     #[error("pool `{pool}`: the load balancer could not start: {reason}")]
     Balancer { pool: String, reason: String },
-}
-
-/// Probes each backend with its own request (host, TLS, path and key differ per backend).
-struct PerBackendCheck {
-    members: Vec<Arc<BackendMeta>>,
-    healthy_threshold: usize,
-    unhealthy_threshold: usize,
-}
-
-impl PerBackendCheck {
-    fn member(&self, target: &Backend) -> Option<&Arc<BackendMeta>> {
-        let id = id_of(target)?;
-        self.members.iter().find(|m| m.id == id)
-    }
-}
-
-#[async_trait]
-impl HealthCheck for PerBackendCheck {
-    async fn check(&self, target: &Backend) -> pingora::Result<()> {
-        match self.member(target) {
-            Some(m) => m.health_check.check(&m.probe_target).await,
-            None => Ok(()),
-        }
-    }
-
-    async fn health_status_change(&self, target: &Backend, healthy: bool) {
-        if let Some(m) = self.member(target) {
-            if healthy {
-                tracing::info!(backend = %m.display, pool = %m.pool, "backend is healthy again");
-            } else {
-                tracing::warn!(backend = %m.display, pool = %m.pool, "backend failed its health check; out of rotation");
-            }
-        }
-    }
-
-    fn health_threshold(&self, success: bool) -> usize {
-        if success {
-            self.healthy_threshold
-        } else {
-            self.unhealthy_threshold
-        }
-    }
 }
 
 impl Upstreams {

@@ -7,6 +7,11 @@
 //! forwarded untouched; with it, only whole events are forwarded (upstreams send
 //! whole events per chunk, so this adds no delay in practice).
 //!
+//! Longer than most files on purpose: the SSE scanner, its deferred-payload
+//! buffer and the JSON tail reader are one hot-path state machine whose parts
+//! share invariants (measured in benches/README.md); splitting it would
+//! scatter them.
+//!
 //! SSE is split by hand rather than with an SSE crate because stripping needs the
 //! byte span of each event, which stream-oriented SSE crates do not expose.
 

@@ -1,0 +1,94 @@
+//! One backend as the proxy sees it, and the identity Pingora's load balancer
+//! holds for it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use pingora::lb::health_check::HttpHealthCheck;
+use pingora::lb::Backend;
+use pingora::protocols::l4::socket::SocketAddr as InetOrUnix;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::BackendUrl;
+
+/// One upstream server as the proxy sees it.
+pub struct BackendMeta {
+    /// Unique across all pools; used to remember which backends a request tried.
+    pub id: usize,
+    pub pool: String,
+    /// The configured URL, for logs and usage records (never holds the API key).
+    pub display: String,
+    pub url: BackendUrl,
+    pub addr: SocketAddr,
+    pub host_header: String,
+    /// `Bearer <key>`, ready to put in the upstream request.
+    pub authorization: Option<String>,
+    pub priority: u32,
+    /// Passive ejection: monotonic milliseconds until which the backend is skipped.
+    pub(super) ejected_until_ms: AtomicU64,
+    pub(super) health_check: HttpHealthCheck,
+    /// What Pingora's load balancer holds for this backend (see `identity_of`).
+    pub(super) identity: Backend,
+    /// The real address, for the active health check.
+    pub(super) probe_target: Backend,
+}
+
+impl BackendMeta {
+    pub(super) fn is_ejected(&self, now_ms: u64) -> bool {
+        self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
+    pub fn peer(&self, connect_timeout: Duration, read_timeout: Duration) -> HttpPeer {
+        let sni = if self.url.tls {
+            self.url.host.clone()
+        } else {
+            String::new()
+        };
+        let mut peer = HttpPeer::new(self.addr, self.url.tls, sni);
+        peer.options.connection_timeout = Some(connect_timeout);
+        peer.options.total_connection_timeout = Some(connect_timeout * 2);
+        peer.options.read_timeout = Some(read_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer
+    }
+}
+
+/// Pingora identifies a `Backend` by address and weight only (its `ext` is
+/// ignored by equality, ordering and health state), so two backends whose names
+/// resolve to one IP:port (providers behind one CDN, or one server under two
+/// keys) would merge into one, and the second's Host header and key would never
+/// be used. The load balancer therefore holds an address that stands for the
+/// backend's id: one in 100::/64, the IPv6 discard-only prefix (RFC 6666), which
+/// is never dialled; connections use `BackendMeta::addr`. Decoding the id from
+/// the address also keeps selection free of the allocation that cloning a
+/// non-empty `ext` costs on every pick.
+pub(super) fn identity_of(id: usize, weight: usize) -> Backend {
+    let id = id as u64;
+    let ip = std::net::Ipv6Addr::new(
+        0x100,
+        0,
+        0,
+        0,
+        (id >> 48) as u16,
+        (id >> 32) as u16,
+        (id >> 16) as u16,
+        id as u16,
+    );
+    Backend {
+        addr: InetOrUnix::Inet(SocketAddr::new(ip.into(), 0)),
+        weight,
+        ext: Default::default(),
+    }
+}
+
+pub(super) fn id_of(b: &Backend) -> Option<usize> {
+    let SocketAddr::V6(v6) = b.addr.as_inet()? else {
+        return None;
+    };
+    let s = v6.ip().segments();
+    (s[0] == 0x100).then(|| {
+        (u64::from(s[4]) << 48 | u64::from(s[5]) << 32 | u64::from(s[6]) << 16 | u64::from(s[7]))
+            as usize
+    })
+}
