@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::state::AppState;
 use error::SideError;
@@ -49,18 +50,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/admin/users", get(admin::users))
         .route("/api/admin/users/{id}/disable", post(admin::disable_user))
         .route("/api/admin/users/{id}/enable", post(admin::enable_user))
-        .route("/", get(pages::index))
-        .route("/login", get(pages::login))
-        .route("/signup", get(pages::signup))
-        .route("/dashboard", get(pages::dashboard))
-        .route("/keys", get(pages::keys))
-        .route("/billing", get(pages::billing))
-        .route("/admin/servers", get(pages::admin_servers))
-        .route("/admin/users", get(pages::admin_users))
-        .route("/static/app.css", get(pages::app_css))
-        .route("/static/app.js", get(pages::app_js))
+        .merge(pages::routes())
         .merge(billing::routes())
         .fallback(not_found)
+        // Every answer, JSON or HTML, is what its content type says.
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .with_state(state)
 }
 

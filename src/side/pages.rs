@@ -17,8 +17,11 @@ use std::sync::{Arc, OnceLock};
 use askama::Template;
 use axum::extract::{FromRequestParts, OptionalFromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::caller::SessionUser;
 use super::error::SideError;
@@ -31,9 +34,9 @@ mod chart;
 mod dashboard;
 mod format;
 
-pub use account::{billing, keys};
-pub use admin::{admin_servers, admin_users};
-pub use dashboard::dashboard;
+use account::{billing, keys};
+use admin::{admin_servers, admin_users};
+use dashboard::dashboard;
 
 pub const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'";
 
@@ -59,48 +62,59 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
         [
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "public, max-age=86400"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         body,
     )
         .into_response()
 }
 
+/// The dashboard's pages and assets, with the headers every page carries: a
+/// strict CSP (no inline script or style), no framing, no referrer to other
+/// sites, and no caching (pages show account data and a CSRF token; assets set
+/// their own cache header, which is kept).
+pub fn routes() -> Router<Arc<AppState>> {
+    let always = |name: HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
+    };
+    Router::new()
+        .route("/", get(index))
+        .route("/login", get(login))
+        .route("/signup", get(signup))
+        .route("/dashboard", get(dashboard))
+        .route("/keys", get(keys))
+        .route("/billing", get(billing))
+        .route("/admin/servers", get(admin_servers))
+        .route("/admin/users", get(admin_users))
+        .route("/static/app.css", get(app_css))
+        .route("/static/app.js", get(app_js))
+        .layer(always(header::CONTENT_SECURITY_POLICY, CSP))
+        .layer(always(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(always(header::REFERRER_POLICY, "same-origin"))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+}
+
 /// `GET /static/app.css`
-pub async fn app_css() -> Response {
+async fn app_css() -> Response {
     asset(APP_CSS, "text/css; charset=utf-8")
 }
 
 /// `GET /static/app.js`
-pub async fn app_js() -> Response {
+async fn app_js() -> Response {
     asset(APP_JS, "text/javascript; charset=utf-8")
 }
 
-/// A rendered page with the security headers every page carries.
+/// A rendered page (the security headers come from `routes`).
 fn page(status: StatusCode, template: &impl Template) -> Response {
     match template.render() {
         Ok(body) => {
             let mut resp = (status, body).into_response();
-            let h = resp.headers_mut();
-            h.insert(
+            resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/html; charset=utf-8"),
             );
-            h.insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(CSP),
-            );
-            h.insert(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            );
-            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-            h.insert(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("same-origin"),
-            );
-            // Pages show account data and a CSRF token: never cache them.
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp
         }
         Err(e) => {
