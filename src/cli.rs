@@ -56,6 +56,19 @@ enum UsersAction {
         email: String,
         #[arg(long)]
         plan: String,
+        /// Make the user an admin of the dashboard and the admin API.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Make an existing user (e.g. one who signed up) an admin.
+    GrantAdmin {
+        #[arg(long)]
+        email: String,
+    },
+    /// Take the admin role back.
+    RevokeAdmin {
+        #[arg(long)]
+        email: String,
     },
     /// List users.
     List,
@@ -235,16 +248,36 @@ fn users(cfg: Config, action: UsersAction) -> anyhow::Result<()> {
     rt.block_on(async {
         let store = Store::connect(&cfg.database.url, 1).await?;
         match action {
-            UsersAction::Create { email, plan } => {
+            UsersAction::Create { email, plan, admin } => {
                 known_plan(&plan)?;
                 let u = store.create_user(&email, &plan).await?;
-                println!("created user {} (id {}) on plan {}", u.email, u.id, u.plan);
+                if admin {
+                    store.set_user_admin(&u.email, true).await?;
+                }
+                let role = if admin { ", admin" } else { "" };
+                println!(
+                    "created user {} (id {}) on plan {}{role}",
+                    u.email, u.id, u.plan
+                );
+            }
+            UsersAction::GrantAdmin { email } => {
+                if !store.set_user_admin(&email, true).await? {
+                    anyhow::bail!("no user with email {email}");
+                }
+                println!("user {email} is now an admin");
+            }
+            UsersAction::RevokeAdmin { email } => {
+                if !store.set_user_admin(&email, false).await? {
+                    anyhow::bail!("no user with email {email}");
+                }
+                println!("user {email} is no longer an admin");
             }
             UsersAction::List => {
                 println!("{:>5}  {:<32} {:<12} status", "id", "email", "plan");
                 for u in store.list_users().await? {
                     let status = if u.disabled { "disabled" } else { "active" };
-                    println!("{:>5}  {:<32} {:<12} {status}", u.id, u.email, u.plan);
+                    let role = if u.is_admin { ", admin" } else { "" };
+                    println!("{:>5}  {:<32} {:<12} {status}{role}", u.id, u.email, u.plan);
                 }
             }
             UsersAction::SetPlan { email, plan } => {

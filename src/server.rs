@@ -31,6 +31,9 @@ pub fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    if !cfg.admin_emails.is_empty() {
+        tracing::warn!("`admin_emails` no longer makes anyone an admin (sign-up does not verify emails); grant the role with `bluesminds users grant-admin --email EMAIL`");
+    }
     let (boot, live) = cfg.split();
     let control = control_runtime()?;
     let metrics = Metrics::new();

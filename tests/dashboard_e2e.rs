@@ -304,8 +304,7 @@ async fn start_gateway(up: &FakeUpstream) -> Gateway {
     gateway()
         .backend(Backend::new(up.url()))
         .yaml(
-            "admin_emails: [admin@example.com]\n\
-             plans:\n  \
+            "plans:\n  \
                free: { rpm: 60, tpm: 100000, concurrency: 4, monthly_tokens: 1000000 }\n  \
                pro: { rpm: 600, tpm: 2000000, concurrency: 32, monthly_credits_usd: 100 }\n  \
                team: { rpm: 3000, concurrency: 128 }\n\
@@ -534,6 +533,9 @@ async fn dashboard_in_a_real_browser() {
     b.goto("/signup").await;
     b.submit_auth("admin@example.com", PASSWORD).await;
     b.wait_path("/dashboard").await;
+    // The operator grants the role; the next page load shows the admin links.
+    gw.cli(&["users", "grant-admin", "--email", "admin@example.com"]);
+    b.goto("/dashboard").await;
     b.click("a[href=\"/admin/servers\"]").await;
     b.wait_path("/admin/servers").await;
     assert!(b.text("[data-pool=\"main\"]").await.contains("Healthy"));

@@ -14,8 +14,7 @@ async fn start(up: &FakeUpstream) -> Gateway {
     gateway()
         .backend(Backend::new(up.url()))
         .yaml(
-            "admin_emails: [admin@example.com]\n\
-             plans:\n  free: { rpm: 1000, monthly_tokens: 1000000 }\n  pro: { rpm: 5000, monthly_credits_usd: 50 }\n\
+            "plans:\n  free: { rpm: 1000, monthly_tokens: 1000000 }\n  pro: { rpm: 5000, monthly_credits_usd: 50 }\n\
              default_plan: free\n",
         )
         .start()
@@ -177,7 +176,7 @@ async fn admin_pages_are_for_admins_only() {
         assert!(body.contains("id=\"forbidden\""), "{body}");
     }
 
-    let admin = User::signup(&gw, "admin@example.com").await;
+    let admin = User::signup_admin(&gw, "admin@example.com").await;
     let servers = page(&admin, "/admin/servers").await;
     assert!(servers.contains("href=\"/admin/servers\""));
     // The config's pool, its backend and its health.

@@ -14,7 +14,7 @@ async fn start(up: &FakeUpstream) -> Gateway {
     gateway()
         .backend(Backend::new(up.url()))
         .env("BM_ADMIN_TOKEN", ADMIN_TOKEN)
-        .yaml("admin:\n  token_env: BM_ADMIN_TOKEN\nadmin_emails: [boss@example.com]\nplans:\n  free: { rpm: 1000 }\ndefault_plan: free\n")
+        .yaml("admin:\n  token_env: BM_ADMIN_TOKEN\nplans:\n  free: { rpm: 1000 }\ndefault_plan: free\n")
         .start()
         .await
 }
@@ -284,7 +284,7 @@ async fn admin_api_needs_an_admin_and_manages_servers_and_users() {
     let extra = fake().await;
     let gw = start(&up).await;
     let ann = User::signup(&gw, "ann@example.com").await;
-    let boss = User::signup(&gw, "boss@example.com").await;
+    let boss = User::signup_admin(&gw, "boss@example.com").await;
     let (_, ann_key) = ann.new_key("k").await;
 
     for path in [

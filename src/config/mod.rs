@@ -48,7 +48,10 @@ pub struct Config {
     pub default_plan: Option<String>,
     #[serde(default)]
     pub admin: AdminConfig,
-    /// Users with these emails are admins of the dashboard and admin API.
+    /// No longer grants anything: sign-up does not verify emails, so anyone
+    /// could have claimed a listed address. Admin is a stored role
+    /// (`bluesminds users grant-admin`); a non-empty list only logs a warning,
+    /// so old configs still load.
     #[serde(default)]
     pub admin_emails: Vec<String>,
     /// Subscription billing through Creem; without it plans are assigned by an admin.

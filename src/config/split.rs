@@ -86,15 +86,6 @@ pub struct AccountSettings {
     pub allow_signup: bool,
     pub key_rotation_grace_secs: u64,
     pub secure_cookies: bool,
-    pub admin_emails: Vec<String>,
-}
-
-impl AccountSettings {
-    pub fn is_admin_email(&self, email: &str) -> bool {
-        self.admin_emails
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case(email))
-    }
 }
 
 impl LiveConfig {
@@ -141,7 +132,6 @@ impl Config {
                 allow_signup: self.admin.allow_signup,
                 key_rotation_grace_secs: self.admin.key_rotation_grace_secs,
                 secure_cookies: self.admin.secure_cookies,
-                admin_emails: self.admin_emails,
             },
             billing: self.billing,
         };

@@ -77,7 +77,7 @@ async fn start_session(
         )
         .await?;
     let me = Me {
-        is_admin: state.snapshot().config.accounts.is_admin_email(&user.email),
+        is_admin: user.is_admin,
         id: user.id,
         email: user.email,
         plan: user.plan,

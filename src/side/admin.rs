@@ -258,7 +258,7 @@ pub async fn users(
                     .find(|(id, _, _)| *id == u.id)
                     .map_or((0, 0), |(_, t, c)| (*t, *c));
                 UserView {
-                    is_admin: state.snapshot().config.accounts.is_admin_email(&u.email),
+                    is_admin: u.is_admin,
                     user: u,
                     month_tokens: tokens,
                     month_cost_usd: cost as f64 / 1e9,

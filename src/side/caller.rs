@@ -68,11 +68,7 @@ async fn live_session(
     let id_hash = hash_session(token);
     let found = state.store.find_session(&id_hash).await?;
     Ok(found.map(|s| SessionUser {
-        is_admin: state
-            .snapshot()
-            .config
-            .accounts
-            .is_admin_email(&s.user.email),
+        is_admin: s.user.is_admin,
         user: s.user,
         csrf_token: s.csrf_token,
         id_hash,

@@ -11,6 +11,8 @@ pub struct UserRecord {
     pub email: String,
     pub plan: String,
     pub disabled: bool,
+    /// Granted by the operator only (`bluesminds users grant-admin`).
+    pub is_admin: bool,
     pub created_at: i64,
 }
 
@@ -22,25 +24,42 @@ pub struct SessionRecord {
     pub expires_at: i64,
 }
 
-const USER_COLUMNS: &str = "id, email, plan, disabled, created_at";
+const USER_COLUMNS: &str = "id, email, plan, disabled, is_admin, created_at";
 
-/// By hand: `disabled` is a 0/1 integer (see `store`).
+/// How every email is stored and looked up: trimmed and lowercase, so letter
+/// case never makes a second account or misses the first.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// By hand: `disabled` and `is_admin` are 0/1 integers (see `store`).
 fn user_from_row(r: &AnyRow) -> Result<UserRecord, StoreError> {
     Ok(UserRecord {
         id: r.try_get("id")?,
         email: r.try_get("email")?,
         plan: r.try_get("plan")?,
         disabled: r.try_get::<i64, _>("disabled")? != 0,
+        is_admin: r.try_get::<i64, _>("is_admin")? != 0,
         created_at: r.try_get("created_at")?,
     })
 }
 
 impl Store {
+    /// Grants or takes back the admin role; `Ok(false)` when no user has that email.
+    pub async fn set_user_admin(&self, email: &str, admin: bool) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET is_admin = $1 WHERE email = $2")
+            .bind(i64::from(admin))
+            .bind(normalize_email(email))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     pub async fn create_user(&self, email: &str, plan: &str) -> Result<UserRecord, StoreError> {
         let row = sqlx::query(&format!(
             "INSERT INTO users (email, plan, created_at) VALUES ($1, $2, $3) RETURNING {USER_COLUMNS}"
         ))
-        .bind(email)
+        .bind(normalize_email(email))
         .bind(plan)
         .bind(now_ms())
         .fetch_one(&self.pool)
@@ -59,7 +78,7 @@ impl Store {
             "INSERT INTO users (email, plan, created_at, password_hash) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (email) DO NOTHING RETURNING {USER_COLUMNS}"
         ))
-        .bind(email)
+        .bind(normalize_email(email))
         .bind(plan)
         .bind(now_ms())
         .bind(password_hash)
@@ -72,7 +91,7 @@ impl Store {
         sqlx::query(&format!(
             "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
         ))
-        .bind(email)
+        .bind(normalize_email(email))
         .fetch_optional(&self.pool)
         .await?
         .map(|r| user_from_row(&r))
@@ -87,7 +106,7 @@ impl Store {
         let row = sqlx::query(&format!(
             "SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = $1"
         ))
-        .bind(email)
+        .bind(normalize_email(email))
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| Ok((user_from_row(&r)?, r.try_get("password_hash")?)))
@@ -168,7 +187,7 @@ impl Store {
     /// A live session (not expired, user not disabled).
     pub async fn find_session(&self, id_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT u.id, u.email, u.plan, u.disabled, u.created_at, s.csrf_token, s.expires_at \
+            "SELECT u.id, u.email, u.plan, u.disabled, u.is_admin, u.created_at, s.csrf_token, s.expires_at \
              FROM sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.id_hash = $1 AND s.expires_at > $2 AND u.disabled = 0",
         )

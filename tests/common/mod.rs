@@ -576,6 +576,14 @@ impl User {
         }
     }
 
+    /// A user who signed up and whom the operator then made an admin with the
+    /// CLI (the only way to become one).
+    pub async fn signup_admin(gw: &Gateway, email: &str) -> User {
+        let user = User::signup(gw, email).await;
+        gw.cli(&["users", "grant-admin", "--email", email]);
+        user
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(format!("{}{path}", self.side))

@@ -172,7 +172,7 @@ pub async fn admin_users(State(state): State<Arc<AppState>>, PageAdmin(s): PageA
                 .map_or((0, 0), |(_, t, c)| (*t as i64, *c));
             UserRow {
                 id: u.id,
-                is_admin: state.snapshot().config.accounts.is_admin_email(&u.email),
+                is_admin: u.is_admin,
                 is_self: u.email == chrome.email,
                 initial: initial(&u.email),
                 email: u.email,
