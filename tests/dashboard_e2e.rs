@@ -304,7 +304,8 @@ async fn start_gateway(up: &FakeUpstream) -> Gateway {
     gateway()
         .backend(Backend::new(up.url()))
         .yaml(
-            "plans:\n  \
+            "admin_servers:\n  allow_private: true\n\
+             plans:\n  \
                free: { rpm: 60, tpm: 100000, concurrency: 4, monthly_tokens: 1000000 }\n  \
                pro: { rpm: 600, tpm: 2000000, concurrency: 32, monthly_credits_usd: 100 }\n  \
                team: { rpm: 3000, concurrency: 128 }\n\

@@ -89,3 +89,110 @@ async fn an_operator_grant_makes_an_admin_and_emails_are_one_account_in_any_case
         "a second account for another letter case"
     );
 }
+
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+async fn add_server(gw: &common::Gateway, body: serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/api/admin/servers", gw.side))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// An admin (or whoever holds an admin session) names a gateway secret as a
+/// server's key variable: the gateway would send it as the bearer token of
+/// every health check and request to that server. Only variables the
+/// operator set aside for upstream keys may be named.
+#[tokio::test]
+async fn the_admin_api_cannot_send_a_gateway_secret_to_a_server() {
+    let up = fake().await;
+    let catcher = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .env("BM_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("BLUESMINDS_UPSTREAM_EXTRA", "sk-extra")
+        .yaml("admin:\n  token_env: BM_ADMIN_TOKEN\nadmin_servers:\n  allow_private: true\n")
+        .start()
+        .await;
+    let stolen = add_server(
+        &gw,
+        serde_json::json!({"pool": "x", "url": catcher.url(), "models": ["x"], "api_key_env": "BM_ADMIN_TOKEN"}),
+    )
+    .await;
+    assert_eq!(
+        stolen.status(),
+        400,
+        "the admin API accepted a gateway secret as a server key"
+    );
+    let e = common::error_of(stolen).await;
+    assert_eq!(
+        (e.status, e.param()),
+        (400, Some("api_key_env")),
+        "{}",
+        e.body
+    );
+    // An upstream key variable is fine, and reaches that server only.
+    let ok = add_server(
+        &gw,
+        serde_json::json!({"pool": "x", "url": catcher.url(), "models": ["x"], "api_key_env": "BLUESMINDS_UPSTREAM_EXTRA"}),
+    )
+    .await;
+    assert_eq!(ok.status(), 201);
+    let key = gw.create_key("k", &[]);
+    assert_eq!(
+        gw.chat(&key, &common::chat_body("x", false)).await.status(),
+        200
+    );
+    let seen: Vec<String> = catcher
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("authorization").map(str::to_string))
+        .collect();
+    assert!(
+        seen.iter().all(|a| a == "Bearer sk-extra") && !seen.is_empty(),
+        "{seen:?}"
+    );
+}
+
+/// By default an admin-added server may not be this machine or a private
+/// network address (SSRF into the operator's network); the operator allows
+/// it with `admin_servers.allow_private`.
+#[tokio::test]
+async fn the_admin_api_cannot_point_the_gateway_at_private_addresses_by_default() {
+    let up = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .env("BM_ADMIN_TOKEN", ADMIN_TOKEN)
+        .yaml("admin:\n  token_env: BM_ADMIN_TOKEN\n")
+        .start()
+        .await;
+    for url in [up.url(), format!("http://localhost:{}", up.addr().port())] {
+        let resp = add_server(
+            &gw,
+            serde_json::json!({"pool": "x", "url": url, "models": ["x"]}),
+        )
+        .await;
+        assert_eq!(resp.status(), 400, "the admin API accepted {url}");
+        let e = common::error_of(resp).await;
+        assert_eq!(
+            (e.status, e.param()),
+            (400, Some("url")),
+            "{url}: {}",
+            e.body
+        );
+        assert!(e.message().contains("allow_private"), "{}", e.body);
+    }
+    let listed: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/admin/servers", gw.side))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"], serde_json::json!([]), "nothing was stored");
+}

@@ -14,7 +14,7 @@ async fn start(up: &FakeUpstream) -> Gateway {
     gateway()
         .backend(Backend::new(up.url()))
         .env("BM_ADMIN_TOKEN", ADMIN_TOKEN)
-        .yaml("admin:\n  token_env: BM_ADMIN_TOKEN\nplans:\n  free: { rpm: 1000 }\ndefault_plan: free\n")
+        .yaml("admin:\n  token_env: BM_ADMIN_TOKEN\nadmin_servers:\n  allow_private: true\nplans:\n  free: { rpm: 1000 }\ndefault_plan: free\n")
         .start()
         .await
 }

@@ -67,11 +67,18 @@ impl BackendUrl {
     }
 
     pub fn resolve(&self) -> Result<SocketAddr, String> {
-        (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve `{}`: {e}", self.host))?
+        self.resolve_all()?
+            .into_iter()
             .next()
             .ok_or_else(|| format!("`{}` resolves to no address", self.host))
+    }
+
+    /// Every address the host resolves to (blocking; build time only).
+    pub fn resolve_all(&self) -> Result<Vec<SocketAddr>, String> {
+        Ok((self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve `{}`: {e}", self.host))?
+            .collect())
     }
 }
 

@@ -57,6 +57,9 @@ pub struct Config {
     /// Subscription billing through Creem; without it plans are assigned by an admin.
     #[serde(default)]
     pub billing: Option<crate::billing::BillingConfig>,
+    /// What upstream servers added through the admin API may be.
+    #[serde(default)]
+    pub admin_servers: AdminServersConfig,
     /// Several instances: cluster-wide limits and cache invalidation through Redis.
     #[serde(default)]
     pub redis: Option<RedisConfig>,
@@ -82,6 +85,35 @@ fn default_redis_prefix() -> String {
 
 fn default_sync_ms() -> u64 {
     100
+}
+
+/// The address and secret policy for upstream servers that admins add through
+/// the API: an admin account must not be able to send a gateway secret
+/// (the database password, the Creem key, the admin token) to a URL of its
+/// choice, or make the gateway call its cloud's metadata service.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminServersConfig {
+    /// A server's `api_key_env` must start with this prefix...
+    pub key_env_prefix: String,
+    /// ...or be one of these names.
+    pub key_envs: Vec<String>,
+    /// Allow loopback, private (RFC 1918, CGNAT) and unique-local addresses.
+    /// Link-local and metadata addresses are refused whatever this says.
+    pub allow_private: bool,
+    /// Allow a key to go over plain http:// to a host that is not loopback.
+    pub allow_plain_http: bool,
+}
+
+impl Default for AdminServersConfig {
+    fn default() -> Self {
+        Self {
+            key_env_prefix: "BLUESMINDS_UPSTREAM_".into(),
+            key_envs: Vec::new(),
+            allow_private: false,
+            allow_plain_http: false,
+        }
+    }
 }
 
 /// Per-minute buckets and a cap on requests in flight; `None` means unlimited.
@@ -294,6 +326,9 @@ pub struct BackendConfig {
     /// Name of the environment variable holding this backend's API key.
     #[serde(default, deserialize_with = "checks::set_env_var")]
     pub api_key_env: Option<String>,
+    /// Added through the admin API (so `admin_servers` applies), not the YAML.
+    #[serde(skip)]
+    pub from_admin_api: bool,
 }
 
 fn default_weight() -> usize {

@@ -70,6 +70,7 @@ pub struct LiveConfig {
     pub default_plan: Option<String>,
     pub accounts: AccountSettings,
     pub billing: Option<crate::billing::BillingConfig>,
+    pub admin_servers: AdminServersConfig,
 }
 
 /// The proxy's reloadable settings (from `server:`).
@@ -134,6 +135,7 @@ impl Config {
                 secure_cookies: self.admin.secure_cookies,
             },
             billing: self.billing,
+            admin_servers: self.admin_servers,
         };
         (boot, live)
     }

@@ -14,6 +14,7 @@ use crate::config::BackendUrl;
 use crate::limits::quota::period_start;
 use crate::state::AppState;
 use crate::store::{now_ms, NewServer, ServerRecord, UserRecord};
+use crate::upstream::policy;
 
 #[derive(Serialize)]
 pub struct List<T> {
@@ -80,6 +81,37 @@ fn validate_server(r: &ServerRequest) -> Result<(), SideError> {
     Ok(())
 }
 
+/// `admin_servers` (see `upstream::policy`): which key variable the server may
+/// name and which addresses its host may resolve to.
+async fn check_policy(state: &AppState, r: &ServerRequest) -> Result<(), SideError> {
+    let snapshot = state.snapshot();
+    let policy = &snapshot.config.admin_servers;
+    let to_side =
+        |refused: policy::Refused| SideError::invalid(refused.message, Some(refused.param));
+    if let Some(var) = &r.api_key_env {
+        policy::check_key_env(policy, var).map_err(to_side)?;
+    }
+    let url = BackendUrl::parse(r.url.trim()).map_err(|m| SideError::invalid(m, Some("url")))?;
+    let lookup = tokio::net::lookup_host((url.host.as_str(), url.port));
+    let addrs: Vec<std::net::SocketAddr> =
+        match tokio::time::timeout(std::time::Duration::from_secs(5), lookup).await {
+            Ok(Ok(addrs)) => addrs.collect(),
+            Ok(Err(e)) => {
+                return Err(SideError::invalid(
+                    format!("cannot resolve `{}`: {e}", url.host),
+                    Some("url"),
+                ))
+            }
+            Err(_) => {
+                return Err(SideError::invalid(
+                    format!("resolving `{}` timed out", url.host),
+                    Some("url"),
+                ))
+            }
+        };
+    policy::check_addresses(policy, &url, &addrs, r.api_key_env.is_some()).map_err(to_side)
+}
+
 impl<'a> From<&'a ServerRequest> for NewServer<'a> {
     fn from(r: &'a ServerRequest) -> Self {
         NewServer {
@@ -125,6 +157,7 @@ pub async fn add_server(
     ApiJson(req): ApiJson<ServerRequest>,
 ) -> Result<(StatusCode, Json<ServerRecord>), SideError> {
     validate_server(&req)?;
+    check_policy(&state, &req).await?;
     let created = state.store.insert_server(&(&req).into()).await?;
     let id = created.id;
     apply(&state, || async {
@@ -142,6 +175,7 @@ pub async fn update_server(
     ApiJson(req): ApiJson<ServerRequest>,
 ) -> Result<Json<ServerRecord>, SideError> {
     validate_server(&req)?;
+    check_policy(&state, &req).await?;
     let before = state
         .store
         .list_servers()

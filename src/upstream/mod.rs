@@ -20,6 +20,7 @@ use pingora::protocols::l4::socket::SocketAddr as InetOrUnix;
 
 mod backend;
 mod health;
+pub mod policy;
 
 pub use backend::BackendMeta;
 use backend::{id_of, identity_of};
@@ -182,7 +183,25 @@ impl Upstreams {
                     reason,
                 };
                 let url = b.url.clone();
-                let addr = url.resolve().map_err(failed)?;
+                let addrs = url.resolve_all().map_err(failed)?;
+                if b.from_admin_api {
+                    // Stored before the policy, or the policy tightened since.
+                    let policy = &cfg.admin_servers;
+                    let checked = b
+                        .api_key_env
+                        .as_deref()
+                        .map_or(Ok(()), |var| policy::check_key_env(policy, var))
+                        .and_then(|()| {
+                            policy::check_addresses(policy, &url, &addrs, b.api_key_env.is_some())
+                        });
+                    if let Err(refused) = checked {
+                        tracing::error!(backend = %b.url, pool = %pc.name, reason = %refused.message, "admin-added server refused by admin_servers; it is left out");
+                        continue;
+                    }
+                }
+                let addr = *addrs
+                    .first()
+                    .ok_or_else(|| failed(format!("`{}` resolves to no address", url.host)))?;
                 let authorization = match &b.api_key_env {
                     Some(var) => Some(format!(
                         "Bearer {}",
@@ -350,6 +369,7 @@ fn merged_pools(yaml: &[PoolConfig], servers: &[ServerRecord]) -> Vec<PoolConfig
             weight: s.weight.max(1) as usize,
             priority: s.priority.max(0) as u32,
             api_key_env: s.api_key_env.clone(),
+            from_admin_api: true,
         };
         match pools.iter_mut().find(|p| p.name == s.pool) {
             Some(p) => {
