@@ -196,3 +196,123 @@ async fn the_admin_api_cannot_point_the_gateway_at_private_addresses_by_default(
         .unwrap();
     assert_eq!(listed["data"], serde_json::json!([]), "nothing was stored");
 }
+
+async fn post_json(url: String, body: serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Many guesses at once for one account: each used to pass the throttle check
+/// before any failure was counted, so all of them were verified. Attempts are
+/// now counted before verifying: five are, the rest are refused at once.
+#[tokio::test]
+async fn fifty_parallel_password_guesses_verify_at_most_five() {
+    let up = fake().await;
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    User::signup(&gw, "victim@example.com").await;
+    let url = format!("{}/api/auth/login", gw.side);
+    let guesses = (0..50).map(|i| {
+        post_json(
+            url.clone(),
+            serde_json::json!({"email": "victim@example.com", "password": format!("guess number {i}")}),
+        )
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(guesses)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    let verified = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((verified, refused), (5, 45), "{statuses:?}");
+}
+
+/// Each argon2 hash takes 19 MiB; sign-ups hashed without bound, so a burst
+/// of them took gigabytes. Hashes now run one per core: the gateway's peak
+/// memory stays bounded and the proxy keeps answering meanwhile.
+#[tokio::test]
+async fn fifty_parallel_signups_keep_memory_bounded_and_the_proxy_answering() {
+    let up = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .yaml("admin:\n  signups_per_ip_per_hour: 1000\n")
+        .start()
+        .await;
+    let key = gw.create_key("k", &[]);
+    let peak_kib = || {
+        let pid = gw.child.as_ref().unwrap().id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = peak_kib();
+    let url = format!("{}/api/auth/signup", gw.side);
+    let signups = (0..50).map(|i| {
+        post_json(
+            url.clone(),
+            serde_json::json!({"email": format!("user{i}@example.com"), "password": "a long enough password"}),
+        )
+    });
+    let flood = futures_util::future::join_all(signups);
+    let chat = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        gw.chat(&key, &common::chat_body("gpt-4o-mini", false))
+            .await
+            .status()
+    };
+    let (answers, chat_status) = tokio::join!(flood, chat);
+    assert_eq!(
+        chat_status, 200,
+        "the proxy stopped answering during the flood"
+    );
+    let mut created = 0;
+    for a in &answers {
+        match a.status().as_u16() {
+            201 => created += 1,
+            503 => assert!(a.headers().contains_key("retry-after")),
+            other => panic!("sign-up answered {other}"),
+        }
+    }
+    assert!(created >= 1);
+    let grown_mib = (peak_kib() - before) / 1024;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    // One 19 MiB hash per core, plus room for the allocator and the requests.
+    let bound = 19 * cores + 64;
+    println!("peak memory grew {grown_mib} MiB during 50 sign-ups ({created} created); bound {bound} MiB");
+    assert!(grown_mib <= bound, "peak memory grew {grown_mib} MiB");
+}
+
+/// One client IP may create only `admin.signups_per_ip_per_hour` accounts.
+#[tokio::test]
+async fn one_address_cannot_create_accounts_without_end() {
+    let up = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .yaml("admin:\n  signups_per_ip_per_hour: 3\n")
+        .start()
+        .await;
+    let url = format!("{}/api/auth/signup", gw.side);
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let r = post_json(
+            url.clone(),
+            serde_json::json!({"email": format!("bulk{i}@example.com"), "password": "a long enough password"}),
+        )
+        .await;
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+            assert_eq!(common::error_of(r).await.code(), "too_many_signups");
+            statuses.push(429);
+        } else {
+            statuses.push(r.status().as_u16());
+        }
+    }
+    assert_eq!(statuses, [201, 201, 201, 429, 429]);
+}

@@ -26,6 +26,13 @@ pub fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> 
     }
 }
 
+pub fn at_least_one_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    match u32::deserialize(d)? {
+        0 => refuse::<D, _>("must be at least 1"),
+        n => Ok(n),
+    }
+}
+
 pub fn at_least_one_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match u64::deserialize(d)? {
         0 => refuse::<D, _>("must be at least 1"),

@@ -170,6 +170,9 @@ pub struct AdminConfig {
     pub key_rotation_grace_secs: u64,
     /// Mark session cookies `Secure` (also done when `x-forwarded-proto: https`).
     pub secure_cookies: bool,
+    /// Accounts one client IP may create per hour.
+    #[serde(deserialize_with = "checks::at_least_one_u32")]
+    pub signups_per_ip_per_hour: u32,
 }
 
 impl Default for AdminConfig {
@@ -179,6 +182,7 @@ impl Default for AdminConfig {
             allow_signup: true,
             key_rotation_grace_secs: 3600,
             secure_cookies: false,
+            signups_per_ip_per_hour: 10,
         }
     }
 }

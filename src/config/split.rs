@@ -87,6 +87,7 @@ pub struct AccountSettings {
     pub allow_signup: bool,
     pub key_rotation_grace_secs: u64,
     pub secure_cookies: bool,
+    pub signups_per_ip_per_hour: u32,
 }
 
 impl LiveConfig {
@@ -133,6 +134,7 @@ impl Config {
                 allow_signup: self.admin.allow_signup,
                 key_rotation_grace_secs: self.admin.key_rotation_grace_secs,
                 secure_cookies: self.admin.secure_cookies,
+                signups_per_ip_per_hour: self.admin.signups_per_ip_per_hour,
             },
             billing: self.billing,
             admin_servers: self.admin_servers,

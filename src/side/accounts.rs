@@ -13,7 +13,7 @@ use super::caller::{ApiJson, SessionUser};
 use super::error::SideError;
 use crate::auth::passwords::{self, MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
 use crate::auth::sessions::{clear_cookie, hash_session, random_token, set_cookie, SESSION_DAYS};
-use crate::auth::throttle::WINDOW;
+use crate::auth::throttle::{SIGNUP_WINDOW, WINDOW};
 use crate::state::AppState;
 use crate::store::{now_ms, UserRecord};
 
@@ -97,6 +97,7 @@ async fn start_session(
 /// `POST /api/auth/signup` `{email, password}` -> 201 with a session.
 pub async fn signup(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ApiJson(c): ApiJson<Credentials>,
 ) -> Result<Response, SideError> {
@@ -113,13 +114,29 @@ pub async fn signup(
             Some("password"),
         ));
     }
-    let plan = state
-        .snapshot()
+    let snapshot = state.snapshot();
+    if !state
+        .login_throttle
+        .begin_signup(peer.ip(), snapshot.config.accounts.signups_per_ip_per_hour)
+    {
+        return Err(SideError::TooManySignups {
+            retry_after: SIGNUP_WINDOW,
+        });
+    }
+    // Taken emails are refused before any hashing is spent on them.
+    if state.store.find_user_by_email(&email).await?.is_some() {
+        return Err(SideError::Conflict(
+            "an account with this email already exists".into(),
+        ));
+    }
+    let plan = snapshot
         .config
         .default_plan
         .clone()
         .unwrap_or_else(|| "free".to_string());
-    let hash = passwords::hash(c.password).await;
+    let hash = passwords::hash(c.password)
+        .await
+        .map_err(|_| SideError::Busy)?;
     let user = state
         .store
         .create_account(&email, &hash, &plan)
@@ -138,7 +155,7 @@ pub async fn login(
 ) -> Result<Response, SideError> {
     let email = c.email.trim().to_ascii_lowercase();
     let throttle = &state.login_throttle;
-    if !throttle.allowed(&email, peer.ip()) {
+    if !throttle.begin_login(&email, peer.ip()) {
         return Err(SideError::TooManyLogins {
             retry_after: WINDOW,
         });
@@ -149,16 +166,15 @@ pub async fn login(
         // Same work for unknown accounts: no timing difference to probe emails with.
         _ => (None, passwords::decoy_hash().to_string()),
     };
-    let ok = passwords::verify(c.password, stored).await;
+    let ok = passwords::verify(c.password, stored)
+        .await
+        .map_err(|_| SideError::Busy)?;
     match user.filter(|_| ok) {
         Some(user) => {
-            throttle.succeeded(&email);
+            throttle.succeeded(&email, peer.ip());
             start_session(&state, &headers, user, StatusCode::OK).await
         }
-        None => {
-            throttle.failed(&email, peer.ip());
-            Err(SideError::InvalidCredentials)
-        }
+        None => Err(SideError::InvalidCredentials),
     }
 }
 

@@ -34,6 +34,10 @@ pub enum SideError {
     NotFound(String),
     #[error("Too many failed sign-in attempts; try again later.")]
     TooManyLogins { retry_after: Duration },
+    #[error("Too many accounts were created from this address; try again later.")]
+    TooManySignups { retry_after: Duration },
+    #[error("The gateway is busy checking passwords; retry in a few seconds.")]
+    Busy,
     #[error("Billing is not enabled on this gateway: plans are assigned by an administrator.")]
     BillingDisabled,
     #[error("The webhook signature is missing or does not match the body.")]
@@ -61,6 +65,8 @@ impl SideError {
             Self::Conflict(_) => f(409, INVALID, "conflict"),
             Self::NotFound(_) => f(404, INVALID, "not_found"),
             Self::TooManyLogins { .. } => f(429, INVALID, "too_many_attempts"),
+            Self::TooManySignups { .. } => f(429, INVALID, "too_many_signups"),
+            Self::Busy => f(503, SERVER, "busy"),
             Self::BillingDisabled => f(404, INVALID, "billing_disabled"),
             Self::InvalidSignature => f(401, INVALID, "invalid_signature"),
             Self::BillingProvider(_) => f(502, SERVER, "billing_provider_error"),
@@ -108,11 +114,16 @@ impl IntoResponse for SideError {
             error_json(&self.to_string(), &facts),
         )
             .into_response();
-        if let Self::TooManyLogins { retry_after } = self {
-            resp.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after.as_secs().max(1)),
-            );
+        let retry_after = match self {
+            Self::TooManyLogins { retry_after } | Self::TooManySignups { retry_after } => {
+                Some(retry_after.as_secs().max(1))
+            }
+            Self::Busy => Some(2),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
