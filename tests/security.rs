@@ -316,3 +316,99 @@ async fn one_address_cannot_create_accounts_without_end() {
     }
     assert_eq!(statuses, [201, 201, 201, 429, 429]);
 }
+
+/// A client sends headers that steer a shared upstream account (which
+/// organization or project it bills, LiteLLM's per-request controls, a cookie,
+/// a forged client address); a LiteLLM upstream answers with headers meant for
+/// the operator (its cost of the request, its key's total spend, which
+/// provider served it, the provider's org id). Neither crosses the gateway.
+#[tokio::test]
+async fn clients_cannot_steer_the_upstream_account_nor_read_the_operators_costs() {
+    let litellm = fake_upstream::FakeUpstream::start(fake_upstream::FakeConfig {
+        response_headers: [
+            ("x-litellm-response-cost", "0.00042"),
+            ("x-litellm-key-spend", "1234.5"),
+            ("x-litellm-model-api-base", "https://api.openai.com/v1"),
+            ("x-litellm-model-name", "gpt-4o-mini-2024-07-18"),
+            ("llm_provider-openai-organization", "org-operator"),
+            ("set-cookie", "upstream=1"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let gw = gateway().backend(Backend::new(litellm.url())).start().await;
+    let key = gw.create_key("k", &[]);
+    let resp = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("OpenAI-Organization", "org-attacker")
+        .header("OpenAI-Project", "proj-attacker")
+        .header("Cookie", "session=stolen")
+        .header("X-Forwarded-For", "6.6.6.6")
+        .header("x-litellm-api-key", "sk-someone-else")
+        .header("x-litellm-tags", "free-ride")
+        .json(&common::chat_body("gpt-4o-mini", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let leaked: Vec<String> = resp
+        .headers()
+        .keys()
+        .map(|k| k.as_str().to_string())
+        .filter(|k| {
+            k.starts_with("x-litellm") || k.starts_with("llm_provider") || k == "set-cookie"
+        })
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "upstream headers reached the client: {leaked:?}"
+    );
+    let seen = &litellm.requests()[0];
+    for name in [
+        "openai-organization",
+        "openai-project",
+        "cookie",
+        "x-litellm-api-key",
+        "x-litellm-tags",
+    ] {
+        assert_eq!(seen.header(name), None, "{name} reached the upstream");
+    }
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+}
+
+/// A pool that needs a provider header (OpenAI's beta features, Anthropic's
+/// version) passes exactly the ones it names, both ways.
+#[tokio::test]
+async fn a_pool_forwards_and_exposes_the_headers_it_names() {
+    let up = fake_upstream::FakeUpstream::start(fake_upstream::FakeConfig {
+        response_headers: vec![("x-provider-trace".into(), "t-1".into())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .forward_header("OpenAI-Beta")
+        .expose_header("x-provider-trace")
+        .start()
+        .await;
+    let key = gw.create_key("k", &[]);
+    let resp = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("OpenAI-Beta", "assistants=v2")
+        .json(&common::chat_body("gpt-4o-mini", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-provider-trace"], "t-1");
+    assert_eq!(
+        up.requests()[0].header("openai-beta"),
+        Some("assistants=v2")
+    );
+}

@@ -144,6 +144,20 @@ pub fn token_env_var<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, 
     }
 }
 
+/// HTTP header names, lowercased.
+pub fn header_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    names
+        .into_iter()
+        .map(
+            |n| match http::HeaderName::from_bytes(n.trim().as_bytes()) {
+                Ok(name) => Ok(name.as_str().to_string()),
+                Err(_) => refuse::<D, _>(format!("`{n}` is not a header name")),
+            },
+        )
+        .collect()
+}
+
 pub fn price<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     let p = f64::deserialize(d)?;
     if !(p.is_finite() && p >= 0.0) {

@@ -313,6 +313,13 @@ pub struct PoolConfig {
     /// Overrides the global health-check path for this pool (e.g. `/health/liveliness` for LiteLLM).
     #[serde(default)]
     pub health_path: Option<String>,
+    /// Client request headers passed to this pool's backends beyond the
+    /// default few (e.g. `openai-beta`, `anthropic-version`).
+    #[serde(default, deserialize_with = "checks::header_names")]
+    pub forward_headers: Vec<String>,
+    /// Backend response headers passed back to clients beyond the default few.
+    #[serde(default, deserialize_with = "checks::header_names")]
+    pub expose_headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

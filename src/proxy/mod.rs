@@ -9,6 +9,7 @@
 
 mod admit;
 mod ctx;
+mod headers;
 pub mod request;
 mod respond;
 
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{self, HeaderName};
+use http::header;
 use pingora::http::ResponseHeader;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -36,29 +37,6 @@ use respond::write_json;
 pub struct Gateway {
     state: Arc<AppState>,
 }
-
-/// Upstream response headers the client never sees: account details, and the
-/// upstream's own limits (the gateway's replace them). Removing by a ready
-/// `HeaderName` skips parsing each name on every response.
-static HIDDEN_UPSTREAM_HEADERS: [HeaderName; 9] = [
-    header::SET_COOKIE,
-    HeaderName::from_static("openai-organization"),
-    HeaderName::from_static("openai-project"),
-    HeaderName::from_static("x-ratelimit-limit-requests"),
-    HeaderName::from_static("x-ratelimit-remaining-requests"),
-    HeaderName::from_static("x-ratelimit-reset-requests"),
-    HeaderName::from_static("x-ratelimit-limit-tokens"),
-    HeaderName::from_static("x-ratelimit-remaining-tokens"),
-    HeaderName::from_static("x-ratelimit-reset-tokens"),
-];
-
-/// Client headers that may carry a key (OpenAI's, Azure's, Anthropic-style):
-/// the client's key never leaves the gateway.
-static CLIENT_KEY_HEADERS: [HeaderName; 3] = [
-    header::AUTHORIZATION,
-    HeaderName::from_static("api-key"),
-    HeaderName::from_static("x-api-key"),
-];
 
 impl Gateway {
     pub fn new(state: Arc<AppState>) -> Self {
@@ -130,10 +108,12 @@ impl ProxyHttp for Gateway {
         upstream_request.set_uri(target.parse().map_err(|_| {
             Error::explain(ErrorType::InvalidHTTPHeader, "cannot build upstream path")
         })?);
-        // The backend's key replaces the client's.
-        for name in &CLIENT_KEY_HEADERS {
-            upstream_request.remove_header(name);
+        // Only allowed client headers go on (the client's key is not one).
+        headers::filter_request(upstream_request, &route.pool.forward_headers);
+        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+            upstream_request.insert_header("x-forwarded-for", client.ip().to_string())?;
         }
+        upstream_request.insert_header("x-forwarded-proto", "http")?;
         if let Some(auth) = &backend.authorization {
             upstream_request.insert_header(header::AUTHORIZATION, auth.as_str())?;
         }
@@ -212,9 +192,11 @@ impl ProxyHttp for Gateway {
             first_byte: None,
             completed: false,
         });
-        for name in &HIDDEN_UPSTREAM_HEADERS {
-            upstream_response.remove_header(name);
-        }
+        let expose = ctx
+            .route
+            .as_ref()
+            .map_or(&[][..], |r| &r.pool.expose_headers[..]);
+        headers::filter_response(upstream_response, expose);
         for (name, value) in ctx.admission.rate_info.iter().flat_map(RateInfo::headers) {
             upstream_response.insert_header(name, value)?;
         }

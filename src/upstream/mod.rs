@@ -43,6 +43,10 @@ impl PriorityGroup {
 
 pub struct Pool {
     pub name: String,
+    /// Client headers passed upstream beyond `proxy::headers`' defaults.
+    pub forward_headers: Vec<http::HeaderName>,
+    /// Upstream headers passed to the client beyond the defaults.
+    pub expose_headers: Vec<http::HeaderName>,
     groups: Vec<PriorityGroup>,
     clock: Clock,
     eject_for: Duration,
@@ -279,8 +283,15 @@ impl Upstreams {
                 };
                 routes.push((matcher, pool_index));
             }
+            let names = |list: &[String]| {
+                list.iter()
+                    .filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
+                    .collect()
+            };
             pools.push(Arc::new(Pool {
                 name: pc.name.clone(),
+                forward_headers: names(&pc.forward_headers),
+                expose_headers: names(&pc.expose_headers),
                 groups,
                 clock,
                 eject_for: Duration::from_secs(hc.eject_secs),
@@ -385,6 +396,8 @@ fn merged_pools(yaml: &[PoolConfig], servers: &[ServerRecord]) -> Vec<PoolConfig
                 models: s.models.clone(),
                 backends: vec![backend],
                 health_path: None,
+                forward_headers: Vec::new(),
+                expose_headers: Vec::new(),
             }),
         }
     }

@@ -154,6 +154,8 @@ pub struct GatewayBuilder<'a> {
     server_yaml: String,
     usage_yaml: String,
     extra_yaml: String,
+    forward_headers: Vec<String>,
+    expose_headers: Vec<String>,
     db_url: Option<String>,
     envs: Vec<(String, String)>,
 }
@@ -169,6 +171,9 @@ pub fn gateway<'a>() -> GatewayBuilder<'a> {
         server_yaml: String::new(),
         usage_yaml: String::new(),
         extra_yaml: String::new(),
+        // The fake upstream's per-request knob must reach it.
+        forward_headers: vec![fake_upstream::CHUNK_DELAY_HEADER.to_string()],
+        expose_headers: Vec::new(),
         db_url: None,
         envs: Vec::new(),
     }
@@ -198,6 +203,16 @@ impl<'a> GatewayBuilder<'a> {
         self.db_url = Some(url.to_string());
         self
     }
+    /// A client header the `main` pool passes upstream (`forward_headers`).
+    pub fn forward_header(mut self, name: &str) -> Self {
+        self.forward_headers.push(name.to_string());
+        self
+    }
+    /// An upstream header the `main` pool passes to clients (`expose_headers`).
+    pub fn expose_header(mut self, name: &str) -> Self {
+        self.expose_headers.push(name.to_string());
+        self
+    }
     /// YAML appended to the generated config (top-level sections).
     pub fn yaml(mut self, extra: &str) -> Self {
         self.extra_yaml.push_str(extra);
@@ -219,17 +234,23 @@ impl<'a> GatewayBuilder<'a> {
         };
         let proxy_port = free_port();
         let side_port = free_port();
+        let pool_headers = format!(
+            "    forward_headers: [{}]\n    expose_headers: [{}]\n",
+            self.forward_headers.join(", "),
+            self.expose_headers.join(", ")
+        );
         let mut yaml = format!(
             "server:\n  proxy_listen: \"127.0.0.1:{proxy_port}\"\n  admin_listen: \"127.0.0.1:{side_port}\"\n  threads: 2\n  grace_period_secs: 1\n{}\
              database:\n  url: \"{}\"\n\
              usage:\n  spill_path: \"{}\"\n{}\
              health_check:\n  interval_secs: 1\n  timeout_ms: 2000\n  unhealthy_threshold: 2\n  eject_secs: 30\n\
-             pools:\n  - name: main\n    models: [{}]\n    backends:\n",
+             pools:\n  - name: main\n    models: [{}]\n{}    backends:\n",
             self.server_yaml,
             db.url,
             dir.path().join("usage-spill.jsonl").display(),
             self.usage_yaml,
-            self.models.join(", ")
+            self.models.join(", "),
+            pool_headers
         );
         for b in &self.backends {
             yaml.push_str(&format!(

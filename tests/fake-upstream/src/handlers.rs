@@ -132,7 +132,11 @@ async fn v1_gate(State(s): AppState, req: Request, next: Next) -> Response {
         }
     }
     parts.extensions.insert(mode);
-    next.run(Request::from_parts(parts, Body::from(body))).await
+    let mut resp = next.run(Request::from_parts(parts, Body::from(body))).await;
+    for (name, value) in &s.response_headers {
+        resp.headers_mut().append(name.clone(), value.clone());
+    }
+    resp
 }
 
 /// Asks the connection task to drop the TCP connection, then never answers.

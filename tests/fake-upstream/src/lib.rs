@@ -79,6 +79,10 @@ pub struct FakeConfig {
     /// When set, `/v1/*` requires `Authorization: Bearer <key>` and answers
     /// 401 in OpenAI's error format otherwise.
     pub api_key: Option<String>,
+    /// Headers added to every `/v1/*` response, as a proxy in front of the
+    /// provider adds its own: LiteLLM 1.x sends `x-litellm-response-cost`,
+    /// `x-litellm-key-spend`, `x-litellm-model-api-base`, `llm_provider-*`...
+    pub response_headers: Vec<(String, String)>,
 }
 
 impl Default for FakeConfig {
@@ -88,6 +92,7 @@ impl Default for FakeConfig {
             chunks: 5,
             reply: "Hello from the fake upstream".to_owned(),
             api_key: None,
+            response_headers: Vec::new(),
         }
     }
 }

@@ -63,6 +63,7 @@ async fn run(args: Args) -> std::io::Result<()> {
         chunks: args.chunks,
         reply: args.reply.unwrap_or(defaults.reply),
         api_key: args.api_key,
+        response_headers: Vec::new(),
     };
     let upstream = FakeUpstream::start_on(args.listen, cfg).await?;
     upstream.set_recording(args.record);

@@ -31,6 +31,8 @@ pub struct Shared {
     pub full_text: String,
     /// `"Bearer <key>"`, when auth is required.
     pub expected_auth: Option<Box<[u8]>>,
+    /// Added to every `/v1/*` response (see `FakeConfig::response_headers`).
+    pub response_headers: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
     mode: Mutex<Mode>,
     health_ok: AtomicBool,
     chunk_delay_ns: AtomicU64,
@@ -82,6 +84,16 @@ impl Shared {
                 .api_key
                 .as_ref()
                 .map(|k| format!("Bearer {k}").into_bytes().into_boxed_slice()),
+            response_headers: cfg
+                .response_headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.parse().expect("a header name"),
+                        v.parse().expect("a header value"),
+                    )
+                })
+                .collect(),
             mode: Mutex::new(Mode::Normal),
             health_ok: AtomicBool::new(true),
             chunk_delay_ns: AtomicU64::new(duration_to_ns(cfg.chunk_delay)),
