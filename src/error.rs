@@ -106,6 +106,10 @@ pub enum GatewayError {
     },
     #[error("Request body is larger than the limit of {limit} bytes.")]
     BodyTooLarge { limit: usize },
+    #[error("The request body did not arrive within {0} seconds.")]
+    BodyTimeout(u64),
+    #[error("The gateway is reading too many request bodies at once; retry shortly.")]
+    BodiesInFlight,
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(String),
     #[error("No healthy upstream is available for model `{0}`; every backend of its pool is down. Retry later.")]
@@ -145,6 +149,8 @@ impl GatewayError {
                 f(400, INVALID, "invalid_request_error").with_param(*param)
             }
             Self::BodyTooLarge { .. } => f(413, INVALID, "request_too_large"),
+            Self::BodyTimeout(_) => f(408, INVALID, "request_timeout"),
+            Self::BodiesInFlight => f(503, SERVER, "server_overloaded"),
             Self::ModelNotFound(_) => f(404, INVALID, "model_not_found").with_param(Some("model")),
             Self::NoHealthyUpstream(_) => f(503, SERVER, "upstream_unavailable"),
             Self::UpstreamFailed(_) => f(502, SERVER, "upstream_error"),

@@ -70,6 +70,8 @@ pub struct AppState {
     pub keys: KeyCache,
     pub usage: UsageQueue,
     pub limiter: Arc<Limiter>,
+    /// Bytes of request bodies being read or held now (`server.max_body_bytes_in_flight`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
     pub login_throttle: crate::auth::LoginThrottle,
     pub quotas: QuotaLedger,
     pub metrics: Metrics,
@@ -110,6 +112,7 @@ impl AppState {
                 config: Arc::new(p.live),
                 upstreams: Arc::new(p.upstreams),
             }),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(p.boot.max_body_bytes_in_flight)),
             boot: p.boot,
             rebuilding: tokio::sync::Mutex::new(()),
             config_path: p.config_path,

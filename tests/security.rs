@@ -412,3 +412,102 @@ async fn a_pool_forwards_and_exposes_the_headers_it_names() {
         Some("assistants=v2")
     );
 }
+
+/// Requests the gateway refuses after authenticating the key (an unknown
+/// model, a bad body) used to cost the key nothing, so a free key could make
+/// the gateway parse bodies without end. They count against its RPM now.
+#[tokio::test]
+async fn refused_requests_still_count_against_the_keys_rate_limit() {
+    let up = fake().await;
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let key = gw.create_key("k", &["--rpm", "3"]);
+    for _ in 0..3 {
+        let r = gw
+            .chat(&key, &common::chat_body("no-such-model", false))
+            .await;
+        assert_eq!(r.status(), 404);
+    }
+    let r = gw
+        .chat(&key, &common::chat_body("gpt-4o-mini", false))
+        .await;
+    assert_eq!(
+        r.status(),
+        429,
+        "three refusals left the key's RPM untouched"
+    );
+    assert_eq!(up.request_count(), 0);
+}
+
+/// A request line and headers, then the body only in part: what a slow
+/// upload (or a client holding connections open) sends.
+async fn start_slow_upload(
+    gw: &common::Gateway,
+    key: &str,
+    declared: usize,
+    sent: usize,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = gw.proxy.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&vec![b' '; sent]).await.unwrap();
+    conn
+}
+
+async fn status_of(conn: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(30), conn.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A body that never finishes arriving gets 408 once `server.body_timeout_secs`
+/// has passed, instead of holding its slot and buffer for ever.
+#[tokio::test]
+async fn a_body_that_never_arrives_times_out_with_408() {
+    let up = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .server("body_timeout_secs: 1")
+        .start()
+        .await;
+    let key = gw.create_key("k", &[]);
+    let mut conn = start_slow_upload(&gw, &key, 1000, 10).await;
+    let status = status_of(&mut conn).await;
+    assert!(status.starts_with("HTTP/1.1 408"), "{status}");
+}
+
+/// Many slow uploads at once hold at most `server.max_body_bytes_in_flight`
+/// bytes of bodies; past it a new body is refused with 503 at once.
+#[tokio::test]
+async fn slow_uploads_cannot_hold_more_body_memory_than_configured() {
+    let up = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .server("max_body_bytes_in_flight: 1000000")
+        .start()
+        .await;
+    let key = gw.create_key("k", &[]);
+    let _first = start_slow_upload(&gw, &key, 900_000, 100).await;
+    // The first upload's declared size is reserved once the gateway has read
+    // its headers; give it a moment to get there (ordering, not a timing check).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut second = start_slow_upload(&gw, &key, 900_000, 100).await;
+    let status = status_of(&mut second).await;
+    assert!(status.starts_with("HTTP/1.1 503"), "{status}");
+    // A small request still fits.
+    let r = gw
+        .chat(&key, &common::chat_body("gpt-4o-mini", false))
+        .await;
+    assert_eq!(r.status(), 200);
+}

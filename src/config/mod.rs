@@ -198,6 +198,13 @@ pub struct ServerConfig {
     pub threads: usize,
     #[serde(deserialize_with = "checks::body_limit")]
     pub max_body_bytes: usize,
+    /// Request bodies being read at once, in bytes, over all clients; past it
+    /// new bodies get 503 (bounds memory against many slow uploads).
+    #[serde(deserialize_with = "checks::at_least_one")]
+    pub max_body_bytes_in_flight: usize,
+    /// The whole request body must arrive within this time (else 408).
+    #[serde(deserialize_with = "checks::at_least_one_u64")]
+    pub body_timeout_secs: u64,
     pub connect_timeout_ms: u64,
     /// Longest silence allowed while reading an upstream response (slow streams).
     pub read_timeout_secs: u64,
@@ -214,6 +221,8 @@ impl Default for ServerConfig {
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
             threads: 0,
             max_body_bytes: 4 * 1024 * 1024,
+            max_body_bytes_in_flight: 256 * 1024 * 1024,
+            body_timeout_secs: 30,
             connect_timeout_ms: 3000,
             read_timeout_secs: 600,
             grace_period_secs: 10,

@@ -16,6 +16,7 @@ pub struct BootConfig {
     pub threads: usize,
     pub grace_period_secs: u64,
     pub watch_config: bool,
+    pub max_body_bytes_in_flight: usize,
     pub database: DatabaseConfig,
     pub usage: UsageConfig,
     pub admin_token_env: Option<String>,
@@ -42,6 +43,10 @@ impl BootConfig {
             (
                 "server.watch_config",
                 self.watch_config != other.watch_config,
+            ),
+            (
+                "server.max_body_bytes_in_flight",
+                self.max_body_bytes_in_flight != other.max_body_bytes_in_flight,
             ),
             ("database", self.database != other.database),
             ("usage", self.usage != other.usage),
@@ -77,6 +82,7 @@ pub struct LiveConfig {
 #[derive(Debug, Clone, Copy)]
 pub struct ProxySettings {
     pub max_body_bytes: usize,
+    pub body_timeout: std::time::Duration,
     pub connect_timeout: std::time::Duration,
     pub read_timeout: std::time::Duration,
 }
@@ -113,6 +119,7 @@ impl Config {
             threads: server.threads,
             grace_period_secs: server.grace_period_secs,
             watch_config: server.watch_config,
+            max_body_bytes_in_flight: server.max_body_bytes_in_flight,
             database: self.database,
             usage: self.usage,
             admin_token_env: self.admin.token_env,
@@ -121,6 +128,7 @@ impl Config {
         let live = LiveConfig {
             proxy: ProxySettings {
                 max_body_bytes: server.max_body_bytes,
+                body_timeout: std::time::Duration::from_secs(server.body_timeout_secs),
                 connect_timeout: std::time::Duration::from_millis(server.connect_timeout_ms),
                 read_timeout: std::time::Duration::from_secs(server.read_timeout_secs),
             },

@@ -176,6 +176,53 @@ pub struct Permit {
 }
 
 impl Permit {
+    /// Second step of admission, once the body is read: debits the token
+    /// estimate from every tokens bucket the permit's subjects have. The
+    /// request slot stays taken whatever this says (it was used).
+    pub fn take_tokens(&mut self, tokens: u64) -> Result<(), Denied> {
+        let now = Instant::now();
+        let mut guards: Vec<_> = self
+            .held
+            .iter()
+            .map(|s| s.buckets.lock().expect("bucket lock"))
+            .collect();
+        let mut denial = None;
+        for b in guards.iter_mut() {
+            let share = b.share_allows(TOKENS, tokens);
+            if let Some(t) = b.tokens.as_mut() {
+                if tokens > t.limit() {
+                    denial = Some((t.limit(), None));
+                } else if !t.has(tokens, now) {
+                    denial = Some((t.limit(), Some(t.wait_for(tokens))));
+                } else if !share {
+                    denial = Some((t.limit(), Some(Duration::from_millis(100))));
+                }
+            }
+            if denial.is_some() {
+                break;
+            }
+        }
+        if denial.is_none() {
+            for b in guards.iter_mut() {
+                if let Some(t) = b.tokens.as_mut() {
+                    t.take(tokens);
+                    b.took(TOKENS, tokens as f64);
+                }
+            }
+            self.estimate += tokens;
+        }
+        self.info = rate_info(&guards);
+        match denial {
+            Some((limit, retry_after)) => Err(Denied {
+                kind: LimitKind::Tokens,
+                limit,
+                retry_after,
+                info: self.info.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     pub fn reconcile(&self, actual_tokens: u64) {
         if actual_tokens == self.estimate {
             return;

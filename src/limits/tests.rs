@@ -106,3 +106,23 @@ fn duration_format_matches_openai() {
     assert_eq!(openai_duration(Duration::from_millis(1200)), "2s");
     assert_eq!(openai_duration(Duration::from_secs(360)), "6m0s");
 }
+
+#[test]
+fn tokens_are_taken_after_the_request_slot_and_a_refusal_keeps_the_slot_used() {
+    let l = Limiter::new();
+    let mut p = l.admit(&ask(Some(2), Some(1000), None, 0)).unwrap();
+    p.take_tokens(800).unwrap();
+    let mut q = l.admit(&ask(Some(2), Some(1000), None, 0)).unwrap();
+    let d = q.take_tokens(800).unwrap_err();
+    assert_eq!(d.kind, LimitKind::Tokens);
+    // Both requests used their slot: a third is refused for requests.
+    assert_eq!(
+        l.admit(&ask(Some(2), Some(1000), None, 0))
+            .unwrap_err()
+            .kind,
+        LimitKind::Requests
+    );
+    // The refused estimate was never debited; the first one settles later.
+    p.reconcile(100);
+    assert!(q.take_tokens(800).is_ok());
+}

@@ -6,7 +6,11 @@ use bytes::Bytes;
 use http::header;
 use pingora::proxy::Session;
 
-use super::ctx::{Ctx, Route};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use super::ctx::{Admission, Ctx, Route};
 use super::request::{inspect, Endpoint};
 use super::respond::write_json;
 use crate::auth::ApiKey;
@@ -43,6 +47,11 @@ pub async fn admit(
     let key = state.keys.authenticate(token).await?;
     ctx.admission.key = Some(key.clone());
 
+    // From here on the request counts against the key's limits whatever comes
+    // next (an unknown model, a bad body), and its request and concurrency
+    // slots are taken before any body byte is read.
+    limit(state, ctx, &key).await?;
+
     let upstreams = ctx.snapshot.upstreams.clone();
     let answer = match &endpoint {
         Endpoint::ListModels => Some(models_list(state, &upstreams, &key)),
@@ -56,16 +65,23 @@ pub async fn admit(
         _ => None,
     };
     if let Some(body) = answer {
-        // Listing models costs no tokens but counts as a request.
-        limit(state, ctx, &key, 0).await?;
         write_json(session, ctx, 200, body, &[])
             .await
             .map_err(|_| GatewayError::Internal)?;
         return Ok(Admitted::Answered);
     }
 
-    let max_body = ctx.snapshot.config.proxy.max_body_bytes;
-    let body = read_body(session, max_body).await?;
+    let proxy = ctx.snapshot.config.proxy;
+    let reading = read_body(
+        session,
+        proxy.max_body_bytes,
+        &state.body_budget,
+        &mut ctx.admission,
+    );
+    let body = match tokio::time::timeout(proxy.body_timeout, reading).await {
+        Ok(body) => body?,
+        Err(_) => return Err(GatewayError::BodyTimeout(proxy.body_timeout.as_secs())),
+    };
     let inspected = inspect(&endpoint, body)?;
     ctx.admission.model = Some(inspected.model.clone());
     ctx.admission.stream = inspected.stream;
@@ -78,7 +94,7 @@ pub async fn admit(
         .cloned()
         .ok_or_else(|| GatewayError::ModelNotFound(inspected.model.clone()))?;
     let estimate = estimate_tokens(inspected.body.len(), inspected.max_tokens);
-    limit(state, ctx, &key, estimate).await?;
+    take_tokens(ctx, estimate)?;
     ctx.route = Some(Route {
         pool,
         body: inspected.body,
@@ -87,14 +103,9 @@ pub async fn admit(
     Ok(Admitted::Proxy)
 }
 
-/// Quota first (a spent month is final), then the rate-limit buckets. On
-/// success the request holds a permit until it ends.
-async fn limit(
-    state: &AppState,
-    ctx: &mut Ctx,
-    key: &ApiKey,
-    tokens: u64,
-) -> Result<(), GatewayError> {
+/// Quota first (a spent month is final), then the request and concurrency
+/// slots. On success the request holds a permit until it ends.
+async fn limit(state: &AppState, ctx: &mut Ctx, key: &ApiKey) -> Result<(), GatewayError> {
     let snapshot = ctx.snapshot.clone();
     let plan = snapshot.plan_of(key);
     if let (Some(user_id), Some(plan)) = (key.user_id, plan) {
@@ -118,7 +129,7 @@ async fn limit(
         key_id: key.id,
         key: snapshot.key_limits(key, plan),
         user: key.user_id.zip(plan.map(|p| p.limits())),
-        tokens,
+        tokens: 0,
     };
     match state.limiter.admit_in_cluster(&ask).await {
         Ok(permit) => {
@@ -132,17 +143,37 @@ async fn limit(
                 kind: denied.kind,
                 limit: denied.limit,
                 retry_after: denied.retry_after,
-                needed: tokens,
+                needed: 0,
             })
         }
     }
+}
+
+/// Once the body tells the token estimate: the tokens buckets.
+fn take_tokens(ctx: &mut Ctx, tokens: u64) -> Result<(), GatewayError> {
+    let Some(permit) = ctx.admission.permit.as_mut() else {
+        return Ok(());
+    };
+    let taken = permit.take_tokens(tokens);
+    ctx.admission.rate_info = Some(permit.info.clone());
+    taken.map_err(|denied| GatewayError::RateLimited {
+        kind: denied.kind,
+        limit: denied.limit,
+        retry_after: denied.retry_after,
+        needed: tokens,
+    })
 }
 
 /// Reads the whole body, refusing more than `limit` bytes. The body is held
 /// once, in Pingora's retry buffer (which is also how it reaches the upstream,
 /// replayed at each attempt); what is returned shares that buffer
 /// (vendor/README.md says why the buffer is joined only once).
-async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
+async fn read_body(
+    session: &mut Session,
+    limit: usize,
+    budget: &Arc<Semaphore>,
+    admission: &mut Admission,
+) -> Result<Bytes, GatewayError> {
     let declared = session
         .req_header()
         .headers
@@ -152,6 +183,22 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gateway
     if declared.is_some_and(|n| n > limit) {
         return Err(refuse_large_body(session, 0, limit).await);
     }
+    // Bytes held for bodies, over all requests: what is declared up front,
+    // else chunk by chunk; given back when the request ends.
+    let reserve = |n: usize, admission: &mut Admission| -> Result<(), GatewayError> {
+        let n = u32::try_from(n).map_err(|_| GatewayError::BodiesInFlight)?;
+        let permit = budget
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| GatewayError::BodiesInFlight)?;
+        match admission.body_budget.as_mut() {
+            Some(held) => held.merge(permit),
+            None => admission.body_budget = Some(permit),
+        }
+        Ok(())
+    };
+    let declared = declared.unwrap_or(0);
+    reserve(declared, admission)?;
     session.enable_retry_buffering();
     let mut read = 0;
     loop {
@@ -160,6 +207,9 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gateway
                 read += chunk.len();
                 if read > limit {
                     return Err(refuse_large_body(session, read, limit).await);
+                }
+                if read > declared {
+                    reserve(chunk.len().min(read - declared), admission)?;
                 }
             }
             Ok(None) => break,

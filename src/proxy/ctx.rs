@@ -45,6 +45,8 @@ pub struct Admission {
     pub permit: Option<Permit>,
     /// What the `x-ratelimit-*` headers say (also on denials).
     pub rate_info: Option<RateInfo>,
+    /// This request's share of `server.max_body_bytes_in_flight`.
+    pub body_budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// A request admission sends upstream.
