@@ -52,20 +52,27 @@ fn bench_cache(c: &mut Criterion) {
     let cache = KeyCache::new(store, control.handle().clone());
     // Warm: the first lookup is the miss that fills the cache.
     proxy
-        .block_on(cache.authenticate(&key.secret))
+        .block_on(cache.authenticate(&key.secret, None))
         .expect("valid key");
     let unknown = generate_key().secret;
-    let _ = proxy.block_on(cache.authenticate(&unknown));
+    let _ = proxy.block_on(cache.authenticate(&unknown, None));
 
     let mut g = c.benchmark_group("key_cache");
     g.bench_function("authenticate_hit", |b| {
-        b.to_async(&proxy)
-            .iter(|| async { black_box(cache.authenticate(black_box(&key.secret)).await.is_ok()) })
+        b.to_async(&proxy).iter(|| async {
+            black_box(
+                cache
+                    .authenticate(black_box(&key.secret), None)
+                    .await
+                    .is_ok(),
+            )
+        })
     });
     // A well-formed but unknown key: answered from the negative cache.
     g.bench_function("authenticate_unknown_cached", |b| {
-        b.to_async(&proxy)
-            .iter(|| async { black_box(cache.authenticate(black_box(&unknown)).await.is_err()) })
+        b.to_async(&proxy).iter(|| async {
+            black_box(cache.authenticate(black_box(&unknown), None).await.is_err())
+        })
     });
     g.finish();
 }

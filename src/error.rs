@@ -110,6 +110,8 @@ pub enum GatewayError {
     BodyTimeout(u64),
     #[error("The gateway is reading too many request bodies at once; retry shortly.")]
     BodiesInFlight,
+    #[error("Too many invalid API keys from this address; retry later.")]
+    TooManyInvalidKeys { retry_after: std::time::Duration },
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(String),
     #[error("No healthy upstream is available for model `{0}`; every backend of its pool is down. Retry later.")]
@@ -151,6 +153,7 @@ impl GatewayError {
             Self::BodyTooLarge { .. } => f(413, INVALID, "request_too_large"),
             Self::BodyTimeout(_) => f(408, INVALID, "request_timeout"),
             Self::BodiesInFlight => f(503, SERVER, "server_overloaded"),
+            Self::TooManyInvalidKeys { .. } => f(429, INVALID, "too_many_invalid_keys"),
             Self::ModelNotFound(_) => f(404, INVALID, "model_not_found").with_param(Some("model")),
             Self::NoHealthyUpstream(_) => f(503, SERVER, "upstream_unavailable"),
             Self::UpstreamFailed(_) => f(502, SERVER, "upstream_error"),
@@ -218,6 +221,9 @@ impl GatewayError {
                 retry_after: None, ..
             }
             | Self::QuotaExceeded { .. } => vec![("x-should-retry", "false".into())],
+            Self::TooManyInvalidKeys { retry_after } => {
+                vec![("retry-after", retry_after.as_secs().max(1).to_string())]
+            }
             _ => Vec::new(),
         }
     }

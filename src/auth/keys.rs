@@ -1,12 +1,18 @@
-//! API keys: `bm_` + 43 base62 characters (~256 bits of entropy). Such keys need no
-//! slow hash, so the store keeps their SHA-256 and the proxy looks them up through
-//! a moka cache; argon2 is only for passwords.
+//! API keys: `bm_` + 43 base62 characters (~256 bits of entropy) + 6 base62
+//! characters of CRC-32 over the random part, as GitHub's and Stripe's tokens
+//! carry a checksum: a mistyped or made-up token is refused without a database
+//! lookup. Keys from before the checksum (46 characters) keep working. Such keys
+//! need no slow hash, so the store keeps their SHA-256 and the proxy looks them
+//! up through a moka cache; argon2 is only for passwords.
+//!
+//! Unknown tokens are remembered in a cache of their own (they never evict real
+//! keys), and a client address that keeps presenting unknown tokens is refused
+//! further lookups for a while; keys already in the cache still work from it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use moka::future::Cache;
-use moka::Expiry;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
@@ -17,6 +23,13 @@ use crate::store::{now_ms, KeyRecord, NewKey, Store, StoreError};
 
 pub const KEY_PREFIX: &str = "bm_";
 const KEY_RANDOM_CHARS: usize = 43;
+const CHECKSUM_CHARS: usize = 6;
+/// Keys issued before the checksum.
+const LEGACY_LEN: usize = 3 + KEY_RANDOM_CHARS;
+const KEY_LEN: usize = LEGACY_LEN + CHECKSUM_CHARS;
+/// Unknown tokens one client address may present per `FAILURE_WINDOW`.
+const MAX_FAILURES_PER_IP: u32 = 20;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// A freshly generated key: `secret` is shown to the user once and never stored.
@@ -32,12 +45,43 @@ pub fn generate_key() -> GeneratedKey {
     let random: String = (0..KEY_RANDOM_CHARS)
         .map(|_| BASE62[rng.gen_range(0..BASE62.len())] as char)
         .collect();
-    let secret = format!("{KEY_PREFIX}{random}");
+    let secret = format!("{KEY_PREFIX}{random}{}", checksum(&random));
     GeneratedKey {
         hash: hex::encode(hash_key(&secret)),
         prefix: secret[..KEY_PREFIX.len() + 4].to_string(),
         last4: secret[secret.len() - 4..].to_string(),
         secret,
+    }
+}
+
+/// CRC-32 of the random part, as 6 base62 characters.
+fn checksum(random: &str) -> String {
+    const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    let mut n = u64::from(CRC.checksum(random.as_bytes()));
+    let mut out = [b'0'; CHECKSUM_CHARS];
+    for c in out.iter_mut().rev() {
+        *c = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    String::from_utf8(out.to_vec()).expect("base62 is ASCII")
+}
+
+/// Whether a token has the shape of a key worth looking up: `bm_` and base62,
+/// with a correct checksum, or of the legacy length.
+pub fn well_formed(token: &str) -> bool {
+    let Some(body) = token.strip_prefix(KEY_PREFIX) else {
+        return false;
+    };
+    if !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return false;
+    }
+    match token.len() {
+        KEY_LEN => {
+            let (random, sum) = body.split_at(KEY_RANDOM_CHARS);
+            checksum(random) == sum
+        }
+        LEGACY_LEN => true,
+        _ => false,
     }
 }
 
@@ -118,32 +162,14 @@ impl ApiKey {
     }
 }
 
-/// Unknown keys are remembered briefly so a client hammering with a bad key does
-/// not reach the database on every request; known keys stay longer and are
-/// dropped explicitly when revoked.
-struct KeyExpiry {
-    valid_ttl: Duration,
-    invalid_ttl: Duration,
-}
-
-impl Expiry<[u8; 32], Option<Arc<ApiKey>>> for KeyExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        value: &Option<Arc<ApiKey>>,
-        _now: Instant,
-    ) -> Option<Duration> {
-        Some(if value.is_some() {
-            self.valid_ttl
-        } else {
-            self.invalid_ttl
-        })
-    }
-}
-
 #[derive(Clone)]
 pub struct KeyCache {
-    cache: Cache<[u8; 32], Option<Arc<ApiKey>>>,
+    /// Known keys only, for a minute (dropped explicitly when revoked).
+    cache: Cache<[u8; 32], Arc<ApiKey>>,
+    /// Well-formed tokens the store did not know, briefly (bounded apart from `cache`).
+    unknown: Cache<[u8; 32], ()>,
+    /// Unknown tokens per client address in the current window.
+    failures: moka::sync::Cache<std::net::IpAddr, Arc<std::sync::atomic::AtomicU32>>,
     store: Store,
     /// Database work runs on the control runtime, whatever runtime asks for it.
     db_runtime: Handle,
@@ -156,10 +182,15 @@ impl KeyCache {
         Self {
             cache: Cache::builder()
                 .max_capacity(100_000)
-                .expire_after(KeyExpiry {
-                    valid_ttl: Duration::from_secs(60),
-                    invalid_ttl: Duration::from_secs(5),
-                })
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            unknown: Cache::builder()
+                .max_capacity(50_000)
+                .time_to_live(Duration::from_secs(5))
+                .build(),
+            failures: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(FAILURE_WINDOW)
                 .build(),
             store,
             db_runtime,
@@ -174,12 +205,32 @@ impl KeyCache {
     }
 
     /// Checks a bearer token; a cache hit costs one SHA-256 and one map lookup.
-    pub async fn authenticate(&self, token: &str) -> Result<Arc<ApiKey>, GatewayError> {
+    /// `client` is the address unknown tokens are counted against.
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Arc<ApiKey>, GatewayError> {
         let invalid = || GatewayError::InvalidApiKey(redact(token));
-        if !token.starts_with(KEY_PREFIX) || token.len() > 256 {
+        if !well_formed(token) {
             return Err(invalid());
         }
         let hash = hash_key(token);
+        if let Some(key) = self.cache.get(&hash).await {
+            return live(key).ok_or_else(invalid);
+        }
+        if self.unknown.contains_key(&hash) {
+            return Err(invalid());
+        }
+        let failures = client.map(|ip| self.failures.get_with(ip, Default::default));
+        if failures
+            .as_ref()
+            .is_some_and(|n| n.load(std::sync::atomic::Ordering::Relaxed) >= MAX_FAILURES_PER_IP)
+        {
+            return Err(GatewayError::TooManyInvalidKeys {
+                retry_after: FAILURE_WINDOW,
+            });
+        }
         let store = self.store.clone();
         let db = self.db_runtime.clone();
         let found = self
@@ -189,18 +240,31 @@ impl KeyCache {
                 let record = db
                     .spawn(async move { store.find_key_by_hash(&hex_hash).await })
                     .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
-                Ok::<_, String>(record.and_then(ApiKey::from_record).map(Arc::new))
+                    .map_err(|e| Lookup::Failed(e.to_string()))?
+                    .map_err(|e| Lookup::Failed(e.to_string()))?;
+                // An error is not cached: unknown keys go to `unknown` instead.
+                record
+                    .and_then(ApiKey::from_record)
+                    .map(Arc::new)
+                    .ok_or(Lookup::Unknown)
             })
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "key lookup failed");
-                GatewayError::KeyStoreUnavailable
-            })?;
+            .await;
         match found {
-            Some(key) if key.expires_at.is_none_or(|t| t > now_ms()) => Ok(key),
-            _ => Err(invalid()),
+            Ok(key) => live(key).ok_or_else(invalid),
+            Err(e) if matches!(*e, Lookup::Failed(_)) => {
+                if let Lookup::Failed(reason) = &*e {
+                    tracing::error!(error = %reason, "key lookup failed");
+                }
+                Err(GatewayError::KeyStoreUnavailable)
+            }
+            Err(_) => {
+                // Unknown, revoked or disabled: remembered apart from real keys.
+                self.unknown.insert(hash, ()).await;
+                if let Some(n) = failures {
+                    n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(invalid())
+            }
         }
     }
 
@@ -218,9 +282,21 @@ impl KeyCache {
         if let Ok(bytes) = hex::decode(hex_hash) {
             if let Ok(hash) = <[u8; 32]>::try_from(bytes.as_slice()) {
                 self.cache.invalidate(&hash).await;
+                self.unknown.invalidate(&hash).await;
             }
         }
     }
+}
+
+#[derive(Debug)]
+enum Lookup {
+    Unknown,
+    Failed(String),
+}
+
+/// The key while it has not expired.
+fn live(key: Arc<ApiKey>) -> Option<Arc<ApiKey>> {
+    key.expires_at.is_none_or(|t| t > now_ms()).then_some(key)
 }
 
 /// OpenAI shows only the ends of a wrong key; so do we, and never the whole secret.
@@ -240,12 +316,32 @@ mod tests {
         let a = generate_key();
         let b = generate_key();
         assert!(a.secret.starts_with("bm_"));
-        assert_eq!(a.secret.len(), 3 + KEY_RANDOM_CHARS);
+        assert_eq!(a.secret.len(), KEY_LEN);
+        assert!(well_formed(&a.secret));
         assert!(a.secret[3..].bytes().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(a.secret, b.secret);
         assert_eq!(a.hash, hex::encode(hash_key(&a.secret)));
         assert_eq!(a.prefix, &a.secret[..7]);
         assert!(a.secret.ends_with(&a.last4));
+    }
+
+    #[test]
+    fn tokens_without_a_valid_checksum_are_not_worth_a_lookup() {
+        let k = generate_key().secret;
+        let mut typo = k.clone().into_bytes();
+        typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
+        assert!(!well_formed(std::str::from_utf8(&typo).unwrap()));
+        // Keys issued before the checksum keep their shape.
+        assert!(well_formed(&k[..LEGACY_LEN]));
+        for bad in [
+            "bm_",
+            "sk-abc",
+            &k[..KEY_LEN - 1],
+            &format!("{k}x"),
+            "bm_!!!!",
+        ] {
+            assert!(!well_formed(bad), "{bad}");
+        }
     }
 
     #[test]

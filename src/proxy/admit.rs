@@ -44,7 +44,11 @@ pub async fn admit(
     ctx.admission.endpoint = Some(endpoint.clone());
 
     let token = bearer_token(session).ok_or(GatewayError::MissingApiKey)?;
-    let key = state.keys.authenticate(token).await?;
+    let client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    let key = state.keys.authenticate(token, client).await?;
     ctx.admission.key = Some(key.clone());
 
     // From here on the request counts against the key's limits whatever comes

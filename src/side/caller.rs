@@ -102,7 +102,7 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Caller, SideE
                 return Ok(Caller::Admin);
             }
         }
-        return match state.keys.authenticate(token).await {
+        return match state.keys.authenticate(token, None).await {
             Ok(key) => Ok(Caller::Key(key)),
             Err(GatewayError::InvalidApiKey(shown)) => Err(SideError::InvalidApiKey(shown)),
             // `authenticate` has logged the cause.
