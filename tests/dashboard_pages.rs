@@ -225,12 +225,7 @@ async fn a_reloaded_plan_shows_on_the_billing_page_and_the_quota_bar() {
     );
     assert_ne!(yaml, edited);
     std::fs::write(&gw.config_path, edited).unwrap();
-    let pid = gw.child.as_ref().unwrap().id();
-    assert!(std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+    gw.signal("HUP");
     common::eventually("the reload is logged", || async {
         gw.log().contains("config reloaded")
     })

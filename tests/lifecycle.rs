@@ -36,12 +36,7 @@ async fn sigterm_makes_readyz_refuse_while_the_process_drains() {
     let client = reqwest::Client::new();
     let readyz = format!("{}/readyz", gw.side);
     assert_eq!(client.get(&readyz).send().await.unwrap().status(), 200);
-    let pid = gw.child.as_ref().unwrap().id();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    gw.signal("TERM");
     // The grace period (1 s in tests) and the usage flush keep the process up a
     // while; load balancers must see it go at once.
     Poll::within(Duration::from_secs(1))

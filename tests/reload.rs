@@ -110,12 +110,7 @@ async fn sighup_reloads_without_dropping_open_streams() {
     assert!(sse.next().await.is_some());
 
     add_model(&gw, "later-model");
-    let pid = gw.child.as_ref().unwrap().id();
-    assert!(std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+    gw.signal("HUP");
     wait_for_status(&gw, &key, "later-model", 200).await;
 
     let mut events = Vec::new();

@@ -21,12 +21,7 @@ async fn signing_up_with_an_admins_email_does_not_make_you_an_admin() {
             .cookie_store(true)
             .build()
             .unwrap();
-        let resp = http
-            .post(format!("{}/api/auth/signup", gw.side))
-            .json(&serde_json::json!({"email": email, "password": "a long enough password"}))
-            .send()
-            .await
-            .unwrap();
+        let resp = common::post_signup(&http, &gw, email).await;
         if resp.status() == 409 {
             // The second spelling is the same account: no second one is made.
             continue;
@@ -77,12 +72,7 @@ async fn an_operator_grant_makes_an_admin_and_emails_are_one_account_in_any_case
     ]);
     let listed = gw.cli(&["users", "list"]);
     assert!(listed.contains("carol@example.com"), "{listed}");
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/auth/signup", gw.side))
-        .json(&serde_json::json!({"email": "carol@EXAMPLE.com", "password": "a long enough password"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = common::post_signup(&reqwest::Client::new(), &gw, "carol@EXAMPLE.com").await;
     assert_eq!(
         resp.status(),
         409,
@@ -261,13 +251,9 @@ async fn fifty_parallel_signups_keep_memory_bounded_and_the_proxy_answering() {
             .unwrap()
     };
     let before = peak_kib();
-    let url = format!("{}/api/auth/signup", gw.side);
-    let signups = (0..50).map(|i| {
-        post_json(
-            url.clone(),
-            serde_json::json!({"email": format!("user{i}@example.com"), "password": "a long enough password"}),
-        )
-    });
+    let http = reqwest::Client::new();
+    let emails: Vec<String> = (0..50).map(|i| format!("user{i}@example.com")).collect();
+    let signups = emails.iter().map(|e| common::post_signup(&http, &gw, e));
     let flood = futures_util::future::join_all(signups);
     let chat = async {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -306,14 +292,10 @@ async fn one_address_cannot_create_accounts_without_end() {
         .yaml("admin:\n  signups_per_ip_per_hour: 3\n")
         .start()
         .await;
-    let url = format!("{}/api/auth/signup", gw.side);
+    let http = reqwest::Client::new();
     let mut statuses = Vec::new();
     for i in 0..5 {
-        let r = post_json(
-            url.clone(),
-            serde_json::json!({"email": format!("bulk{i}@example.com"), "password": "a long enough password"}),
-        )
-        .await;
+        let r = common::post_signup(&http, &gw, &format!("bulk{i}@example.com")).await;
         if r.status() == 429 {
             assert!(r.headers().contains_key("retry-after"));
             assert_eq!(common::error_of(r).await.code(), "too_many_signups");

@@ -365,13 +365,20 @@ impl Gateway {
         format!("{}{}", self.proxy, path)
     }
 
+    /// Sends a signal (`"HUP"`, `"TERM"`) to the running gateway.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let sent = Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{name} {pid}");
+    }
+
     /// Graceful stop (SIGTERM), waiting for the process to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
         let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(s) = child.try_wait().unwrap() {
@@ -571,15 +578,20 @@ pub struct User {
     pub id: i64,
 }
 
+/// POSTs a sign-up with the tests' password through `http`; the caller judges
+/// the answer.
+pub async fn post_signup(http: &reqwest::Client, gw: &Gateway, email: &str) -> reqwest::Response {
+    http.post(format!("{}/api/auth/signup", gw.side))
+        .json(&serde_json::json!({"email": email, "password": "a long enough password"}))
+        .send()
+        .await
+        .unwrap()
+}
+
 impl User {
     pub async fn signup(gw: &Gateway, email: &str) -> User {
         let http = browser_client();
-        let resp = http
-            .post(format!("{}/api/auth/signup", gw.side))
-            .json(&serde_json::json!({"email": email, "password": "a long enough password"}))
-            .send()
-            .await
-            .unwrap();
+        let resp = post_signup(&http, gw, email).await;
         assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
         let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
         assert!(
