@@ -175,15 +175,7 @@ async fn the_admin_api_cannot_point_the_gateway_at_private_addresses_by_default(
         );
         assert!(e.message().contains("allow_private"), "{}", e.body);
     }
-    let listed: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/api/admin/servers", gw.side))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = common::get_json(&format!("{}/api/admin/servers", gw.side), ADMIN_TOKEN).await;
     assert_eq!(listed["data"], serde_json::json!([]), "nothing was stored");
 }
 

@@ -353,15 +353,7 @@ async fn admin_api_needs_an_admin_and_manages_servers_and_users() {
 
     // The admin token works too; deleting the server takes the model away again.
     let admin = reqwest::Client::new();
-    let listed: Value = admin
-        .get(format!("{}/api/admin/servers", gw.side))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = common::get_json(&format!("{}/api/admin/servers", gw.side), ADMIN_TOKEN).await;
     assert_eq!(listed["data"][0]["url"], extra.url());
     let deleted = admin
         .delete(format!("{}/api/admin/servers/{server_id}", gw.side))

@@ -7,11 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{chat_body, error_of, fake, gateway, Backend, Poll};
-use fake_upstream::Mode;
+use common::{chat_body, error_of, fake, gateway, Backend, Gateway, Poll};
+use fake_upstream::{FakeUpstream, Mode};
 
-#[tokio::test]
-async fn failover_when_a_backend_dies_or_answers_5xx() {
+/// A gateway whose pool has two fake backends at one priority.
+async fn two_backends() -> (FakeUpstream, FakeUpstream, Gateway) {
     let a = fake().await;
     let b = fake().await;
     let gw = gateway()
@@ -19,6 +19,12 @@ async fn failover_when_a_backend_dies_or_answers_5xx() {
         .backend(Backend::new(b.url()))
         .start()
         .await;
+    (a, b, gw)
+}
+
+#[tokio::test]
+async fn failover_when_a_backend_dies_or_answers_5xx() {
+    let (a, b, gw) = two_backends().await;
     let key = gw.create_key("test", &[]);
     let body = chat_body("gpt-4o-mini", false);
     let send = || gw.chat(&key, &body);
@@ -57,13 +63,7 @@ async fn failover_when_a_backend_dies_or_answers_5xx() {
 
 #[tokio::test]
 async fn health_checks_take_a_backend_out_and_bring_it_back() {
-    let a = fake().await;
-    let b = fake().await;
-    let gw = gateway()
-        .backend(Backend::new(a.url()))
-        .backend(Backend::new(b.url()))
-        .start()
-        .await;
+    let (a, _b, gw) = two_backends().await;
     let key = gw.create_key("test", &[]);
     // Rounds of 4 requests, 100 ms apart, the first 100 ms after the change;
     // for about 10 s (it used to be 100 rounds).

@@ -101,7 +101,9 @@ pub async fn signup(
     headers: HeaderMap,
     ApiJson(c): ApiJson<Credentials>,
 ) -> Result<Response, SideError> {
-    if !state.snapshot().config.accounts.allow_signup {
+    // One snapshot for the whole sign-up (a reload mid-request changes nothing).
+    let snapshot = state.snapshot();
+    if !snapshot.config.accounts.allow_signup {
         return Err(SideError::PermissionDenied(
             "sign-up is closed on this gateway".into(),
         ));
@@ -114,7 +116,6 @@ pub async fn signup(
             Some("password"),
         ));
     }
-    let snapshot = state.snapshot();
     if !state
         .login_throttle
         .begin_signup(peer.ip(), snapshot.config.accounts.signups_per_ip_per_hour)

@@ -86,11 +86,6 @@ fn validate_server(r: &ServerRequest) -> Result<(), SideError> {
 async fn check_policy(state: &AppState, r: &ServerRequest) -> Result<(), SideError> {
     let snapshot = state.snapshot();
     let policy = &snapshot.config.admin_servers;
-    let to_side =
-        |refused: policy::Refused| SideError::invalid(refused.message, Some(refused.param));
-    if let Some(var) = &r.api_key_env {
-        policy::check_key_env(policy, var).map_err(to_side)?;
-    }
     let url = BackendUrl::parse(r.url.trim()).map_err(|m| SideError::invalid(m, Some("url")))?;
     let lookup = tokio::net::lookup_host((url.host.as_str(), url.port));
     let addrs: Vec<std::net::SocketAddr> =
@@ -109,7 +104,8 @@ async fn check_policy(state: &AppState, r: &ServerRequest) -> Result<(), SideErr
                 ))
             }
         };
-    policy::check_addresses(policy, &url, &addrs, r.api_key_env.is_some()).map_err(to_side)
+    policy::check_server(policy, &url, r.api_key_env.as_deref(), &addrs)
+        .map_err(|refused| SideError::invalid(refused.message, Some(refused.param)))
 }
 
 impl<'a> From<&'a ServerRequest> for NewServer<'a> {

@@ -190,14 +190,8 @@ impl Upstreams {
                 let addrs = url.resolve_all().map_err(failed)?;
                 if b.from_admin_api {
                     // Stored before the policy, or the policy tightened since.
-                    let policy = &cfg.admin_servers;
-                    let checked = b
-                        .api_key_env
-                        .as_deref()
-                        .map_or(Ok(()), |var| policy::check_key_env(policy, var))
-                        .and_then(|()| {
-                            policy::check_addresses(policy, &url, &addrs, b.api_key_env.is_some())
-                        });
+                    let key_env = b.api_key_env.as_deref();
+                    let checked = policy::check_server(&cfg.admin_servers, &url, key_env, &addrs);
                     if let Err(refused) = checked {
                         tracing::error!(backend = %b.url, pool = %pc.name, reason = %refused.message, "admin-added server refused by admin_servers; it is left out");
                         continue;

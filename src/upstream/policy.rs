@@ -126,6 +126,19 @@ pub fn check_addresses(
     Ok(())
 }
 
+/// Both checks for one server: its key variable, then its addresses.
+pub fn check_server(
+    policy: &AdminServersConfig,
+    url: &BackendUrl,
+    key_env: Option<&str>,
+    addrs: &[SocketAddr],
+) -> Result<(), Refused> {
+    if let Some(var) = key_env {
+        check_key_env(policy, var)?;
+    }
+    check_addresses(policy, url, addrs, key_env.is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,19 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// GET `url` with a bearer token (the admin token, a key) and its JSON body.
+pub async fn get_json(url: &str, token: &str) -> Value {
+    client()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A browser-like client for the side app: keeps its cookies and does not
 /// follow redirects, so that pages' 303s stay visible.
 pub fn browser_client() -> reqwest::Client {
