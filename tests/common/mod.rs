@@ -24,7 +24,7 @@ use sqlx::{AnyPool, Row};
 
 // Each test binary uses some of these; the others are not unused code.
 #[allow(unused_imports)]
-pub use http::{browser_client, client, error_of, header, ApiError};
+pub use http::{browser_client, client, error_of, get_json, header, ApiError};
 #[allow(unused_imports)]
 pub use prometheus::sample;
 #[allow(unused_imports)]
@@ -276,8 +276,26 @@ impl<'a> GatewayBuilder<'a> {
             config_path,
             envs: self.envs,
         };
-        gw.spawn().await;
-        gw
+        // free_port() can race with another process taking the port before
+        // the gateway binds it: then try again with new ports.
+        for _ in 0..5 {
+            if gw.spawn().await {
+                return gw;
+            }
+            let (old_proxy, old_side) = (gw.proxy.clone(), gw.side.clone());
+            gw.proxy = format!("http://127.0.0.1:{}", free_port());
+            gw.side = format!("http://127.0.0.1:{}", free_port());
+            let strip = |u: &str| u.trim_start_matches("http://").to_string();
+            let text = std::fs::read_to_string(&gw.config_path)
+                .unwrap()
+                .replace(&strip(&old_proxy), &strip(&gw.proxy))
+                .replace(&strip(&old_side), &strip(&gw.side));
+            std::fs::write(&gw.config_path, text).unwrap();
+        }
+        panic!(
+            "no free ports for the gateway after 5 tries; log:\n{}",
+            gw.log()
+        );
     }
 }
 
@@ -298,7 +316,9 @@ impl Gateway {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    async fn spawn(&mut self) {
+    /// Starts the process and waits until both listeners answer; `false` when
+    /// it exited because a listen port was taken meanwhile.
+    async fn spawn(&mut self) -> bool {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -322,16 +342,22 @@ impl Gateway {
         let started = Poll::within(Duration::from_secs(60))
             .every(Duration::from_millis(50))
             .try_until(|| {
-                if let Some(status) = child.try_wait().unwrap() {
+                let exited = child.try_wait().unwrap();
+                let port_taken = exited.is_some() && log().contains("Address already in use");
+                if let (Some(status), false) = (exited, port_taken) {
                     panic!("gateway exited with {status}; log:\n{}", log());
                 }
-                async {
+                let (client, healthz, proxy_addr) = (&client, &healthz, &proxy_addr);
+                async move {
+                    if port_taken {
+                        return Ok(());
+                    }
                     let side_up = client
-                        .get(&healthz)
+                        .get(healthz.as_str())
                         .send()
                         .await
                         .is_ok_and(|r| r.status().is_success());
-                    let proxy_up = std::net::TcpStream::connect(&proxy_addr).is_ok();
+                    let proxy_up = std::net::TcpStream::connect(proxy_addr.as_str()).is_ok();
                     if side_up && proxy_up {
                         Ok(())
                     } else {
@@ -341,6 +367,12 @@ impl Gateway {
             })
             .await;
         assert!(started.is_ok(), "gateway did not start; log:\n{}", log());
+        if child.try_wait().unwrap().is_some() {
+            // Only a taken port ends the wait with the process gone.
+            self.child = None;
+            return false;
+        }
+        true
     }
 
     /// Creates a key with the CLI, as the README's quick start does.
