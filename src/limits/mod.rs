@@ -211,7 +211,9 @@ impl Permit {
             }
             self.estimate += tokens;
         }
-        self.info = rate_info(&guards);
+        // The requests part stays what admission reported for this request
+        // (other requests may have taken slots since); tokens are as of now.
+        self.info.tokens = rate_info(&guards).tokens;
         match denial {
             Some((limit, retry_after)) => Err(Denied {
                 kind: LimitKind::Tokens,

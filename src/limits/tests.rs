@@ -126,3 +126,13 @@ fn tokens_are_taken_after_the_request_slot_and_a_refusal_keeps_the_slot_used() {
     p.reconcile(100);
     assert!(q.take_tokens(800).is_ok());
 }
+
+#[test]
+fn the_requests_remaining_stays_what_admission_reported() {
+    let l = Limiter::new();
+    let mut first = l.admit(&ask(Some(5), Some(1000), None, 0)).unwrap();
+    let _second = l.admit(&ask(Some(5), Some(1000), None, 0)).unwrap();
+    first.take_tokens(10).unwrap();
+    assert_eq!(first.info.requests.unwrap().remaining, 4);
+    assert_eq!(first.info.tokens.unwrap().remaining, 990);
+}
