@@ -525,3 +525,52 @@ async fn made_up_keys_cannot_flood_the_key_store() {
     // The real key is still served from the cache.
     assert_eq!(gw.chat(&key, &body).await.status(), 200);
 }
+
+/// A 64 MiB upload to a gateway that takes 4 MiB used to end in a broken pipe:
+/// the gateway stopped reading after 16 MiB and closed while the client was
+/// still writing, so a client that writes its whole body before reading (as
+/// Python's requests and httpx do) never read its 413. The rest of the body is
+/// now read and dropped for a bounded time (nginx's lingering close), with or
+/// without a declared length.
+#[tokio::test]
+async fn a_64_mib_upload_reads_its_413_instead_of_a_broken_pipe() {
+    use tokio::io::AsyncWriteExt;
+    let up = fake().await;
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let key = gw.create_key("k", &[]);
+    let addr = gw.proxy.trim_start_matches("http://").to_string();
+    let mib = vec![b' '; 1024 * 1024];
+    for chunked in [false, true] {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let framing = if chunked {
+            "transfer-encoding: chunked".to_string()
+        } else {
+            format!("content-length: {}", 64 * mib.len())
+        };
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\n{framing}\r\n\r\n"
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        for _ in 0..64 {
+            if chunked {
+                let size = format!("{:x}\r\n", mib.len());
+                conn.write_all(size.as_bytes()).await.unwrap();
+            }
+            conn.write_all(&mib)
+                .await
+                .unwrap_or_else(|e| panic!("chunked={chunked}: the gateway stopped reading: {e}"));
+            if chunked {
+                conn.write_all(b"\r\n").await.unwrap();
+            }
+        }
+        if chunked {
+            conn.write_all(b"0\r\n\r\n").await.unwrap();
+        }
+        let status = status_of(&mut conn).await;
+        assert!(
+            status.starts_with("HTTP/1.1 413"),
+            "chunked={chunked}: {status}"
+        );
+    }
+    assert_eq!(up.request_count(), 0);
+}

@@ -83,6 +83,10 @@ pub async fn admit(
         &mut ctx.admission,
     );
     let body = match tokio::time::timeout(proxy.body_timeout, reading).await {
+        Ok(Err(too_large @ GatewayError::BodyTooLarge { .. })) => {
+            linger(session).await;
+            return Err(too_large);
+        }
         Ok(body) => body?,
         Err(_) => return Err(GatewayError::BodyTimeout(proxy.body_timeout.as_secs())),
     };
@@ -185,7 +189,7 @@ async fn read_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Err(refuse_large_body(session, 0, limit).await);
+        return Err(GatewayError::BodyTooLarge { limit });
     }
     // Bytes held for bodies, over all requests: what is declared up front,
     // else chunk by chunk; given back when the request ends.
@@ -210,7 +214,7 @@ async fn read_body(
             Ok(Some(chunk)) => {
                 read += chunk.len();
                 if read > limit {
-                    return Err(refuse_large_body(session, read, limit).await);
+                    return Err(GatewayError::BodyTooLarge { limit });
                 }
                 if read > declared {
                     reserve(chunk.len().min(read - declared), admission)?;
@@ -233,18 +237,27 @@ async fn read_body(
     }
 }
 
-/// Reads and discards an oversized body (up to a bound) before answering 413:
-/// a client still writing its body would otherwise see a broken pipe instead
-/// of the error. Past the bound the connection is simply closed after the answer.
-async fn refuse_large_body(session: &mut Session, mut read: usize, limit: usize) -> GatewayError {
-    let drain_cap = limit.saturating_mul(4).max(16 * 1024 * 1024);
-    while read <= drain_cap {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => read += chunk.len(),
+/// How long the rest of a refused body is read and dropped, in all and between
+/// two reads (nginx's `lingering_time` and `lingering_timeout` defaults).
+const LINGER_TOTAL: std::time::Duration = std::time::Duration::from_secs(30);
+const LINGER_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and drops the rest of a refused body before the answer is written: a
+/// client still writing its body (most write it all before reading) would
+/// otherwise get a broken pipe instead of the error. Bounded by time, not by
+/// bytes, since nothing read is kept: Pingora's retry buffer drops its
+/// contents once past its capacity (vendor/README.md). Past the time the
+/// connection is closed after the answer.
+async fn linger(session: &mut Session) {
+    let deadline = tokio::time::Instant::now() + LINGER_TOTAL;
+    loop {
+        let idle = tokio::time::Instant::now() + LINGER_IDLE;
+        let read = tokio::time::timeout_at(idle.min(deadline), session.read_request_body());
+        match read.await {
+            Ok(Ok(Some(_))) => continue,
             _ => break,
         }
     }
-    GatewayError::BodyTooLarge { limit }
 }
 
 fn models_list(state: &AppState, upstreams: &Upstreams, key: &ApiKey) -> Bytes {
