@@ -131,7 +131,20 @@ pub fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => server::run(cfg, Some(cli.config.clone())),
         Command::CheckConfig => {
-            println!("{}: ok ({} pools)", cli.config.display(), cfg.pools.len());
+            // `Config::load` has read the TLS files too.
+            let tls = match &cfg.server.tls {
+                Some(t) => format!(
+                    ", TLS: {} and {} match",
+                    t.cert_file.display(),
+                    t.key_file.display()
+                ),
+                None => String::new(),
+            };
+            println!(
+                "{}: ok ({} pools{tls})",
+                cli.config.display(),
+                cfg.pools.len()
+            );
             Ok(())
         }
         Command::Keys { action } => keys(cfg, action),

@@ -6,7 +6,8 @@
 //! `upstream` selection, response streaming) -> `usage` (counting, the record,
 //! the batch writer) -> `store` (the database). Beside it, `side` serves the
 //! dashboard and APIs, `billing` moves users between plans, `metrics` is for
-//! operators. README.md's "Layout" section maps every file.
+//! operators, `tls` holds the listeners' certificate. README.md's "Layout"
+//! section maps every file.
 
 pub mod auth;
 pub mod billing;
@@ -20,5 +21,6 @@ pub mod server;
 pub mod side;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod upstream;
 pub mod usage;

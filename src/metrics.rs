@@ -27,6 +27,8 @@ pub struct Metrics {
     /// Age of the oldest record in the last batch written: how far the database trails.
     pub usage_writer_lag: Gauge,
     pub config_reloads: IntCounterVec,
+    /// Reloads of the listeners' certificate (`server.tls`) by result.
+    pub tls_reloads: IntCounterVec,
 }
 
 const SECONDS: &[f64] = &[
@@ -169,6 +171,17 @@ impl Metrics {
                     opts(
                         "bluesminds_config_reloads_total",
                         "Config reloads by result (ok, rejected)",
+                    ),
+                    &["result"],
+                )
+                .expect("metric"),
+            ),
+            tls_reloads: register(
+                &r,
+                IntCounterVec::new(
+                    opts(
+                        "bluesminds_tls_reloads_total",
+                        "Reloads of the listeners' TLS certificate by result (ok, rejected)",
                     ),
                     &["result"],
                 )

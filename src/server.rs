@@ -113,7 +113,16 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
         });
     }
 
-    spawn_reloaders(&control, &state)?;
+    // One certificate for both listeners, reloaded on SIGHUP and file change.
+    let certs = match &state.boot.tls {
+        Some(tls) => {
+            let certs = crate::tls::CertStore::load(tls)?;
+            certs.spawn_watcher(control.handle(), state.metrics.clone());
+            Some(certs)
+        }
+        None => None,
+    };
+    spawn_reloaders(&control, &state, certs.clone())?;
     {
         let state = state.clone();
         control.spawn(async move {
@@ -145,16 +154,35 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
         tracing::info!("cluster mode: limits and key invalidations shared through Redis");
     }
 
-    let side = control
-        .block_on(tokio::net::TcpListener::bind(&state.boot.admin_listen))
-        .with_context(|| format!("cannot listen on {}", state.boot.admin_listen))?;
-    let app = crate::side::router(state.clone());
-    control.spawn(async move {
-        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        if let Err(e) = axum::serve(side, app).await {
-            tracing::error!(error = %e, "side app stopped");
-        }
-    });
+    let bind = |addr: std::net::SocketAddr| {
+        control
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .with_context(|| format!("cannot listen on {addr}"))
+    };
+    let side_settings = state.boot.side;
+    let listen = |name, tls| crate::side::serve::Listen {
+        name,
+        header_timeout: side_settings.header_timeout,
+        max_connections: side_settings.max_connections,
+        tls,
+    };
+    let side = bind(state.boot.admin_listen)?;
+    let side_tls = certs
+        .as_ref()
+        .map(|c| tokio_rustls::TlsAcceptor::from(c.server_config()));
+    control.spawn(crate::side::serve::serve(
+        side,
+        crate::side::router(state.clone()),
+        listen("side app", side_tls),
+    ));
+    if let Some(addr) = state.boot.metrics_listen {
+        let metrics = bind(addr)?;
+        control.spawn(crate::side::serve::serve(
+            metrics,
+            crate::side::metrics_router(state.clone()),
+            listen("metrics", None),
+        ));
+    }
 
     let boot = state.boot.clone();
     let threads = match boot.threads {
@@ -170,11 +198,23 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Gateway::new(state));
-    proxy.add_tcp(&boot.proxy_listen.to_string());
+    match &certs {
+        Some(certs) => {
+            // The resolver replaces the files Pingora would read once.
+            let mut tls = pingora::listeners::tls::TlsSettings::intermediate("", "")
+                .context("cannot set up TLS for the proxy")?;
+            tls.set_cert_resolver(certs.clone());
+            tls.enable_h2();
+            proxy.add_tls_with_settings(&boot.proxy_listen.to_string(), None, tls);
+        }
+        None => proxy.add_tcp(&boot.proxy_listen.to_string()),
+    }
     server.add_service(proxy);
     tracing::info!(
         proxy = %boot.proxy_listen,
         side = %boot.admin_listen,
+        metrics = ?boot.metrics_listen,
+        tls = certs.is_some(),
         pools,
         "BluesMinds Gateway started"
     );
@@ -212,10 +252,16 @@ fn spawn_drain_flag(
     Ok(())
 }
 
-/// Reloads the config on SIGHUP and, when `server.watch_config` is on, when the
-/// file changes (its modification time or size; polled, so it also works on
-/// volumes where inotify does not, like Kubernetes ConfigMaps).
-fn spawn_reloaders(control: &tokio::runtime::Runtime, state: &Arc<AppState>) -> anyhow::Result<()> {
+/// Reloads the config (and the TLS certificate) on SIGHUP and, when
+/// `server.watch_config` is on, the config when its file changes (its
+/// modification time or size; polled, so it also works on volumes where
+/// inotify does not, like Kubernetes ConfigMaps). The certificate files have
+/// a watcher of their own (`CertStore::spawn_watcher`).
+fn spawn_reloaders(
+    control: &tokio::runtime::Runtime,
+    state: &Arc<AppState>,
+    certs: Option<Arc<crate::tls::CertStore>>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let _guard = control.enter();
     // Installed before Pingora starts: SIGHUP would otherwise end the process.
@@ -224,6 +270,9 @@ fn spawn_reloaders(control: &tokio::runtime::Runtime, state: &Arc<AppState>) -> 
     control.spawn(async move {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading the config");
+            if let Some(certs) = &certs {
+                let _ = certs.reload(&s.metrics);
+            }
             let _ = s.reload_config().await;
         }
     });

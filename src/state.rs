@@ -176,7 +176,7 @@ impl AppState {
     }
 
     async fn try_reload(&self, path: &std::path::Path) -> Result<(), ReloadError> {
-        let (boot, live) = Config::load(path)?.split();
+        let (boot, live) = Config::load_for_reload(path)?.split_reloaded(&self.boot);
         for field in boot.changed_fields(&self.boot) {
             tracing::warn!(field, "config change needs a restart to take effect");
         }

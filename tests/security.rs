@@ -574,3 +574,176 @@ async fn a_64_mib_upload_reads_its_413_instead_of_a_broken_pipe() {
     }
     assert_eq!(up.request_count(), 0);
 }
+
+/// A slowloris client: the request line, then one header byte a second, never
+/// ending the headers. Returns whether the gateway closed the connection
+/// within 30 s (it may answer something first).
+async fn slowloris(addr: String, send_request_line: bool) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    if send_request_line && conn.write_all(b"GET /healthz HTTP/1.1\r\n").await.is_err() {
+        return true;
+    }
+    let mut buf = [0u8; 512];
+    for &byte in b"x-slow: ".iter().chain(std::iter::repeat(&b'a')) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        let second = tokio::time::sleep(std::time::Duration::from_secs(1));
+        tokio::pin!(second);
+        loop {
+            tokio::select! {
+                read = conn.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => continue,
+                },
+                _ = &mut second => break,
+            }
+        }
+        if send_request_line && conn.write_all(&[byte]).await.is_err() {
+            return true;
+        }
+    }
+    unreachable!("the header bytes never run out")
+}
+
+/// The side app had no header timeout: a client sending its headers one byte
+/// a second (or nothing at all) held its connection for ever, and enough of
+/// them held the listener. Now the headers must arrive within
+/// `server.side_header_timeout_secs`, and a normal request is served meanwhile.
+#[tokio::test]
+async fn a_slowloris_client_is_cut_off_after_the_side_apps_header_timeout() {
+    let up = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .server("side_header_timeout_secs: 1")
+        .start()
+        .await;
+    let addr = common::host_port(&gw.side).to_string();
+    let slow: Vec<_> = [true, true, true, false]
+        .into_iter()
+        .map(|line| tokio::spawn(slowloris(addr.clone(), line)))
+        .collect();
+    let r = common::client()
+        .get(format!("{}/healthz", gw.side))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for (i, s) in slow.into_iter().enumerate() {
+        assert!(
+            s.await.unwrap(),
+            "slow client {i} was still connected after 30 s with a 1 s header timeout"
+        );
+    }
+    let r = common::client()
+        .get(format!("{}/healthz", gw.side))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// The side app took any number of connections. Past
+/// `server.side_max_connections` a new connection now waits (it is not
+/// accepted) until one closes; it is then served, and the proxy, a listener
+/// of its own, answers all along.
+#[tokio::test]
+async fn connections_past_the_side_apps_cap_wait_for_a_free_slot() {
+    let up = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .server("side_max_connections: 2")
+        // The held connections are closed by the test, not by the timeout.
+        .server("side_header_timeout_secs: 120")
+        .start()
+        .await;
+    let key = gw.create_key("k", &[]);
+    let addr = common::host_port(&gw.side).to_string();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let side = gw.side.clone();
+    let waiting = tokio::spawn(async move {
+        common::client()
+            .get(format!("{side}/healthz"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    // Ordering, not timing: with both slots held the request cannot be served.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a third connection was served past a cap of 2: {:?}",
+        waiting.await
+    );
+    let r = gw
+        .chat(&key, &common::chat_body("gpt-4o-mini", false))
+        .await;
+    assert_eq!(r.status(), 200, "the proxy must not wait for the side app");
+    drop(held.remove(0));
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+        .await
+        .expect("the waiting connection is served once a slot is free")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
+/// A side-app request whose body never finishes arriving held its handler for
+/// ever; now the whole request gets `server.side_request_timeout_secs`, then
+/// 408 `request_timeout`.
+#[tokio::test]
+async fn a_slow_body_to_the_side_app_times_out_with_408() {
+    use tokio::io::AsyncWriteExt;
+    let up = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .server("side_request_timeout_secs: 1")
+        .start()
+        .await;
+    let addr = common::host_port(&gw.side);
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(
+        format!("POST /api/auth/login HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"email\"").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let status = status_of(&mut conn).await;
+    assert!(status.starts_with("HTTP/1.1 408"), "{status}");
+}
+
+/// `/metrics` (backend URLs, costs) was served beside the public dashboard.
+/// With `server.metrics_listen` it is served only there.
+#[tokio::test]
+async fn with_a_metrics_listener_the_side_app_no_longer_serves_metrics() {
+    let up = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .metrics_listen()
+        .start()
+        .await;
+    let r = reqwest::get(format!("{}/metrics", gw.side)).await.unwrap();
+    let e = common::error_of(r).await;
+    assert_eq!(e.status_and_code(), (404, "unknown_url"));
+    let metrics_url = gw.metrics_url.clone().unwrap();
+    let r = reqwest::get(format!("{metrics_url}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("bluesminds_usage_queue_depth"));
+    // Nothing else is there.
+    let r = reqwest::get(format!("{metrics_url}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = reqwest::get(format!("{}/healthz", gw.side)).await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -15,7 +15,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use backend_url::BackendUrl;
-pub use split::{AccountSettings, BootConfig, LiveConfig, ProxySettings};
+pub use split::{AccountSettings, BootConfig, LiveConfig, ProxySettings, SideListenerSettings};
 
 /// Largest request body the gateway can accept: the vendored Pingora retry buffer
 /// (see vendor/README.md) must hold a whole pre-read body.
@@ -212,6 +212,36 @@ pub struct ServerConfig {
     pub grace_period_secs: u64,
     /// Reload this file when it changes (checked every 2 s); SIGHUP always reloads.
     pub watch_config: bool,
+    /// HTTPS on both listeners (the proxy and the side app); absent means
+    /// plain HTTP. Needs a restart to turn on or off; the certificate files'
+    /// contents reload (SIGHUP, or when they change).
+    pub tls: Option<TlsConfig>,
+    /// A listener of its own for `/metrics` (plain HTTP); the side app then no
+    /// longer serves it. Absent: `/metrics` stays on the side app.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Side app: a client must finish its TLS handshake, and send a request's
+    /// headers, within this time; a connection with no request in progress
+    /// is closed after it too.
+    #[serde(deserialize_with = "checks::at_least_one_u64")]
+    pub side_header_timeout_secs: u64,
+    /// Side app: a whole request, its body included, must be answered within
+    /// this time, else 408 `request_timeout`.
+    #[serde(deserialize_with = "checks::at_least_one_u64")]
+    pub side_request_timeout_secs: u64,
+    /// Side app connections open at once; past it new connections wait in
+    /// the kernel's listen queue until one closes.
+    #[serde(deserialize_with = "checks::at_least_one")]
+    pub side_max_connections: usize,
+}
+
+/// The certificate (chain) and private key of both listeners, PEM files.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server certificate first, then any intermediates.
+    pub cert_file: std::path::PathBuf,
+    /// PKCS#8, PKCS#1 (RSA) or SEC1 (EC), unencrypted.
+    pub key_file: std::path::PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -227,6 +257,11 @@ impl Default for ServerConfig {
             read_timeout_secs: 600,
             grace_period_secs: 10,
             watch_config: true,
+            tls: None,
+            metrics_listen: None,
+            side_header_timeout_secs: 10,
+            side_request_timeout_secs: 30,
+            side_max_connections: 1024,
         }
     }
 }
@@ -388,12 +423,48 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Reads, parses and validates the config, and checks the files it names
+    /// (`server.tls`: readable, parse, the key matches the certificate).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let (cfg, text) = Self::read(path)?;
+        cfg.check_files(&text, &path.display().to_string())?;
+        Ok(cfg)
+    }
+
+    /// `load` for a reload: the TLS files are not judged, as `server.tls`
+    /// only changes with a restart and the certificate's own reload
+    /// (`crate::tls`) keeps the old one when the new files are bad; a
+    /// certificate being replaced must not hold up a change of pools.
+    pub fn load_for_reload(path: &Path) -> Result<Self, ConfigError> {
+        Self::read(path).map(|(cfg, _)| cfg)
+    }
+
+    fn read(path: &Path) -> Result<(Self, String), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_yaml(&text, &path.display().to_string())
+        let cfg = Self::from_yaml(&text, &path.display().to_string())?;
+        Ok((cfg, text))
+    }
+
+    /// Checks the files the config names; `file` names the config in errors.
+    pub fn check_files(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+        let Some(tls) = &self.server.tls else {
+            return Ok(());
+        };
+        crate::tls::load_certified_key(tls).map(drop).map_err(|e| {
+            let field = e.field.to_string();
+            let message = match checks::line_of(text, &field) {
+                Some(line) => format!("{} (line {line})", e.message),
+                None => e.message,
+            };
+            ConfigError::Invalid {
+                file: file.to_string(),
+                field,
+                message,
+            }
+        })
     }
 
     /// Parses and validates; `file` only names the source in error messages.
@@ -450,6 +521,14 @@ impl Config {
     /// they were read; see `checks`).
     fn validate(&self) -> Result<(), (String, String)> {
         let err = |f: String, m: String| Err((f, m));
+        if let Some(m) = self.server.metrics_listen {
+            if m == self.server.admin_listen || m == self.server.proxy_listen {
+                return err(
+                    "server.metrics_listen".into(),
+                    format!("{m} is already the address of another listener"),
+                );
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for (i, pool) in self.pools.iter().enumerate() {
             if !names.insert(&pool.name) {

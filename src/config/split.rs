@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::*;
 
-/// The part of the config that takes effect only at start: listeners, threads,
-/// database, usage queue, admin token and Redis. A reload that changes it is
+/// The part of the config that takes effect only at start: listeners (and
+/// whether they speak TLS), threads, database, usage queue, admin token and
+/// Redis. A reload that changes it is
 /// logged and otherwise ignored, so nothing reads it from a reloaded file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BootConfig {
@@ -21,6 +22,19 @@ pub struct BootConfig {
     pub usage: UsageConfig,
     pub admin_token_env: Option<String>,
     pub redis: Option<RedisConfig>,
+    /// Which certificate files both listeners serve; the files' contents
+    /// reload, the setting does not.
+    pub tls: Option<TlsConfig>,
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub side: SideListenerSettings,
+}
+
+/// How the side app's listener (and the metrics listener) serve connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SideListenerSettings {
+    pub header_timeout: std::time::Duration,
+    pub request_timeout: std::time::Duration,
+    pub max_connections: usize,
 }
 
 impl BootConfig {
@@ -55,6 +69,23 @@ impl BootConfig {
                 self.admin_token_env != other.admin_token_env,
             ),
             ("redis", self.redis != other.redis),
+            ("server.tls", self.tls != other.tls),
+            (
+                "server.metrics_listen",
+                self.metrics_listen != other.metrics_listen,
+            ),
+            (
+                "server.side_header_timeout_secs",
+                self.side.header_timeout != other.side.header_timeout,
+            ),
+            (
+                "server.side_request_timeout_secs",
+                self.side.request_timeout != other.side.request_timeout,
+            ),
+            (
+                "server.side_max_connections",
+                self.side.max_connections != other.side.max_connections,
+            ),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
@@ -110,6 +141,16 @@ impl LiveConfig {
 }
 
 impl Config {
+    /// `split` for a config re-read by a running gateway: `server.tls` takes
+    /// effect only at a restart, so the cookies' `Secure` keeps following the
+    /// TLS in force (`running`), not the file's.
+    pub fn split_reloaded(self, running: &BootConfig) -> (BootConfig, LiveConfig) {
+        let explicit = self.admin.secure_cookies;
+        let (boot, mut live) = self.split();
+        live.accounts.secure_cookies = explicit || running.tls.is_some();
+        (boot, live)
+    }
+
     /// Separates what needs a restart from what a reload replaces.
     pub fn split(self) -> (BootConfig, LiveConfig) {
         let server = self.server;
@@ -124,6 +165,13 @@ impl Config {
             usage: self.usage,
             admin_token_env: self.admin.token_env,
             redis: self.redis,
+            tls: server.tls.clone(),
+            metrics_listen: server.metrics_listen,
+            side: SideListenerSettings {
+                header_timeout: std::time::Duration::from_secs(server.side_header_timeout_secs),
+                request_timeout: std::time::Duration::from_secs(server.side_request_timeout_secs),
+                max_connections: server.side_max_connections,
+            },
         };
         let live = LiveConfig {
             proxy: ProxySettings {
@@ -141,7 +189,8 @@ impl Config {
             accounts: AccountSettings {
                 allow_signup: self.admin.allow_signup,
                 key_rotation_grace_secs: self.admin.key_rotation_grace_secs,
-                secure_cookies: self.admin.secure_cookies,
+                // Over HTTPS a session cookie must never go out in clear.
+                secure_cookies: self.admin.secure_cookies || server.tls.is_some(),
                 signups_per_ip_per_hour: self.admin.signups_per_ip_per_hour,
             },
             billing: self.billing,

@@ -113,7 +113,12 @@ impl ProxyHttp for Gateway {
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
             upstream_request.insert_header("x-forwarded-for", client.ip().to_string())?;
         }
-        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        let proto = if self.state.boot.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        upstream_request.insert_header("x-forwarded-proto", proto)?;
         if let Some(auth) = &backend.authorization {
             upstream_request.insert_header(header::AUTHORIZATION, auth.as_str())?;
         }

@@ -46,6 +46,8 @@ pub enum SideError {
     BillingProvider(String),
     #[error("The database is unavailable right now; retry shortly.")]
     DatabaseUnavailable,
+    #[error("The request did not complete within {0} seconds.")]
+    RequestTimeout(u64),
     #[error("Internal gateway error.")]
     Internal,
 }
@@ -72,6 +74,7 @@ impl SideError {
             Self::BillingProvider(_) => f(502, SERVER, "billing_provider_error"),
             // The code clients have always seen for a database failure.
             Self::DatabaseUnavailable => f(503, SERVER, "service_unavailable"),
+            Self::RequestTimeout(_) => f(408, INVALID, "request_timeout"),
             Self::Internal => ErrorFacts {
                 status: 500,
                 kind: SERVER,

@@ -1,6 +1,7 @@
 //! The side app (axum, its own listener): the dashboard pages, accounts, keys,
 //! usage, billing (and Creem's webhook) and admin APIs, health, readiness and
-//! metrics.
+//! metrics (or, with `server.metrics_listen`, metrics on a listener of their
+//! own). `serve` is the connection loop of both.
 
 use std::sync::Arc;
 
@@ -21,13 +22,17 @@ mod caller;
 pub mod error;
 mod keys;
 mod pages;
+pub mod serve;
 mod usage;
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    if state.boot.metrics_listen.is_none() {
+        app = app.route("/metrics", get(metrics));
+    }
+    let app = app
         .route("/api/usage/daily", get(usage::daily))
         .route("/api/usage/models", get(usage::by_model))
         .route("/api/usage/requests", get(usage::requests))
@@ -52,13 +57,55 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/admin/users/{id}/enable", post(admin::enable_user))
         .merge(pages::routes())
         .merge(billing::routes())
-        .fallback(not_found)
+        .fallback(not_found);
+    let tls = state.boot.tls.is_some();
+    with_common_layers(app, &state, tls).with_state(state)
+}
+
+/// `/metrics` alone, for `server.metrics_listen`.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found);
+    // Plain HTTP: no HSTS there.
+    with_common_layers(app, &state, false).with_state(state)
+}
+
+fn with_common_layers(
+    app: Router<Arc<AppState>>,
+    state: &AppState,
+    tls: bool,
+) -> Router<Arc<AppState>> {
+    let mut app = app
+        .layer(axum::middleware::from_fn_with_state(
+            state.boot.side.request_timeout,
+            deadline,
+        ))
         // Every answer, JSON or HTML, is what its content type says.
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
-        ))
-        .with_state(state)
+        ));
+    if tls {
+        // Browsers that saw this once refuse plain HTTP to the host for a year.
+        app = app.layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        ));
+    }
+    app
+}
+
+/// The whole request, its body included, gets `server.side_request_timeout_secs`.
+async fn deadline(
+    State(limit): State<std::time::Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => SideError::RequestTimeout(limit.as_secs()).into_response(),
+    }
 }
 
 async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> SideError {

@@ -6,11 +6,12 @@
 //!
 //! Shared helpers live here too, one of each: HTTP clients and OpenAI error
 //! bodies (`http`), waiting for a condition (`wait`), reading `/metrics`
-//! (`prometheus`).
+//! (`prometheus`), the Python SDK and pytest (`python`).
 #![allow(dead_code)]
 
 pub mod http;
 pub mod prometheus;
+pub mod python;
 pub mod wait;
 
 use std::net::TcpListener;
@@ -140,8 +141,11 @@ impl<'a> Backend<'a> {
 /// A running gateway process.
 pub struct Gateway {
     pub child: Option<Child>,
+    /// `http://127.0.0.1:PORT`, or `https://` with `GatewayBuilder::tls`.
     pub proxy: String,
     pub side: String,
+    /// The metrics listener's base URL with `GatewayBuilder::metrics_listen`.
+    pub metrics_url: Option<String>,
     pub dir: tempfile::TempDir,
     pub db: TestDb,
     pub config_path: PathBuf,
@@ -158,6 +162,8 @@ pub struct GatewayBuilder<'a> {
     expose_headers: Vec<String>,
     db_url: Option<String>,
     envs: Vec<(String, String)>,
+    tls: Option<(PathBuf, PathBuf)>,
+    metrics_listen: bool,
 }
 
 pub fn gateway<'a>() -> GatewayBuilder<'a> {
@@ -176,7 +182,15 @@ pub fn gateway<'a>() -> GatewayBuilder<'a> {
         expose_headers: Vec::new(),
         db_url: None,
         envs: Vec::new(),
+        tls: None,
+        metrics_listen: false,
     }
+}
+
+/// `127.0.0.1:PORT` of a base URL.
+pub fn host_port(url: &str) -> &str {
+    url.trim_start_matches("http://")
+        .trim_start_matches("https://")
 }
 
 impl<'a> GatewayBuilder<'a> {
@@ -222,6 +236,16 @@ impl<'a> GatewayBuilder<'a> {
         self.envs.push((k.into(), v.into()));
         self
     }
+    /// HTTPS on both listeners (`server.tls`) with these PEM files.
+    pub fn tls(mut self, cert: &std::path::Path, key: &std::path::Path) -> Self {
+        self.tls = Some((cert.to_path_buf(), key.to_path_buf()));
+        self
+    }
+    /// `/metrics` on a listener of its own (`server.metrics_listen`).
+    pub fn metrics_listen(mut self) -> Self {
+        self.metrics_listen = true;
+        self
+    }
 
     pub async fn start(self) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
@@ -234,6 +258,19 @@ impl<'a> GatewayBuilder<'a> {
         };
         let proxy_port = free_port();
         let side_port = free_port();
+        let mut server_yaml = self.server_yaml.clone();
+        if let Some((cert, key)) = &self.tls {
+            server_yaml.push_str(&format!(
+                "  tls:\n    cert_file: \"{}\"\n    key_file: \"{}\"\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        let metrics_port = self.metrics_listen.then(free_port);
+        if let Some(port) = metrics_port {
+            server_yaml.push_str(&format!("  metrics_listen: \"127.0.0.1:{port}\"\n"));
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let pool_headers = format!(
             "    forward_headers: [{}]\n    expose_headers: [{}]\n",
             self.forward_headers.join(", "),
@@ -245,7 +282,7 @@ impl<'a> GatewayBuilder<'a> {
              usage:\n  spill_path: \"{}\"\n{}\
              health_check:\n  interval_secs: 1\n  timeout_ms: 2000\n  unhealthy_threshold: 2\n  eject_secs: 30\n\
              pools:\n  - name: main\n    models: [{}]\n{}    backends:\n",
-            self.server_yaml,
+            server_yaml,
             db.url,
             dir.path().join("usage-spill.jsonl").display(),
             self.usage_yaml,
@@ -269,8 +306,9 @@ impl<'a> GatewayBuilder<'a> {
         std::fs::write(&config_path, yaml).unwrap();
         let mut gw = Gateway {
             child: None,
-            proxy: format!("http://127.0.0.1:{proxy_port}"),
-            side: format!("http://127.0.0.1:{side_port}"),
+            proxy: format!("{scheme}://127.0.0.1:{proxy_port}"),
+            side: format!("{scheme}://127.0.0.1:{side_port}"),
+            metrics_url: metrics_port.map(|p| format!("http://127.0.0.1:{p}")),
             dir,
             db,
             config_path,
@@ -283,13 +321,17 @@ impl<'a> GatewayBuilder<'a> {
                 return gw;
             }
             let (old_proxy, old_side) = (gw.proxy.clone(), gw.side.clone());
-            gw.proxy = format!("http://127.0.0.1:{}", free_port());
-            gw.side = format!("http://127.0.0.1:{}", free_port());
-            let strip = |u: &str| u.trim_start_matches("http://").to_string();
-            let text = std::fs::read_to_string(&gw.config_path)
+            gw.proxy = format!("{scheme}://127.0.0.1:{}", free_port());
+            gw.side = format!("{scheme}://127.0.0.1:{}", free_port());
+            let mut text = std::fs::read_to_string(&gw.config_path)
                 .unwrap()
-                .replace(&strip(&old_proxy), &strip(&gw.proxy))
-                .replace(&strip(&old_side), &strip(&gw.side));
+                .replace(host_port(&old_proxy), host_port(&gw.proxy))
+                .replace(host_port(&old_side), host_port(&gw.side));
+            if let Some(old) = gw.metrics_url.clone() {
+                let new = format!("http://127.0.0.1:{}", free_port());
+                text = text.replace(host_port(&old), host_port(&new));
+                gw.metrics_url = Some(new);
+            }
             std::fs::write(&gw.config_path, text).unwrap();
         }
         panic!(
@@ -331,9 +373,13 @@ impl Gateway {
             .spawn()
             .expect("start bluesminds");
         self.child = Some(child);
-        let client = reqwest::Client::new();
+        // Only "does it answer": the TLS tests check the certificate themselves.
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
         let healthz = format!("{}/healthz", self.side);
-        let proxy_addr = self.proxy.trim_start_matches("http://").to_string();
+        let proxy_addr = host_port(&self.proxy).to_string();
         let log_path = self.log_path();
         let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
         // The child stays in `self` meanwhile, so that a failed start still
@@ -456,9 +502,10 @@ impl Gateway {
         rows
     }
 
-    /// The side app's `/metrics` text.
+    /// The `/metrics` text (from the metrics listener when there is one).
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.side))
+        let base = self.metrics_url.as_ref().unwrap_or(&self.side);
+        reqwest::get(format!("{base}/metrics"))
             .await
             .unwrap()
             .text()
