@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod billing;
 pub mod cli;
+pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod limits;

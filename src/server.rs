@@ -9,7 +9,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 
 use crate::auth::invalidation::KeyInvalidations;
-use crate::auth::KeyCache;
+use crate::auth::{KeyCache, LoginThrottle};
 use crate::config::Config;
 use crate::limits::cluster::Cluster;
 use crate::limits::{Limiter, QuotaLedger};
@@ -60,19 +60,20 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
         spawn_writer(store.clone(), usage.clone(), boot.usage.batch_size)
     };
 
-    let (cluster, invalidations) = match &boot.redis {
+    let (cluster, invalidations, login_throttle) = match &boot.redis {
         Some(redis) => {
             let connected = control.block_on(async {
                 Ok::<_, redis::RedisError>((
                     Cluster::connect(redis).await?,
                     KeyInvalidations::connect(redis).await?,
+                    LoginThrottle::shared(redis).await?,
                 ))
             });
-            let (c, i) =
+            let (c, i, t) =
                 connected.with_context(|| format!("cannot connect to Redis at {}", redis.url))?;
-            (Some(Arc::new(c)), Some(Arc::new(i)))
+            (Some(Arc::new(c)), Some(Arc::new(i)), t)
         }
-        None => (None, None),
+        None => (None, None, LoginThrottle::new()),
     };
     let mut keys = KeyCache::new(store.clone(), control.handle().clone());
     if let Some(i) = &invalidations {
@@ -95,6 +96,7 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
         quotas: QuotaLedger::new(store.clone(), control.handle().clone()),
         metrics,
         store,
+        login_throttle,
     }));
 
     {

@@ -97,6 +97,7 @@ pub struct Parts {
     pub quotas: QuotaLedger,
     pub metrics: Metrics,
     pub store: Store,
+    pub login_throttle: crate::auth::LoginThrottle,
 }
 
 impl AppState {
@@ -119,7 +120,7 @@ impl AppState {
             keys: p.keys,
             usage: p.usage,
             limiter: p.limiter,
-            login_throttle: crate::auth::LoginThrottle::new(),
+            login_throttle: p.login_throttle,
             quotas: p.quotas,
             metrics: p.metrics,
             store: p.store,

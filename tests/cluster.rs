@@ -150,3 +150,30 @@ async fn a_fresh_instance_admits_a_burst_the_limit_allows() {
     }
     assert_eq!(statuses, [200; 20], "back-to-back on a fresh instance");
 }
+
+/// Login failures were counted by each instance alone, so three instances
+/// gave a guesser three times the attempts. They are counted in Redis now.
+#[tokio::test]
+async fn password_guesses_spread_over_instances_are_counted_together() {
+    let up = fake().await;
+    let gws = three(&up).await;
+    common::User::signup(&gws[0], "victim@example.com").await;
+    let guess = |gw: &Gateway, i: usize| {
+        let url = format!("{}/api/auth/login", gw.side);
+        async move {
+            common::client()
+                .post(url)
+                .json(&serde_json::json!({"email": "victim@example.com", "password": format!("guess {i}")}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let mut statuses = Vec::new();
+    for i in 0..9 {
+        statuses.push(guess(&gws[i % 3], i).await);
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429, 429, 429, 429]);
+}

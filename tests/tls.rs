@@ -352,7 +352,7 @@ async fn the_side_app_sends_hsts_and_secure_session_cookies() {
     assert_eq!(r.status(), 201);
     let cookie = common::header(&r, "set-cookie").unwrap_or_default();
     assert!(
-        cookie.starts_with("bm_session=") && cookie.contains("; Secure"),
+        cookie.starts_with("__Host-bm_session=") && cookie.contains("; Secure"),
         "{cookie}"
     );
 

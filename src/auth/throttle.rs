@@ -1,31 +1,110 @@
-//! Login and sign-up throttling, per account and per client IP, in fixed
-//! windows that start at the first counted attempt (the cache entry's time to
-//! live).
+//! Login and sign-up throttling, per account and client address, per client
+//! address, and shared by every instance through Redis when it is configured.
 //!
-//! A login attempt is counted *before* its password is verified, atomically
-//! (compare-and-add below the limit), so parallel guesses cannot all pass the
-//! check while the slow verifications run: at most `MAX_PER_ACCOUNT` are ever
-//! verified per window. A successful login clears its account's count and
-//! gives its IP attempt back.
+//! - An attempt is counted *before* its password is verified, atomically, so
+//!   parallel guesses cannot all pass while the slow verifications run.
+//! - Per account and client address: `FREE_ATTEMPTS` failures in a row pass at
+//!   once; from the last of them on, each attempt must wait a backoff that
+//!   doubles from `BACKOFF_BASE` up to `BACKOFF_MAX`. There is no lock: the
+//!   right password after the backoff works, and another address (the real
+//!   owner's) is not slowed by an attacker's failures. A success clears it.
+//! - Per client address: `MAX_PER_IP` attempts over all accounts in `WINDOW`,
+//!   and `signups_per_ip_per_hour` sign-ups an hour (fixed windows from the
+//!   first attempt). A successful login gives its address attempt back.
+//!
+//! The client address is what `server.trusted_proxies` makes of the request
+//! (`client_ip`), so behind an ingress each user has their own counts.
+//! Without Redis (or while it does not answer) the counts are this
+//! instance's own.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
+use redis::aio::ConnectionManager;
+use sha2::{Digest, Sha256};
 
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
-pub const MAX_PER_ACCOUNT: u32 = 5;
+pub const FREE_ATTEMPTS: u32 = 5;
+pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
 pub const MAX_PER_IP: u32 = 20;
 /// Sign-ups are counted per IP over an hour.
 pub const SIGNUP_WINDOW: Duration = Duration::from_secs(3600);
+/// How long an account's failures are remembered after the last attempt.
+const FAILURES_KEPT: Duration = Duration::from_secs(3600);
+
+/// The wait before the next attempt after `n` counted attempts in a row.
+fn backoff(n: u32) -> Option<Duration> {
+    let over = n.checked_sub(FREE_ATTEMPTS)?;
+    let factor = 1u32.checked_shl(over.min(20)).unwrap_or(u32::MAX);
+    Some(BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_MAX))
+}
+
+/// KEYS[1]: an account-and-address hash {n, nb}; ARGV: free attempts, base and
+/// cap of the backoff (ms), how long to keep it (ms). 0: counted, go on;
+/// otherwise the milliseconds to wait.
+const BEGIN_ATTEMPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local v = redis.call('HMGET', KEYS[1], 'n', 'nb')
+local n = tonumber(v[1]) or 0
+local nb = tonumber(v[2]) or 0
+if now < nb then return nb - now end
+n = n + 1
+local free = tonumber(ARGV[1])
+if n >= free then
+  nb = now + math.min(tonumber(ARGV[3]), tonumber(ARGV[2]) * 2 ^ math.min(n - free, 20))
+end
+redis.call('HSET', KEYS[1], 'n', n, 'nb', nb)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 0
+";
+
+/// KEYS[1]: a fixed-window counter; ARGV: its limit, the window (ms). 0:
+/// counted; otherwise the milliseconds until the window ends.
+const TAKE_IN_WINDOW: &str = r"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[1]) then
+  local left = redis.call('PTTL', KEYS[1])
+  if left > 0 then return left end
+  return tonumber(ARGV[2])
+end
+if redis.call('INCR', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+";
+
+const GIVE_BACK: &str = r"
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
+return 0
+";
+
+#[derive(Default)]
+struct Attempts {
+    n: u32,
+    not_before: Option<Instant>,
+}
+
+struct Window {
+    started: Instant,
+    n: u32,
+}
+
+struct Shared {
+    conn: ConnectionManager,
+    prefix: String,
+    begin: redis::Script,
+    take: redis::Script,
+    give_back: redis::Script,
+}
 
 #[derive(Clone)]
 pub struct LoginThrottle {
-    accounts: Cache<String, Arc<AtomicU32>>,
-    ips: Cache<IpAddr, Arc<AtomicU32>>,
-    signups: Cache<IpAddr, Arc<AtomicU32>>,
+    accounts: Cache<(String, IpAddr), Arc<Mutex<Attempts>>>,
+    ips: Cache<IpAddr, Arc<Mutex<Window>>>,
+    signups: Cache<IpAddr, Arc<Mutex<Window>>>,
+    shared: Option<Arc<Shared>>,
 }
 
 impl Default for LoginThrottle {
@@ -34,19 +113,38 @@ impl Default for LoginThrottle {
     }
 }
 
-fn window(ttl: Duration) -> Cache<IpAddr, Arc<AtomicU32>> {
+fn windows(ttl: Duration) -> Cache<IpAddr, Arc<Mutex<Window>>> {
     Cache::builder()
         .max_capacity(100_000)
         .time_to_live(ttl)
         .build()
 }
 
-/// Adds one to `n` if that keeps it at or below `max`.
-fn take(n: &AtomicU32, max: u32) -> bool {
-    n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-        (v < max).then_some(v + 1)
-    })
-    .is_ok()
+/// Counts one in the window if it has room; else the time until it ends.
+fn take_local(
+    cache: &Cache<IpAddr, Arc<Mutex<Window>>>,
+    ip: IpAddr,
+    max: u32,
+    len: Duration,
+) -> Result<(), Duration> {
+    let w = cache.get_with(ip, || {
+        Arc::new(Mutex::new(Window {
+            started: Instant::now(),
+            n: 0,
+        }))
+    });
+    let mut w = w.lock().expect("throttle lock");
+    if w.n >= max {
+        return Err(len
+            .saturating_sub(w.started.elapsed())
+            .max(Duration::from_secs(1)));
+    }
+    w.n += 1;
+    Ok(())
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
 impl LoginThrottle {
@@ -54,39 +152,163 @@ impl LoginThrottle {
         Self {
             accounts: Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(WINDOW)
+                .time_to_idle(FAILURES_KEPT)
                 .build(),
-            ips: window(WINDOW),
-            signups: window(SIGNUP_WINDOW),
+            ips: windows(WINDOW),
+            signups: windows(SIGNUP_WINDOW),
+            shared: None,
         }
     }
 
-    /// Counts a login attempt if both the account and the IP have room; `false`
-    /// means refuse it without verifying anything.
-    pub fn begin_login(&self, email: &str, ip: IpAddr) -> bool {
-        let account = self
-            .accounts
-            .get_with(email.to_ascii_lowercase(), Default::default);
-        if !take(&account, MAX_PER_ACCOUNT) {
-            return false;
-        }
-        if !take(&self.ips.get_with(ip, Default::default), MAX_PER_IP) {
-            account.fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        true
+    /// Counts through Redis, shared by every instance with the same prefix.
+    pub async fn shared(cfg: &crate::config::RedisConfig) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(cfg.url.as_str())?;
+        let conn = ConnectionManager::new(client).await?;
+        Ok(Self {
+            shared: Some(Arc::new(Shared {
+                conn,
+                prefix: cfg.prefix.clone(),
+                begin: redis::Script::new(BEGIN_ATTEMPT),
+                take: redis::Script::new(TAKE_IN_WINDOW),
+                give_back: redis::Script::new(GIVE_BACK),
+            })),
+            ..Self::new()
+        })
     }
 
-    pub fn succeeded(&self, email: &str, ip: IpAddr) {
-        self.accounts.invalidate(&email.to_ascii_lowercase());
-        if let Some(n) = self.ips.get(&ip) {
-            let _ = n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
+    /// Counts a login attempt for `email` from `ip`; `Err` is how long to wait
+    /// (refused without verifying anything).
+    pub async fn begin_login(&self, email: &str, ip: IpAddr) -> Result<(), Duration> {
+        let email = email.trim().to_ascii_lowercase();
+        if let Some(s) = &self.shared {
+            match s.begin_login(&email, ip).await {
+                Ok(r) => return r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "login throttle: Redis did not answer; counting locally")
+                }
+            }
+        }
+        take_local(&self.ips, ip, MAX_PER_IP, WINDOW)?;
+        let account = self.accounts.get_with((email, ip), Default::default);
+        let mut a = account.lock().expect("throttle lock");
+        let now = Instant::now();
+        if let Some(wait) = a.not_before.and_then(|t| t.checked_duration_since(now)) {
+            drop(a);
+            self.give_back_local(ip);
+            return Err(wait.max(Duration::from_millis(1)));
+        }
+        a.n += 1;
+        if let Some(wait) = backoff(a.n) {
+            a.not_before = Some(now + wait);
+        }
+        Ok(())
+    }
+
+    fn give_back_local(&self, ip: IpAddr) {
+        if let Some(w) = self.ips.get(&ip) {
+            let mut w = w.lock().expect("throttle lock");
+            w.n = w.n.saturating_sub(1);
         }
     }
 
-    /// Counts a sign-up from `ip` if it is within `per_hour`.
-    pub fn begin_signup(&self, ip: IpAddr, per_hour: u32) -> bool {
-        take(&self.signups.get_with(ip, Default::default), per_hour)
+    /// The password was right: the account's failures from `ip` are forgotten
+    /// and the address gets its attempt back.
+    pub async fn succeeded(&self, email: &str, ip: IpAddr) {
+        let email = email.trim().to_ascii_lowercase();
+        if let Some(s) = &self.shared {
+            if let Err(e) = s.succeeded(&email, ip).await {
+                tracing::warn!(error = %e, "login throttle: Redis did not answer");
+            }
+        }
+        self.accounts.invalidate(&(email, ip));
+        self.give_back_local(ip);
+    }
+
+    /// Counts a sign-up from `ip` if it is within `per_hour`; `Err` is how long
+    /// to wait.
+    pub async fn begin_signup(&self, ip: IpAddr, per_hour: u32) -> Result<(), Duration> {
+        if let Some(s) = &self.shared {
+            let key = format!("{}:signup-ip:{ip}", s.prefix);
+            match s.take_in_window(&key, per_hour, SIGNUP_WINDOW).await {
+                Ok(r) => return r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sign-up throttle: Redis did not answer; counting locally")
+                }
+            }
+        }
+        take_local(&self.signups, ip, per_hour, SIGNUP_WINDOW)
+    }
+}
+
+impl Shared {
+    /// The account is named by a digest: Redis need not hold users' emails.
+    fn account_key(&self, email: &str, ip: IpAddr) -> String {
+        let digest = Sha256::digest(email.as_bytes());
+        format!("{}:login:{}:{ip}", self.prefix, hex::encode(&digest[..12]))
+    }
+
+    fn ip_key(&self, ip: IpAddr) -> String {
+        format!("{}:login-ip:{ip}", self.prefix)
+    }
+
+    async fn take_in_window(
+        &self,
+        key: &str,
+        max: u32,
+        len: Duration,
+    ) -> redis::RedisResult<Result<(), Duration>> {
+        let mut conn = self.conn.clone();
+        let wait: u64 = self
+            .take
+            .key(key)
+            .arg(max)
+            .arg(millis(len))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match wait {
+            0 => Ok(()),
+            ms => Err(Duration::from_millis(ms)),
+        })
+    }
+
+    async fn begin_login(
+        &self,
+        email: &str,
+        ip: IpAddr,
+    ) -> redis::RedisResult<Result<(), Duration>> {
+        let ip_key = self.ip_key(ip);
+        if let Err(wait) = self.take_in_window(&ip_key, MAX_PER_IP, WINDOW).await? {
+            return Ok(Err(wait));
+        }
+        let mut conn = self.conn.clone();
+        let wait: u64 = self
+            .begin
+            .key(self.account_key(email, ip))
+            .arg(FREE_ATTEMPTS)
+            .arg(millis(BACKOFF_BASE))
+            .arg(millis(BACKOFF_MAX))
+            .arg(millis(FAILURES_KEPT))
+            .invoke_async(&mut conn)
+            .await?;
+        if wait == 0 {
+            return Ok(Ok(()));
+        }
+        let _: i64 = self.give_back.key(ip_key).invoke_async(&mut conn).await?;
+        Ok(Err(Duration::from_millis(wait)))
+    }
+
+    async fn succeeded(&self, email: &str, ip: IpAddr) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.account_key(email, ip))
+            .query_async(&mut conn)
+            .await?;
+        let _: i64 = self
+            .give_back
+            .key(self.ip_key(ip))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
     }
 }
 
@@ -94,29 +316,58 @@ impl LoginThrottle {
 mod tests {
     use super::*;
 
-    #[test]
-    fn five_attempts_lock_the_account_but_not_others() {
-        let t = LoginThrottle::new();
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        for _ in 0..MAX_PER_ACCOUNT {
-            assert!(t.begin_login("A@x.io", ip));
-        }
-        assert!(!t.begin_login("a@x.io", ip));
-        assert!(t.begin_login("b@x.io", ip));
-        t.succeeded("a@x.io", ip);
-        assert!(t.begin_login("a@x.io", ip));
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
     }
 
     #[test]
-    fn parallel_attempts_never_pass_the_limit() {
+    fn the_backoff_doubles_from_the_fifth_attempt_up_to_its_cap() {
+        assert_eq!(backoff(4), None);
+        assert_eq!(backoff(5), Some(BACKOFF_BASE));
+        assert_eq!(backoff(6), Some(BACKOFF_BASE * 2));
+        assert_eq!(backoff(40), Some(BACKOFF_MAX));
+        assert_eq!(backoff(u32::MAX), Some(BACKOFF_MAX));
+    }
+
+    #[tokio::test]
+    async fn failures_slow_one_account_from_one_address_only() {
         let t = LoginThrottle::new();
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let passed: u32 = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..50)
-                .map(|_| s.spawn(|| u32::from(t.begin_login("a@x.io", ip))))
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).sum()
-        });
-        assert_eq!(passed, MAX_PER_ACCOUNT);
+        let a = ip("198.51.100.1");
+        for _ in 0..FREE_ATTEMPTS {
+            assert!(t.begin_login("A@x.io", a).await.is_ok());
+        }
+        let wait = t.begin_login("a@x.io", a).await.unwrap_err();
+        assert!(wait <= BACKOFF_BASE && wait > Duration::ZERO, "{wait:?}");
+        assert!(t.begin_login("b@x.io", a).await.is_ok());
+        assert!(t.begin_login("a@x.io", ip("198.51.100.2")).await.is_ok());
+        t.succeeded("a@x.io", a).await;
+        assert!(t.begin_login("a@x.io", a).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn parallel_attempts_never_pass_the_free_ones() {
+        let t = LoginThrottle::new();
+        let a = ip("127.0.0.1");
+        let attempts = (0..50).map(|_| t.begin_login("a@x.io", a));
+        let passed = futures_util::future::join_all(attempts)
+            .await
+            .iter()
+            .filter(|r| r.is_ok())
+            .count();
+        assert_eq!(passed, FREE_ATTEMPTS as usize);
+    }
+
+    #[tokio::test]
+    async fn one_address_has_a_budget_over_all_accounts() {
+        let t = LoginThrottle::new();
+        let a = ip("198.51.100.1");
+        for i in 0..MAX_PER_IP {
+            assert!(t.begin_login(&format!("u{i}@x.io"), a).await.is_ok());
+        }
+        assert!(t.begin_login("another@x.io", a).await.is_err());
+        assert!(t
+            .begin_login("another@x.io", ip("198.51.100.2"))
+            .await
+            .is_ok());
     }
 }

@@ -40,6 +40,14 @@ pub fn at_least_one_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error
     }
 }
 
+pub fn trusted_proxies<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<crate::client_ip::TrustedProxies, D::Error> {
+    let items = Vec::<String>::deserialize(d)?;
+    crate::client_ip::TrustedProxies::parse(items.iter().map(|s| s.trim()))
+        .or_else(|e| refuse::<D, _>(e))
+}
+
 pub fn body_limit<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let n = usize::deserialize(d)?;
     if n == 0 || n > super::MAX_BODY_LIMIT {

@@ -232,6 +232,12 @@ pub struct ServerConfig {
     /// the kernel's listen queue until one closes.
     #[serde(deserialize_with = "checks::at_least_one")]
     pub side_max_connections: usize,
+    /// Load balancers and ingresses in front of the gateway (CIDRs or
+    /// addresses). Only through them is `X-Forwarded-For` read for the client's
+    /// address (throttles, the upstream's `X-Forwarded-For`) and
+    /// `X-Forwarded-Proto` for its scheme; empty: the TCP peer is the client.
+    #[serde(deserialize_with = "checks::trusted_proxies")]
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
 }
 
 /// The certificate (chain) and private key of both listeners, PEM files.
@@ -258,6 +264,7 @@ impl Default for ServerConfig {
             grace_period_secs: 10,
             watch_config: true,
             tls: None,
+            trusted_proxies: Default::default(),
             metrics_listen: None,
             side_header_timeout_secs: 10,
             side_request_timeout_secs: 30,

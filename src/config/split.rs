@@ -27,6 +27,7 @@ pub struct BootConfig {
     pub tls: Option<TlsConfig>,
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub side: SideListenerSettings,
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
 }
 
 /// How the side app's listener (and the metrics listener) serve connections.
@@ -70,6 +71,10 @@ impl BootConfig {
             ),
             ("redis", self.redis != other.redis),
             ("server.tls", self.tls != other.tls),
+            (
+                "server.trusted_proxies",
+                self.trusted_proxies != other.trusted_proxies,
+            ),
             (
                 "server.metrics_listen",
                 self.metrics_listen != other.metrics_listen,
@@ -172,6 +177,7 @@ impl Config {
                 request_timeout: std::time::Duration::from_secs(server.side_request_timeout_secs),
                 max_connections: server.side_max_connections,
             },
+            trusted_proxies: server.trusted_proxies.clone(),
         };
         let live = LiveConfig {
             proxy: ProxySettings {

@@ -47,7 +47,7 @@ pub async fn admit(
     let client = session
         .client_addr()
         .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
+        .map(|a| state.boot.trusted_proxies.client_ip(a.ip(), &req.headers));
     let key = state.keys.authenticate(token, client).await?;
     ctx.admission.key = Some(key.clone());
 

@@ -110,15 +110,24 @@ impl ProxyHttp for Gateway {
         })?);
         // Only allowed client headers go on (the client's key is not one).
         headers::filter_request(upstream_request, &route.pool.forward_headers);
-        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-            upstream_request.insert_header("x-forwarded-for", client.ip().to_string())?;
-        }
-        let proto = if self.state.boot.tls.is_some() {
+        let own = if self.state.boot.tls.is_some() {
             "https"
         } else {
             "http"
         };
-        upstream_request.insert_header("x-forwarded-proto", proto)?;
+        let trusted = &self.state.boot.trusted_proxies;
+        let client_headers = &session.req_header().headers;
+        let (forwarded_for, proto) = match session.client_addr().and_then(|a| a.as_inet()) {
+            Some(peer) => (
+                Some(trusted.forwarded_for(peer.ip(), client_headers)),
+                trusted.forwarded_proto(peer.ip(), client_headers, own),
+            ),
+            None => (None, own),
+        };
+        if let Some(chain) = forwarded_for {
+            upstream_request.insert_header("x-forwarded-for", chain)?;
+        }
+        upstream_request.insert_header("x-forwarded-proto", proto.to_string())?;
         if let Some(auth) = &backend.authorization {
             upstream_request.insert_header(header::AUTHORIZATION, auth.as_str())?;
         }

@@ -1,19 +1,17 @@
 //! `/api/auth/*`: sign up, log in, log out, who am I.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::caller::{ApiJson, SessionUser};
+use super::caller::{secure_cookies, ApiJson, Client, SessionUser};
 use super::error::SideError;
 use crate::auth::passwords::{self, MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
 use crate::auth::sessions::{clear_cookie, hash_session, random_token, set_cookie, SESSION_DAYS};
-use crate::auth::throttle::{SIGNUP_WINDOW, WINDOW};
 use crate::state::AppState;
 use crate::store::{now_ms, UserRecord};
 
@@ -31,14 +29,6 @@ pub struct Me {
     is_admin: bool,
     /// Echo this in `x-csrf-token` on every state-changing call made with the cookie.
     csrf_token: String,
-}
-
-fn secure(state: &AppState, headers: &HeaderMap) -> bool {
-    state.snapshot().config.accounts.secure_cookies
-        || headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }
 
 fn normalize_email(email: &str) -> Result<String, SideError> {
@@ -61,7 +51,7 @@ fn normalize_email(email: &str) -> Result<String, SideError> {
 /// Starts a session for `user` and answers with its cookie and `Me`.
 async fn start_session(
     state: &AppState,
-    headers: &HeaderMap,
+    client: Client,
     user: UserRecord,
     status: StatusCode,
 ) -> Result<Response, SideError> {
@@ -87,18 +77,19 @@ async fn start_session(
         status,
         [(
             header::SET_COOKIE,
-            set_cookie(&token, secure(state, headers)),
+            set_cookie(&token, secure_cookies(state, client)),
         )],
         Json(me),
     )
         .into_response())
 }
 
-/// `POST /api/auth/signup` `{email, password}` -> 201 with a session.
+/// `POST /api/auth/signup` `{email, password}` -> 201 with a session. For an
+/// email that has an account it is a login (200, or the login's 401 and
+/// throttle), so the answer never says "this address has an account".
 pub async fn signup(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    client: Client,
     ApiJson(c): ApiJson<Credentials>,
 ) -> Result<Response, SideError> {
     // One snapshot for the whole sign-up (a reload mid-request changes nothing).
@@ -116,64 +107,65 @@ pub async fn signup(
             Some("password"),
         ));
     }
-    if !state
+    state
         .login_throttle
-        .begin_signup(peer.ip(), snapshot.config.accounts.signups_per_ip_per_hour)
-    {
-        return Err(SideError::TooManySignups {
-            retry_after: SIGNUP_WINDOW,
-        });
-    }
-    // Taken emails are refused before any hashing is spent on them.
+        .begin_signup(client.ip, snapshot.config.accounts.signups_per_ip_per_hour)
+        .await
+        .map_err(|retry_after| SideError::TooManySignups { retry_after })?;
     if state.store.find_user_by_email(&email).await?.is_some() {
-        return Err(SideError::Conflict(
-            "an account with this email already exists".into(),
-        ));
+        return log_in(&state, client, &email, c.password).await;
     }
     let plan = snapshot
         .config
         .default_plan
         .clone()
         .unwrap_or_else(|| "free".to_string());
-    let hash = passwords::hash(c.password)
+    let hash = passwords::hash(c.password.clone())
         .await
         .map_err(|_| SideError::Busy)?;
-    let user = state
-        .store
-        .create_account(&email, &hash, &plan)
-        .await?
-        .ok_or_else(|| SideError::Conflict("an account with this email already exists".into()))?;
+    let Some(user) = state.store.create_account(&email, &hash, &plan).await? else {
+        // Created meanwhile by a parallel sign-up: the same as above.
+        return log_in(&state, client, &email, c.password).await;
+    };
     tracing::info!(user_id = user.id, "account created");
-    start_session(&state, &headers, user, StatusCode::CREATED).await
+    start_session(&state, client, user, StatusCode::CREATED).await
 }
 
 /// `POST /api/auth/login` `{email, password}` -> 200 with a session.
 pub async fn login(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    client: Client,
     ApiJson(c): ApiJson<Credentials>,
 ) -> Result<Response, SideError> {
     let email = c.email.trim().to_ascii_lowercase();
+    log_in(&state, client, &email, c.password).await
+}
+
+/// Counts the attempt (refused during a backoff), then verifies the password.
+async fn log_in(
+    state: &AppState,
+    client: Client,
+    email: &str,
+    password: String,
+) -> Result<Response, SideError> {
     let throttle = &state.login_throttle;
-    if !throttle.begin_login(&email, peer.ip()) {
-        return Err(SideError::TooManyLogins {
-            retry_after: WINDOW,
-        });
-    }
-    let found = state.store.user_with_password(&email).await?;
+    throttle
+        .begin_login(email, client.ip)
+        .await
+        .map_err(|retry_after| SideError::TooManyLogins { retry_after })?;
+    let found = state.store.user_with_password(email).await?;
     let (user, stored) = match found {
         Some((user, Some(hash))) if !user.disabled => (Some(user), hash),
         // Same work for unknown accounts: no timing difference to probe emails with.
         _ => (None, passwords::decoy_hash().to_string()),
     };
-    let ok = passwords::verify(c.password, stored)
+    let ok = passwords::verify(password, stored)
         .await
         .map_err(|_| SideError::Busy)?;
     match user.filter(|_| ok) {
         Some(user) => {
-            throttle.succeeded(&email, peer.ip());
-            start_session(&state, &headers, user, StatusCode::OK).await
+            throttle.succeeded(email, client.ip).await;
+            start_session(state, client, user, StatusCode::OK).await
         }
         None => Err(SideError::InvalidCredentials),
     }
@@ -183,12 +175,15 @@ pub async fn login(
 pub async fn logout(
     State(state): State<Arc<AppState>>,
     s: SessionUser,
-    headers: HeaderMap,
+    client: Client,
 ) -> Result<Response, SideError> {
     state.store.delete_session(&s.id_hash).await?;
     Ok((
         StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, clear_cookie(secure(&state, &headers)))],
+        [(
+            header::SET_COOKIE,
+            clear_cookie(secure_cookies(&state, client)),
+        )],
     )
         .into_response())
 }

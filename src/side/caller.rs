@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
+use axum::extract::{
+    ConnectInfo, FromRequest, FromRequestParts, OptionalFromRequestParts, Request,
+};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method};
 use sha2::{Digest, Sha256};
@@ -38,6 +40,52 @@ pub struct SessionUser {
 /// The admin token, or an admin's session (CSRF-checked like any session).
 pub struct Admin;
 
+/// Where the request comes from, as `server.trusted_proxies` reads it: the
+/// client's address and whether it reached the gateway (or the trusted proxy
+/// in front) over HTTPS.
+#[derive(Debug, Clone, Copy)]
+pub struct Client {
+    pub ip: std::net::IpAddr,
+    pub https: bool,
+}
+
+/// Whether session cookies are `Secure` (and `__Host-` named) for `client`.
+pub fn secure_cookies(state: &AppState, client: Client) -> bool {
+    client.https || state.snapshot().config.accounts.secure_cookies
+}
+
+impl Client {
+    pub fn of(state: &AppState, parts: &Parts) -> Self {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let trusted = &state.boot.trusted_proxies;
+        let own = if state.boot.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        Self {
+            ip: trusted.client_ip(peer, &parts.headers),
+            https: trusted
+                .forwarded_proto(peer, &parts.headers, own)
+                .eq_ignore_ascii_case("https"),
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Client {
+    type Rejection = SideError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, SideError> {
+        Ok(Self::of(state, parts))
+    }
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
@@ -54,14 +102,13 @@ fn secrets_match(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The session behind the request's cookie, if it is live; no CSRF check.
-async fn live_session(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<Option<SessionUser>, SideError> {
-    let Some(token) = headers
+async fn live_session(state: &AppState, parts: &Parts) -> Result<Option<SessionUser>, SideError> {
+    let secure = secure_cookies(state, Client::of(state, parts));
+    let Some(token) = parts
+        .headers
         .get(header::COOKIE)
         .and_then(|v| v.to_str().ok())
-        .and_then(session_cookie)
+        .and_then(|c| session_cookie(c, secure))
     else {
         return Ok(None);
     };
@@ -95,16 +142,23 @@ fn check_csrf(s: &SessionUser, parts: &Parts) -> Result<(), SideError> {
 
 /// The caller before any CSRF check: `Admin` decides whether a session may act
 /// before it looks at the token, so a non-admin is told that first.
-async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Caller, SideError> {
-    if let Some(token) = bearer(headers) {
+async fn identify(state: &AppState, parts: &Parts) -> Result<Caller, SideError> {
+    if let Some(token) = bearer(&parts.headers) {
         if let Some(admin) = &state.admin_token {
             if secrets_match(admin.as_bytes(), token.as_bytes()) {
                 return Ok(Caller::Admin);
             }
         }
-        return match state.keys.authenticate(token, None).await {
+        return match state
+            .keys
+            .authenticate(token, Some(Client::of(state, parts).ip))
+            .await
+        {
             Ok(key) => Ok(Caller::Key(key)),
             Err(GatewayError::InvalidApiKey(shown)) => Err(SideError::InvalidApiKey(shown)),
+            Err(GatewayError::TooManyInvalidKeys { retry_after }) => {
+                Err(SideError::TooManyInvalidKeys { retry_after })
+            }
             // `authenticate` has logged the cause.
             Err(GatewayError::KeyStoreUnavailable) => Err(SideError::DatabaseUnavailable),
             Err(other) => {
@@ -113,7 +167,7 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Caller, SideE
             }
         };
     }
-    match live_session(state, headers).await? {
+    match live_session(state, parts).await? {
         Some(s) => Ok(Caller::Session(s)),
         None => Err(SideError::NotSignedIn),
     }
@@ -126,7 +180,7 @@ impl OptionalFromRequestParts<Arc<AppState>> for SessionUser {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Option<Self>, SideError> {
-        let found = live_session(state, &parts.headers).await?;
+        let found = live_session(state, parts).await?;
         if let Some(s) = &found {
             check_csrf(s, parts)?;
         }
@@ -154,7 +208,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, SideError> {
-        let caller = identify(state, &parts.headers).await?;
+        let caller = identify(state, parts).await?;
         if let Caller::Session(s) = &caller {
             check_csrf(s, parts)?;
         }
@@ -169,11 +223,12 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, SideError> {
-        match identify(state, &parts.headers).await? {
+        match identify(state, parts).await? {
             Caller::Admin => Ok(Admin),
             Caller::Session(s) if s.is_admin => check_csrf(&s, parts).map(|()| Admin),
             _ => Err(SideError::PermissionDenied(
-                "this needs an admin (an email listed in admin_emails, or the admin token)".into(),
+                "this needs an admin (an account the operator made admin, or the admin token)"
+                    .into(),
             )),
         }
     }

@@ -36,6 +36,8 @@ pub enum SideError {
     TooManyLogins { retry_after: Duration },
     #[error("Too many accounts were created from this address; try again later.")]
     TooManySignups { retry_after: Duration },
+    #[error("Too many unknown API keys were presented from this address; try again later.")]
+    TooManyInvalidKeys { retry_after: Duration },
     #[error("The gateway is busy checking passwords; retry in a few seconds.")]
     Busy,
     #[error("Billing is not enabled on this gateway: plans are assigned by an administrator.")]
@@ -68,6 +70,7 @@ impl SideError {
             Self::NotFound(_) => f(404, INVALID, "not_found"),
             Self::TooManyLogins { .. } => f(429, INVALID, "too_many_attempts"),
             Self::TooManySignups { .. } => f(429, INVALID, "too_many_signups"),
+            Self::TooManyInvalidKeys { .. } => f(429, INVALID, "too_many_invalid_keys"),
             Self::Busy => f(503, SERVER, "busy"),
             Self::BillingDisabled => f(404, INVALID, "billing_disabled"),
             Self::InvalidSignature => f(401, INVALID, "invalid_signature"),
@@ -118,8 +121,11 @@ impl IntoResponse for SideError {
         )
             .into_response();
         let retry_after = match self {
-            Self::TooManyLogins { retry_after } | Self::TooManySignups { retry_after } => {
-                Some(retry_after.as_secs().max(1))
+            // Rounded up: a client that waits what it is told is let in.
+            Self::TooManyLogins { retry_after }
+            | Self::TooManySignups { retry_after }
+            | Self::TooManyInvalidKeys { retry_after } => {
+                Some(retry_after.as_millis().div_ceil(1000).max(1) as u64)
             }
             Self::Busy => Some(2),
             _ => None,
