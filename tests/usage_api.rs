@@ -130,3 +130,47 @@ async fn usage_api_totals_and_pages_for_admins_and_keys() {
         .unwrap();
     assert_eq!(wrong.status(), 401);
 }
+
+/// Any key or user could page `/api/usage/requests`, and each page scanned
+/// every user's records (`($1 = 0 OR key_id = $2)` on an unindexed column).
+/// The planner now answers a key's or a user's page from an index range.
+#[tokio::test]
+async fn a_page_of_one_users_requests_does_not_scan_everyones() {
+    use sqlx::Row;
+    let up = fake().await;
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let pool = gw.db.pool().await;
+    let postgres = gw.db.url.starts_with("postgres");
+    if postgres {
+        // The tables are tiny here; make the planner show what it would do with
+        // many rows rather than read them all because it is cheap today.
+        sqlx::query("SET enable_seqscan = off")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    for (by_key, by_user, index) in [
+        (true, false, "usage_records_key_page"),
+        (false, true, "usage_records_user_page"),
+    ] {
+        let sql = bluesminds::store::recent_requests_sql(by_key, by_user);
+        let explain = if postgres {
+            "EXPLAIN "
+        } else {
+            "EXPLAIN QUERY PLAN "
+        };
+        let rows = sqlx::query(&format!("{explain}{sql}"))
+            .bind(7_i64)
+            .bind(1000_i64)
+            .bind(20_i64)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let plan: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>(r.len() - 1).unwrap())
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains(index), "not through {index}:\n{plan}");
+    }
+}

@@ -122,12 +122,22 @@ async fn healthz() -> &'static str {
 
 /// Readiness: not shutting down, the database answers and at least one backend
 /// is in rotation.
+/// Readiness is public (load balancers probe it): the raw error, which can
+/// name hosts, users and databases, goes to the log only.
+fn database_unready(e: &crate::store::StoreError) -> (StatusCode, String) {
+    tracing::warn!(error = %e, "readiness: the database does not answer");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "database unavailable".to_string(),
+    )
+}
+
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if state.draining.load(std::sync::atomic::Ordering::Acquire) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_string());
     }
     if let Err(e) = state.store.ping().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}"));
+        return database_unready(&e);
     }
     let upstreams = state.snapshot().upstreams.clone();
     let any_healthy = upstreams
@@ -148,4 +158,17 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn readiness_does_not_show_the_database_error() {
+        let e = crate::store::StoreError::NotFound(
+            "error connecting to postgres://gw:hunter2@db.internal:5432/gateway".into(),
+        );
+        let (status, body) = super::database_unready(&e);
+        assert_eq!(status, 503);
+        assert_eq!(body, "database unavailable");
+    }
 }
