@@ -143,6 +143,22 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
             }
         });
     }
+    {
+        // Expired and idle sessions are deleted, not only refused.
+        let state = state.clone();
+        control.spawn(async move {
+            loop {
+                let idle = state.snapshot().config.accounts.session_idle;
+                match state.store.delete_stale_sessions(idle).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(sessions = n, "ended sessions deleted"),
+                    Err(e) => tracing::warn!(error = %e, "cannot delete ended sessions"),
+                }
+                let every = (idle / 2).clamp(Duration::from_secs(1), Duration::from_secs(600));
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
     spawn_drain_flag(&control, &state)?;
     if let (Some(c), Some(i)) = (&cluster, &invalidations) {
         let _guard = control.enter();

@@ -313,11 +313,11 @@ async fn webhooks_are_signed_idempotent_and_never_go_back_in_time() {
     );
 
     // Unknown event types are acknowledged, logged and ignored.
-    let dispute = creem.sign_event(
-        "dispute.created",
-        json!({"id": "disp_1", "object": "dispute", "amount": 3509}),
+    let payout = creem.sign_event(
+        "payout.created",
+        json!({"id": "pay_1", "object": "payout", "amount": 3509}),
     );
-    assert_eq!(outcome(dispute.deliver(&url).await).await, "unhandled");
+    assert_eq!(outcome(payout.deliver(&url).await).await, "unhandled");
     let future = creem.sign_event(
         "subscription.some_new_event",
         json!({"id": paid.subscription_id}),
@@ -618,4 +618,25 @@ async fn without_a_billing_section_plans_are_not_sold() {
         json!({"plan": "free", "billing_enabled": false, "subscription": null})
     );
     assert_eq!(ann.plan().await, "free");
+}
+
+/// A chargeback (`dispute.created`) was an unknown event: the subscriber kept
+/// the paid plan while their bank took the money back. It ends access now.
+#[tokio::test]
+async fn a_chargeback_puts_the_subscriber_back_on_the_free_plan() {
+    let (_up, creem, gw) = start(API_KEY).await;
+    let url = hook(&gw);
+    let ann = User::signup(&gw, "ann@example.com").await;
+    let paid = creem.complete_checkout(&ann.checkout(&creem, "pro").await);
+    assert_eq!(
+        outcome(paid.checkout_completed.deliver(&url).await).await,
+        "applied"
+    );
+    assert_eq!(ann.plan().await, "pro");
+    assert_eq!(
+        outcome(creem.dispute(&paid.subscription_id).deliver(&url).await).await,
+        "applied"
+    );
+    assert_eq!(ann.plan().await, "free");
+    assert_eq!(ann.subscription().await["status"], "disputed");
 }

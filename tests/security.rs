@@ -919,3 +919,65 @@ async fn a_forged_forwarded_for_does_not_escape_the_address_throttle() {
     let r = auth_from(&gw, "login", "203.0.113.200", "x@example.com", RIGHT).await;
     assert_eq!(r.status(), 429);
 }
+
+/// Sessions lived their full 7 days however long they sat unused, and ended
+/// ones stayed in the database for ever. A session unused for
+/// `admin.session_idle_secs` now ends, and ended sessions are deleted.
+#[tokio::test]
+async fn a_stolen_idle_session_stops_working_and_is_deleted() {
+    let up = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .yaml("admin:\n  session_idle_secs: 2\n")
+        .start()
+        .await;
+    let idle = User::signup(&gw, "idle@example.com").await;
+    let busy = User::signup(&gw, "busy@example.com").await;
+    // One session is used every half second, the other is left alone.
+    for _ in 0..8 {
+        assert_eq!(busy.get("/api/auth/me").await.status(), 200);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        busy.get("/api/auth/me").await.status(),
+        200,
+        "a used session stays"
+    );
+    assert_eq!(idle.get("/api/auth/me").await.status(), 401);
+    let pool = gw.db.pool().await;
+    let users: Vec<i64> = common::eventually_some("the idle session deleted", || async {
+        let rows: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM sessions")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        (rows.len() == 1).then_some(rows)
+    })
+    .await;
+    assert_eq!(users, [busy.id]);
+}
+
+/// A session holder could rotate a key with a year of grace, keeping a leaked
+/// key alive; the grace is capped by `admin.max_key_rotation_grace_secs`.
+#[tokio::test]
+async fn a_rotated_key_cannot_be_kept_alive_for_a_year() {
+    let up = fake().await;
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let ann = User::signup(&gw, "ann@example.com").await;
+    let (id, _secret) = ann.new_key("laptop").await;
+    let r = ann
+        .post(
+            &format!("/api/keys/{id}/rotate"),
+            serde_json::json!({"grace_seconds": 365 * 86_400}),
+        )
+        .await;
+    let e = common::error_of(r).await;
+    assert_eq!(e.status_and_code(), (400, "invalid_request_error"));
+    assert_eq!(e.param(), Some("grace_seconds"));
+    let r = ann
+        .post(
+            &format!("/api/keys/{id}/rotate"),
+            serde_json::json!({"grace_seconds": 3600}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+}

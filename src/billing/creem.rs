@@ -439,17 +439,19 @@ impl WebhookEvent {
                     at,
                 })
             }
-            "refund.created" => {
-                // The refund object: `transaction` (with `status`, `amount_paid`,
-                // `refunded_amount`), `subscription` and `checkout` (with its
-                // metadata), `customer`.
+            t @ ("refund.created" | "dispute.created") => {
+                // The refund (or dispute) object: `transaction` (with `status`,
+                // `amount_paid`, `refunded_amount`), `subscription` and
+                // `checkout` (with its metadata), `customer`.
+                let dispute = t == "dispute.created";
                 let sub = &o["subscription"];
                 let tx = &o["transaction"];
                 let subscription_id = ref_id(sub).or_else(|| str_field(tx, "subscription"));
                 let Some(subscription_id) = subscription_id else {
-                    return EventMeaning::NotApplicable(
-                        "refund of a payment that is not a subscription's".into(),
-                    );
+                    return EventMeaning::NotApplicable(format!(
+                        "{} of a payment that is not a subscription's",
+                        if dispute { "dispute" } else { "refund" }
+                    ));
                 };
                 let full = match tx {
                     Value::Object(_) => {
@@ -466,13 +468,17 @@ impl WebhookEvent {
                     _ => true,
                 };
                 EventMeaning::Subscription(SubscriptionEvent {
-                    intent: Intent::Refund { full },
+                    intent: if dispute {
+                        Intent::Dispute
+                    } else {
+                        Intent::Refund { full }
+                    },
                     user_id: metadata_user(&o["checkout"]["metadata"])
                         .or_else(|| metadata_user(&sub["metadata"])),
                     customer_id: ref_id(&o["customer"]).or_else(|| ref_id(&sub["customer"])),
                     subscription_id: Some(subscription_id),
                     product_id: ref_id(&sub["product"]),
-                    status: "refunded".into(),
+                    status: if dispute { "disputed" } else { "refunded" }.into(),
                     period_end: None,
                     at,
                 })

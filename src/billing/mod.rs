@@ -79,6 +79,14 @@ fn http_url(url: &str) -> Result<http::Uri, String> {
     }
 }
 
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn env_set(var: &str) -> bool {
     std::env::var(var).is_ok_and(|v| !v.trim().is_empty())
 }
@@ -94,6 +102,17 @@ impl BillingConfig {
     ) -> Result<(), (String, String)> {
         let err = |f: &str, m: String| Err((format!("billing.{f}"), m));
         let base = http_url(&self.api_base).map_err(|m| ("billing.api_base".to_string(), m))?;
+        // The API key goes to this origin with every call: never in clear over
+        // a network (plain http only to this machine, as the tests' fake Creem).
+        if base.scheme_str() == Some("http") && !is_loopback_host(base.host().unwrap_or("")) {
+            return err(
+                "api_base",
+                format!(
+                    "`{}` is plain http: the Creem API key would cross the network in clear; use https (plain http is only for a loopback address)",
+                    self.api_base
+                ),
+            );
+        }
         if base.query().is_some() || !matches!(base.path(), "" | "/") {
             return err(
                 "api_base",
@@ -229,6 +248,9 @@ pub enum Intent {
     End,
     /// A refund (`refund.created`); only a full refund ends access.
     Refund { full: bool },
+    /// A chargeback (`dispute.created`): the money is being taken back, so
+    /// access ends at once, as for a full refund.
+    Dispute,
 }
 
 /// The facts of a subscription event, whichever Creem object carried them.
@@ -343,6 +365,7 @@ pub fn decide(
             }
             (fallback, "refunded".to_string())
         }
+        Intent::Dispute => (fallback, "disputed".to_string()),
     };
     Decision::Apply(Change {
         user_id,

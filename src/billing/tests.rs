@@ -45,6 +45,21 @@ fn validation_names_the_field() {
     let mut b = billing();
     b.api_base = "https://api.creem.io/v1".into();
     assert_eq!(field(b), "billing.api_base");
+    // The API key would cross the network in clear; loopback (a local fake) may.
+    let mut b = billing();
+    b.api_base = "http://creem.internal.example".into();
+    let (f, m) = b.validate(&plans(), None).unwrap_err();
+    assert_eq!(f, "billing.api_base");
+    assert!(m.contains("plain http"), "{m}");
+    for local in [
+        "http://127.0.0.1:9000",
+        "http://localhost:9000",
+        "http://[::1]:9000",
+    ] {
+        let mut b = billing();
+        b.api_base = local.into();
+        assert!(b.validate(&plans(), None).is_ok(), "{local}");
+    }
     let mut b = billing();
     b.api_key_env = "BM_SURELY_UNSET_BILLING_VAR".into();
     assert_eq!(field(b), "billing.api_key_env");

@@ -173,6 +173,12 @@ pub struct AdminConfig {
     /// Accounts one client IP may create per hour.
     #[serde(deserialize_with = "checks::at_least_one_u32")]
     pub signups_per_ip_per_hour: u32,
+    /// The longest grace a caller may ask for when rotating a key (a leaked
+    /// key must not be kept alive for a year by whoever holds the session).
+    pub max_key_rotation_grace_secs: u64,
+    /// A session unused this long ends (and is deleted), whatever its age.
+    #[serde(deserialize_with = "checks::at_least_one_u64")]
+    pub session_idle_secs: u64,
 }
 
 impl Default for AdminConfig {
@@ -183,6 +189,8 @@ impl Default for AdminConfig {
             key_rotation_grace_secs: 3600,
             secure_cookies: false,
             signups_per_ip_per_hour: 10,
+            max_key_rotation_grace_secs: 7 * 86_400,
+            session_idle_secs: 86_400,
         }
     }
 }

@@ -130,6 +130,8 @@ pub struct AccountSettings {
     pub key_rotation_grace_secs: u64,
     pub secure_cookies: bool,
     pub signups_per_ip_per_hour: u32,
+    pub max_key_rotation_grace_secs: u64,
+    pub session_idle: std::time::Duration,
 }
 
 impl LiveConfig {
@@ -198,6 +200,8 @@ impl Config {
                 // Over HTTPS a session cookie must never go out in clear.
                 secure_cookies: self.admin.secure_cookies || server.tls.is_some(),
                 signups_per_ip_per_hour: self.admin.signups_per_ip_per_hour,
+                max_key_rotation_grace_secs: self.admin.max_key_rotation_grace_secs,
+                session_idle: std::time::Duration::from_secs(self.admin.session_idle_secs),
             },
             billing: self.billing,
             admin_servers: self.admin_servers,

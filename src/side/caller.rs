@@ -113,7 +113,8 @@ async fn live_session(state: &AppState, parts: &Parts) -> Result<Option<SessionU
         return Ok(None);
     };
     let id_hash = hash_session(token);
-    let found = state.store.find_session(&id_hash).await?;
+    let idle = state.snapshot().config.accounts.session_idle;
+    let found = state.store.find_session(&id_hash, idle).await?;
     Ok(found.map(|s| SessionUser {
         is_admin: s.user.is_admin,
         user: s.user,

@@ -196,9 +196,17 @@ pub async fn rotate(
         .await?
         .filter(|(k, _)| k.revoked_at.is_none())
         .ok_or_else(|| SideError::NotFound(format!("no active key with id {id}")))?;
+    let accounts = &state.snapshot().config.accounts;
+    let max = accounts.max_key_rotation_grace_secs;
     let grace = req
         .grace_seconds
-        .unwrap_or(state.snapshot().config.accounts.key_rotation_grace_secs);
+        .unwrap_or(accounts.key_rotation_grace_secs.min(max));
+    if grace > max {
+        return Err(SideError::invalid(
+            format!("`grace_seconds` may be at most {max} on this gateway"),
+            Some("grace_seconds"),
+        ));
+    }
     let positive = |v: Option<i64>| v.map(|n| n as u64);
     let (secret, record) = issue(
         &state.store,
@@ -215,7 +223,8 @@ pub async fn rotate(
         },
     )
     .await?;
-    let until = now_ms().saturating_add((grace.min(365 * 86_400) * 1000) as i64);
+    let until =
+        now_ms().saturating_add(i64::try_from(grace.saturating_mul(1000)).unwrap_or(i64::MAX));
     state.store.expire_key(id, until).await?;
     // The cached copy still has the old expiry.
     state.keys.invalidate_hex(&old_hash).await;

@@ -172,29 +172,49 @@ impl Store {
         expires_at: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO sessions (id_hash, user_id, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO sessions (id_hash, user_id, csrf_token, created_at, expires_at, last_seen_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(id_hash)
         .bind(user_id)
         .bind(csrf_token)
         .bind(now_ms())
         .bind(expires_at)
+        .bind(now_ms())
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// A live session (not expired, user not disabled).
-    pub async fn find_session(&self, id_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+    /// A live session (not expired, used within `idle`, user not disabled);
+    /// finding it marks it used (written at most every `idle / 4`, or minute).
+    pub async fn find_session(
+        &self,
+        id_hash: &str,
+        idle: std::time::Duration,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let now = now_ms();
+        let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
         let row = sqlx::query(
-            "SELECT u.id, u.email, u.plan, u.disabled, u.is_admin, u.created_at, s.csrf_token, s.expires_at \
-             FROM sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.id_hash = $1 AND s.expires_at > $2 AND u.disabled = 0",
+            "SELECT u.id, u.email, u.plan, u.disabled, u.is_admin, u.created_at, s.csrf_token, s.expires_at, \
+             s.last_seen_at FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.id_hash = $1 AND s.expires_at > $2 AND s.last_seen_at > $3 AND u.disabled = 0",
         )
         .bind(id_hash)
-        .bind(now_ms())
+        .bind(now)
+        .bind(now.saturating_sub(idle_ms))
         .fetch_optional(&self.pool)
         .await?;
+        if let Some(r) = &row {
+            let seen: i64 = r.try_get("last_seen_at")?;
+            if now - seen > (idle_ms / 4).min(60_000) {
+                sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
+                    .bind(now)
+                    .bind(id_hash)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
         row.map(|r| {
             Ok(SessionRecord {
                 user: user_from_row(&r)?,
@@ -203,6 +223,21 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    /// Deletes sessions that expired or went unused for `idle`; how many.
+    pub async fn delete_stale_sessions(
+        &self,
+        idle: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
+        let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at <= $2")
+            .bind(now)
+            .bind(now.saturating_sub(idle_ms))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     pub async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError> {

@@ -537,6 +537,39 @@ impl FakeCreem {
         })
     }
 
+    /// The customer's bank takes a payment back (a chargeback): Creem sends
+    /// `dispute.created` with the dispute object, shaped like a refund's.
+    pub fn dispute(&self, subscription_id: &str) -> SignedEvent {
+        self.with_subscription(subscription_id, |inner, s| {
+            let now = inner.tick();
+            let price = inner.products.get(&s.product).map_or(0, |p| p.1);
+            let paid = price + price * 21 / 100;
+            let checkout = inner.checkouts.get(&s.checkout).cloned().unwrap();
+            let object = json!({
+                "id": inner.next_id("disp"), "object": "dispute", "amount": paid,
+                "currency": "EUR",
+                "transaction": {
+                    "id": s.last_transaction, "object": "transaction", "amount": price,
+                    "amount_paid": paid, "currency": "EUR", "type": "invoice",
+                    "tax_country": "NL", "tax_amount": paid - price, "status": "chargeback",
+                    "refunded_amount": 0, "order": s.order, "subscription": s.id,
+                    "description": "Subscription payment", "period_start": s.period_start_ms,
+                    "period_end": s.period_end_ms, "created_at": s.period_start_ms, "mode": "test"
+                },
+                "subscription": inner.subscription_ref(s),
+                "checkout": {
+                    "id": checkout.id, "object": "checkout", "request_id": checkout.request_id,
+                    "custom_fields": [], "status": "completed", "metadata": checkout.metadata,
+                    "mode": "test"
+                },
+                "order": inner.order_obj(&checkout, &s.customer),
+                "customer": inner.customer_obj(&s.customer),
+                "created_at": now, "mode": "test"
+            });
+            self.signed(inner, "dispute.created", object)
+        })
+    }
+
     pub fn subscription_status(&self, subscription_id: &str) -> String {
         self.shared.inner.lock().unwrap().subscriptions[subscription_id]
             .status

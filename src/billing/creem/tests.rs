@@ -78,8 +78,14 @@ fn reads_documented_payloads() {
     assert_eq!(e.intent, Intent::Refund { full: false });
     assert_eq!(e.user_id, Some(7));
 
+    // A chargeback of a one-time payment has no plan to end.
+    let dispute: WebhookEvent = serde_json::from_value(
+        serde_json::json!({"id": "evt_d", "eventType": "dispute.created", "object": {"object": "dispute"}}),
+    )
+    .unwrap();
+    assert!(matches!(dispute.meaning(0), EventMeaning::NotApplicable(_)));
     let other: WebhookEvent = serde_json::from_value(
-        serde_json::json!({"id": "evt_x", "eventType": "dispute.created", "object": {}}),
+        serde_json::json!({"id": "evt_x", "eventType": "payout.created", "object": {}}),
     )
     .unwrap();
     assert_eq!(other.meaning(0), EventMeaning::Unknown);
