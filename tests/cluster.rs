@@ -175,5 +175,8 @@ async fn password_guesses_spread_over_instances_are_counted_together() {
     for i in 0..9 {
         statuses.push(guess(&gws[i % 3], i).await);
     }
+    // Five free attempts; the sixth, on any instance, waits for the backoff
+    // that the fifth's failure started (each instance alone would let all
+    // nine through: it saw three).
     assert_eq!(statuses, [401, 401, 401, 401, 401, 429, 429, 429, 429]);
 }

@@ -3,11 +3,12 @@
 //!
 //! - An attempt is counted *before* its password is verified, atomically, so
 //!   parallel guesses cannot all pass while the slow verifications run.
-//! - Per account and client address: `FREE_ATTEMPTS` failures in a row pass at
-//!   once; from the last of them on, each attempt must wait a backoff that
-//!   doubles from `BACKOFF_BASE` up to `BACKOFF_MAX`. There is no lock: the
-//!   right password after the backoff works, and another address (the real
-//!   owner's) is not slowed by an attacker's failures. A success clears it.
+//! - Per account and client address: `FREE_ATTEMPTS` attempts in a row pass
+//!   at once; from the last of them on, one attempt at a time is verified and,
+//!   once it has failed, the next must wait a backoff that doubles from
+//!   `BACKOFF_BASE` up to `BACKOFF_MAX`. There is no lock: the right password
+//!   after the backoff works, and another address (the real owner's) is not
+//!   slowed by an attacker's failures. A success clears it.
 //! - Per client address: `MAX_PER_IP` attempts over all accounts in `WINDOW`,
 //!   and `signups_per_ip_per_hour` sign-ups an hour (fixed windows from the
 //!   first attempt). A successful login gives its address attempt back.
@@ -42,22 +43,42 @@ fn backoff(n: u32) -> Option<Duration> {
     Some(BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_MAX))
 }
 
-/// KEYS[1]: an account-and-address hash {n, nb}; ARGV: free attempts, base and
-/// cap of the backoff (ms), how long to keep it (ms). 0: counted, go on;
-/// otherwise the milliseconds to wait.
+/// An attempt being verified holds its account-and-address this long at most
+/// (a process that dies mid-verification frees it then).
+const IN_FLIGHT: Duration = Duration::from_secs(30);
+
+/// KEYS[1]: an account-and-address hash {n, nb: not before, busy: an attempt
+/// past the free ones is being verified until}; ARGV: free attempts, base of
+/// the backoff (ms), in-flight bound (ms), how long to keep it (ms). 0:
+/// counted, go on; otherwise the milliseconds to wait.
 const BEGIN_ATTEMPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local v = redis.call('HMGET', KEYS[1], 'n', 'nb')
+local v = redis.call('HMGET', KEYS[1], 'n', 'nb', 'busy')
 local n = tonumber(v[1]) or 0
 local nb = tonumber(v[2]) or 0
+local busy = tonumber(v[3]) or 0
 if now < nb then return nb - now end
+if now < busy then return tonumber(ARGV[2]) end
 n = n + 1
+if n >= tonumber(ARGV[1]) then busy = now + tonumber(ARGV[3]) end
+redis.call('HSET', KEYS[1], 'n', n, 'nb', nb, 'busy', busy)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 0
+";
+
+/// KEYS[1] as above; ARGV: free attempts, base and cap of the backoff (ms),
+/// how long to keep it (ms). The attempt failed: the backoff starts now.
+const FAILED_ATTEMPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
 local free = tonumber(ARGV[1])
+local nb = 0
 if n >= free then
   nb = now + math.min(tonumber(ARGV[3]), tonumber(ARGV[2]) * 2 ^ math.min(n - free, 20))
 end
-redis.call('HSET', KEYS[1], 'n', n, 'nb', nb)
+redis.call('HSET', KEYS[1], 'nb', nb, 'busy', 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 0
 ";
@@ -84,6 +105,8 @@ return 0
 struct Attempts {
     n: u32,
     not_before: Option<Instant>,
+    /// An attempt past the free ones is being verified (until then at most).
+    busy_until: Option<Instant>,
 }
 
 struct Window {
@@ -95,6 +118,7 @@ struct Shared {
     conn: ConnectionManager,
     prefix: String,
     begin: redis::Script,
+    failed: redis::Script,
     take: redis::Script,
     give_back: redis::Script,
 }
@@ -169,6 +193,7 @@ impl LoginThrottle {
                 conn,
                 prefix: cfg.prefix.clone(),
                 begin: redis::Script::new(BEGIN_ATTEMPT),
+                failed: redis::Script::new(FAILED_ATTEMPT),
                 take: redis::Script::new(TAKE_IN_WINDOW),
                 give_back: redis::Script::new(GIVE_BACK),
             })),
@@ -192,16 +217,37 @@ impl LoginThrottle {
         let account = self.accounts.get_with((email, ip), Default::default);
         let mut a = account.lock().expect("throttle lock");
         let now = Instant::now();
-        if let Some(wait) = a.not_before.and_then(|t| t.checked_duration_since(now)) {
+        let wait = match (a.not_before, a.busy_until) {
+            (Some(t), _) if t > now => Some(t - now),
+            (_, Some(t)) if t > now => Some(BACKOFF_BASE),
+            _ => None,
+        };
+        if let Some(wait) = wait {
             drop(a);
             self.give_back_local(ip);
-            return Err(wait.max(Duration::from_millis(1)));
+            return Err(wait);
         }
         a.n += 1;
-        if let Some(wait) = backoff(a.n) {
-            a.not_before = Some(now + wait);
+        if a.n >= FREE_ATTEMPTS {
+            a.busy_until = Some(now + IN_FLIGHT);
         }
         Ok(())
+    }
+
+    /// The password was wrong (or could not be checked): past the free
+    /// attempts the backoff starts now.
+    pub async fn failed(&self, email: &str, ip: IpAddr) {
+        let email = email.trim().to_ascii_lowercase();
+        if let Some(s) = &self.shared {
+            if let Err(e) = s.failed(&email, ip).await {
+                tracing::warn!(error = %e, "login throttle: Redis did not answer");
+            }
+        }
+        if let Some(account) = self.accounts.get(&(email, ip)) {
+            let mut a = account.lock().expect("throttle lock");
+            a.busy_until = None;
+            a.not_before = backoff(a.n).map(|wait| Instant::now() + wait);
+        }
     }
 
     fn give_back_local(&self, ip: IpAddr) {
@@ -286,7 +332,7 @@ impl Shared {
             .key(self.account_key(email, ip))
             .arg(FREE_ATTEMPTS)
             .arg(millis(BACKOFF_BASE))
-            .arg(millis(BACKOFF_MAX))
+            .arg(millis(IN_FLIGHT))
             .arg(millis(FAILURES_KEPT))
             .invoke_async(&mut conn)
             .await?;
@@ -295,6 +341,20 @@ impl Shared {
         }
         let _: i64 = self.give_back.key(ip_key).invoke_async(&mut conn).await?;
         Ok(Err(Duration::from_millis(wait)))
+    }
+
+    async fn failed(&self, email: &str, ip: IpAddr) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .failed
+            .key(self.account_key(email, ip))
+            .arg(FREE_ATTEMPTS)
+            .arg(millis(BACKOFF_BASE))
+            .arg(millis(BACKOFF_MAX))
+            .arg(millis(FAILURES_KEPT))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     async fn succeeded(&self, email: &str, ip: IpAddr) -> redis::RedisResult<()> {
@@ -335,6 +395,7 @@ mod tests {
         let a = ip("198.51.100.1");
         for _ in 0..FREE_ATTEMPTS {
             assert!(t.begin_login("A@x.io", a).await.is_ok());
+            t.failed("a@x.io", a).await;
         }
         let wait = t.begin_login("a@x.io", a).await.unwrap_err();
         assert!(wait <= BACKOFF_BASE && wait > Duration::ZERO, "{wait:?}");
@@ -348,6 +409,7 @@ mod tests {
     async fn parallel_attempts_never_pass_the_free_ones() {
         let t = LoginThrottle::new();
         let a = ip("127.0.0.1");
+        // The fifth is being verified: the others wait for its outcome.
         let attempts = (0..50).map(|_| t.begin_login("a@x.io", a));
         let passed = futures_util::future::join_all(attempts)
             .await

@@ -159,15 +159,19 @@ async fn log_in(
         // Same work for unknown accounts: no timing difference to probe emails with.
         _ => (None, passwords::decoy_hash().to_string()),
     };
-    let ok = passwords::verify(password, stored)
-        .await
-        .map_err(|_| SideError::Busy)?;
-    match user.filter(|_| ok) {
+    let verified = passwords::verify(password, stored).await;
+    match user.filter(|_| matches!(verified, Ok(true))) {
         Some(user) => {
             throttle.succeeded(email, client.ip).await;
             start_session(state, client, user, StatusCode::OK).await
         }
-        None => Err(SideError::InvalidCredentials),
+        None => {
+            throttle.failed(email, client.ip).await;
+            Err(match verified {
+                Err(_) => SideError::Busy,
+                Ok(_) => SideError::InvalidCredentials,
+            })
+        }
     }
 }
 

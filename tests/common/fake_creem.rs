@@ -508,32 +508,14 @@ impl FakeCreem {
             s.status = "canceled".into();
             s.canceled_at_ms = Some(now);
             s.updated_ms = now;
-            let price = inner.products.get(&s.product).map_or(0, |p| p.1);
-            let paid = price + price * 21 / 100;
-            let checkout = inner.checkouts.get(&s.checkout).cloned().unwrap();
-            let object = json!({
+            let paid = paid_for(inner, s);
+            let mut object = reversal(inner, s, now, "refunded", paid);
+            object.extend(json_map(json!({
                 "id": inner.next_id("ref"), "object": "refund", "status": "succeeded",
                 "refund_amount": paid, "refund_currency": "EUR",
                 "reason": "requested_by_customer",
-                "transaction": {
-                    "id": s.last_transaction, "object": "transaction", "amount": price,
-                    "amount_paid": paid, "currency": "EUR", "type": "invoice",
-                    "tax_country": "NL", "tax_amount": paid - price, "status": "refunded",
-                    "refunded_amount": paid, "order": s.order, "subscription": s.id,
-                    "description": "Subscription payment", "period_start": s.period_start_ms,
-                    "period_end": s.period_end_ms, "created_at": s.period_start_ms, "mode": "test"
-                },
-                "subscription": inner.subscription_ref(s),
-                "checkout": {
-                    "id": checkout.id, "object": "checkout", "request_id": checkout.request_id,
-                    "custom_fields": [], "status": "completed", "metadata": checkout.metadata,
-                    "mode": "test"
-                },
-                "order": inner.order_obj(&checkout, &s.customer),
-                "customer": inner.customer_obj(&s.customer),
-                "created_at": now, "mode": "test"
-            });
-            self.signed(inner, "refund.created", object)
+            })));
+            self.signed(inner, "refund.created", object.into())
         })
     }
 
@@ -542,31 +524,13 @@ impl FakeCreem {
     pub fn dispute(&self, subscription_id: &str) -> SignedEvent {
         self.with_subscription(subscription_id, |inner, s| {
             let now = inner.tick();
-            let price = inner.products.get(&s.product).map_or(0, |p| p.1);
-            let paid = price + price * 21 / 100;
-            let checkout = inner.checkouts.get(&s.checkout).cloned().unwrap();
-            let object = json!({
+            let paid = paid_for(inner, s);
+            let mut object = reversal(inner, s, now, "chargeback", 0);
+            object.extend(json_map(json!({
                 "id": inner.next_id("disp"), "object": "dispute", "amount": paid,
                 "currency": "EUR",
-                "transaction": {
-                    "id": s.last_transaction, "object": "transaction", "amount": price,
-                    "amount_paid": paid, "currency": "EUR", "type": "invoice",
-                    "tax_country": "NL", "tax_amount": paid - price, "status": "chargeback",
-                    "refunded_amount": 0, "order": s.order, "subscription": s.id,
-                    "description": "Subscription payment", "period_start": s.period_start_ms,
-                    "period_end": s.period_end_ms, "created_at": s.period_start_ms, "mode": "test"
-                },
-                "subscription": inner.subscription_ref(s),
-                "checkout": {
-                    "id": checkout.id, "object": "checkout", "request_id": checkout.request_id,
-                    "custom_fields": [], "status": "completed", "metadata": checkout.metadata,
-                    "mode": "test"
-                },
-                "order": inner.order_obj(&checkout, &s.customer),
-                "customer": inner.customer_obj(&s.customer),
-                "created_at": now, "mode": "test"
-            });
-            self.signed(inner, "dispute.created", object)
+            })));
+            self.signed(inner, "dispute.created", object.into())
         })
     }
 
@@ -786,4 +750,51 @@ async fn not_found(
         StatusCode::NOT_FOUND,
         &["Cannot find the requested resource"],
     )
+}
+
+/// What the subscription's last payment cost, tax included (21 %).
+fn paid_for(inner: &Inner, s: &Subscription) -> i64 {
+    let price = inner.products.get(&s.product).map_or(0, |p| p.1);
+    price + price * 21 / 100
+}
+
+/// What a refund and a dispute object share: the payment taken back (its
+/// `status` and `refunded_amount` as given), the subscription, the checkout
+/// with its metadata, the order and the customer.
+fn reversal(
+    inner: &mut Inner,
+    s: &Subscription,
+    now: i64,
+    tx_status: &str,
+    refunded: i64,
+) -> serde_json::Map<String, Value> {
+    let price = inner.products.get(&s.product).map_or(0, |p| p.1);
+    let paid = paid_for(inner, s);
+    let checkout = inner.checkouts.get(&s.checkout).cloned().unwrap();
+    json_map(json!({
+        "transaction": {
+            "id": s.last_transaction, "object": "transaction", "amount": price,
+            "amount_paid": paid, "currency": "EUR", "type": "invoice",
+            "tax_country": "NL", "tax_amount": paid - price, "status": tx_status,
+            "refunded_amount": refunded, "order": s.order, "subscription": s.id,
+            "description": "Subscription payment", "period_start": s.period_start_ms,
+            "period_end": s.period_end_ms, "created_at": s.period_start_ms, "mode": "test"
+        },
+        "subscription": inner.subscription_ref(s),
+        "checkout": {
+            "id": checkout.id, "object": "checkout", "request_id": checkout.request_id,
+            "custom_fields": [], "status": "completed", "metadata": checkout.metadata,
+            "mode": "test"
+        },
+        "order": inner.order_obj(&checkout, &s.customer),
+        "customer": inner.customer_obj(&s.customer),
+        "created_at": now, "mode": "test"
+    }))
+}
+
+fn json_map(v: Value) -> serde_json::Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("an object literal"),
+    }
 }
