@@ -123,8 +123,16 @@ pub fn inspect(endpoint: &Endpoint, body: Bytes) -> Result<Inspected, GatewayErr
             "it is not a JSON object".into()
         }));
     }
-    let view: RequestView<'_> =
-        serde_json::from_slice(&body).map_err(|e| bad_json(e.to_string()))?;
+    // JSON is UTF-8 (RFC 8259); serde_json skips the fields the gateway does
+    // not read without checking their bytes, so a body with invalid UTF-8 in
+    // one of them would otherwise go upstream (found by fuzz/request_inspect).
+    let text = std::str::from_utf8(&body).map_err(|e| {
+        bad_json(format!(
+            "it is not valid UTF-8 (at byte {})",
+            e.valid_up_to()
+        ))
+    })?;
+    let view: RequestView<'_> = serde_json::from_str(text).map_err(|e| bad_json(e.to_string()))?;
     let model = match view.model {
         Some(m) if !m.trim().is_empty() => m.into_owned(),
         _ => {
@@ -189,6 +197,17 @@ mod tests {
 
     fn parse(body: &str) -> serde_json::Value {
         serde_json::from_str(body).unwrap()
+    }
+
+    /// fuzz/request_inspect's crash: invalid UTF-8 inside a string the gateway
+    /// does not read was accepted, and a streaming request's rewritten body
+    /// (usage asked for) was not JSON.
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused() {
+        let body: &[u8] =
+            b"{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"u\xc5s\"}],\"stream\":true}";
+        let e = inspect(&Endpoint::ChatCompletions, Bytes::from_static(body)).unwrap_err();
+        assert!(e.to_string().contains("not valid UTF-8"), "{e}");
     }
 
     #[test]
