@@ -94,18 +94,20 @@ struct RequestView<'a> {
     model: Option<Cow<'a, str>>,
     #[serde(default)]
     stream: Option<bool>,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
+    /// `Some(Value::Null)` for an explicit `null`: it is rewritten like a
+    /// missing `include_usage` (a spliced second key would lose to it in the
+    /// upstreams where the last duplicate wins).
+    #[serde(default, deserialize_with = "present")]
+    stream_options: Option<serde_json::Value>,
     #[serde(default)]
     max_tokens: Option<u64>,
     #[serde(default)]
     max_completion_tokens: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: Option<bool>,
+/// A field that is there, even as `null` (`#[serde(default)]` covers absence).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 pub fn inspect(endpoint: &Endpoint, body: Bytes) -> Result<Inspected, GatewayError> {
@@ -144,11 +146,18 @@ pub fn inspect(endpoint: &Endpoint, body: Bytes) -> Result<Inspected, GatewayErr
     };
     let stream = view.stream.unwrap_or(false) && endpoint.can_stream();
     let max_tokens = view.max_completion_tokens.or(view.max_tokens);
-    let client_wants_usage = view
-        .stream_options
-        .as_ref()
-        .and_then(|o| o.include_usage)
-        .unwrap_or(false);
+    let client_wants_usage = match &view.stream_options {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Object(o)) => o
+            .get("include_usage")
+            .is_some_and(|v| v.as_bool() == Some(true)),
+        Some(_) => {
+            return Err(GatewayError::invalid(
+                "Invalid type for 'stream_options': expected an object.",
+                Some("stream_options"),
+            ))
+        }
+    };
     if !stream || client_wants_usage {
         return Ok(Inspected {
             model,
@@ -179,7 +188,14 @@ pub fn inspect(endpoint: &Endpoint, body: Bytes) -> Result<Inspected, GatewayErr
     } else {
         let mut value: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| bad_json(e.to_string()))?;
-        value["stream_options"]["include_usage"] = serde_json::Value::Bool(true);
+        // An object or null (anything else was refused above).
+        value["stream_options"] = match value["stream_options"].take() {
+            serde_json::Value::Object(mut o) => {
+                o.insert("include_usage".into(), serde_json::Value::Bool(true));
+                serde_json::Value::Object(o)
+            }
+            _ => serde_json::json!({ "include_usage": true }),
+        };
         Bytes::from(serde_json::to_vec(&value).expect("a JSON value serializes"))
     };
     Ok(Inspected {
@@ -208,6 +224,30 @@ mod tests {
             b"{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"u\xc5s\"}],\"stream\":true}";
         let e = inspect(&Endpoint::ChatCompletions, Bytes::from_static(body)).unwrap_err();
         assert!(e.to_string().contains("not valid UTF-8"), "{e}");
+    }
+
+    /// fuzz/request_inspect's crash: `stream_options` as an array panicked
+    /// while the usage option was set in it.
+    #[test]
+    fn stream_options_that_is_not_an_object_is_refused() {
+        for options in ["[true]", "[]", "1", "\"x\""] {
+            let body = format!(r#"{{"model":"m","stream":true,"stream_options":{options}}}"#);
+            let e = inspect(&Endpoint::ChatCompletions, Bytes::from(body)).unwrap_err();
+            assert_eq!(e.status(), 400, "{options}");
+            assert_eq!(e.facts().param, Some("stream_options"));
+        }
+    }
+
+    /// Usage dodging: `"stream_options": null` got a second `stream_options`
+    /// spliced in, and upstreams where the last duplicate wins kept `null`.
+    #[test]
+    fn stream_options_null_is_replaced_not_duplicated() {
+        let body = Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":null}"#);
+        let i = inspect(&Endpoint::ChatCompletions, body).unwrap();
+        assert!(i.injected_usage);
+        let text = std::str::from_utf8(&i.body).unwrap();
+        assert_eq!(text.matches("stream_options").count(), 1, "{text}");
+        assert_eq!(parse(text)["stream_options"]["include_usage"], true);
     }
 
     #[test]
