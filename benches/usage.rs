@@ -1,14 +1,16 @@
 //! Per-response usage work on the hot path: the SSE/JSON usage parser
 //! (`ResponseCounter`, run on every body chunk) and handing the usage record to
-//! the batch writer (`UsageQueue::submit`, once per request).
+//! the ledger (`Ledger::append`, once per request: a copy into the mapped
+//! segment file plus the in-memory copy the writer takes).
 //!
 //! `cargo bench --bench usage` (see benches/README.md).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use bluesminds::config::UsageConfig;
 use bluesminds::metrics::Metrics;
-use bluesminds::usage::{ResponseCounter, UsageQueue, UsageRecord, UsageSource};
+use bluesminds::usage::{Ledger, ResponseCounter, UsageRecord, UsageSource};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -178,6 +180,7 @@ fn record() -> UsageRecord {
         user_id: None,
         endpoint: "chat.completions".into(),
         model: Some("gpt-4o-mini".into()),
+        model_raw: None,
         backend: Some("http://127.0.0.1:9000".into()),
         status: 200,
         stream: true,
@@ -191,17 +194,21 @@ fn record() -> UsageRecord {
     }
 }
 
-fn usage_queue(c: &mut Criterion) {
-    let mut g = c.benchmark_group("usage_queue");
+fn usage_ledger(c: &mut Criterion) {
+    let mut g = c.benchmark_group("usage_ledger");
     g.throughput(Throughput::Elements(1));
     let metrics = Metrics::new();
     let template = record();
-    // Only `submit` is timed: records are built before and the receiver is
-    // drained after each timed batch (the writer's side is not the hot path).
-    g.bench_function("submit", |b| {
+    // Only `append` is timed: records are built before and taken (as the
+    // writer does, then committed) after each timed batch.
+    g.bench_function("append", |b| {
         b.iter_custom(|iters| {
-            let spill = std::env::temp_dir().join("bluesminds-bench-spill.jsonl");
-            let queue = UsageQueue::new(65_536, &spill, metrics.clone());
+            let dir = tempfile::tempdir().expect("temp dir");
+            let cfg = UsageConfig {
+                ledger_dir: dir.path().display().to_string(),
+                ..UsageConfig::default()
+            };
+            let ledger = Ledger::open(&cfg, metrics.clone()).expect("ledger");
             let mut drained = Vec::with_capacity(4096);
             let mut timed = Duration::ZERO;
             let mut left = iters;
@@ -210,10 +217,12 @@ fn usage_queue(c: &mut Criterion) {
                 let batch: Vec<UsageRecord> = (0..n).map(|_| template.clone()).collect();
                 let start = Instant::now();
                 for r in batch {
-                    queue.submit(r);
+                    ledger.append(r);
                 }
                 timed += start.elapsed();
-                queue.drain(usize::MAX, &mut drained);
+                while let Some(taken) = ledger.take(usize::MAX, &mut drained) {
+                    ledger.commit(taken.end);
+                }
                 drained.clear();
                 metrics.usage_queue_depth.set(0);
                 left -= n;
@@ -224,5 +233,5 @@ fn usage_queue(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, response_counter, usage_queue);
+criterion_group!(benches, response_counter, usage_ledger);
 criterion_main!(benches);

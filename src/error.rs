@@ -122,6 +122,8 @@ pub enum GatewayError {
     UpstreamTimeout(String),
     #[error("The gateway could not check the API key right now; retry shortly.")]
     KeyStoreUnavailable,
+    #[error("The gateway cannot record usage right now (its database has been unavailable for a while); retry later.")]
+    UsageLedgerFull,
     #[error("{}", rate_limit_message(*kind, *limit, *retry_after, *needed))]
     RateLimited {
         kind: LimitKind,
@@ -159,6 +161,7 @@ impl GatewayError {
             Self::UpstreamFailed(_) => f(502, SERVER, "upstream_error"),
             Self::UpstreamTimeout(_) => f(504, SERVER, "upstream_timeout"),
             Self::KeyStoreUnavailable => f(503, SERVER, "service_unavailable"),
+            Self::UsageLedgerFull => f(503, SERVER, "usage_ledger_full"),
             // OpenAI's `type` names the exhausted limit.
             Self::RateLimited { kind, .. } => f(
                 429,
@@ -221,6 +224,7 @@ impl GatewayError {
                 retry_after: None, ..
             }
             | Self::QuotaExceeded { .. } => vec![("x-should-retry", "false".into())],
+            Self::UsageLedgerFull => vec![("retry-after", "5".into())],
             Self::TooManyInvalidKeys { retry_after } => {
                 vec![("retry-after", retry_after.as_secs().max(1).to_string())]
             }

@@ -21,7 +21,14 @@ pub struct Metrics {
     pub backend_up: IntGaugeVec,
     pub usage_queue_depth: IntGauge,
     pub usage_shed: IntCounter,
-    pub usage_spilled: IntCounter,
+    /// Records the writer read back from the ledger's segments (after the
+    /// in-memory copy overflowed, or left by an earlier run).
+    pub usage_replayed: IntCounter,
+    /// Records the database refused, kept in the ledger's quarantine file.
+    pub usage_quarantined: IntCounter,
+    pub usage_ledger_bytes: IntGauge,
+    /// 1 while the ledger is over its budget and new requests are refused.
+    pub usage_ledger_full: IntGauge,
     pub usage_written: IntCounter,
     pub usage_write_errors: IntCounter,
     /// Age of the oldest record in the last batch written: how far the database trails.
@@ -121,7 +128,7 @@ impl Metrics {
                 &r,
                 IntGauge::new(
                     "bluesminds_usage_queue_depth",
-                    "Usage records waiting for the batch writer",
+                    "Usage records waiting for the batch writer in memory",
                 )
                 .expect("metric"),
             ),
@@ -129,15 +136,39 @@ impl Metrics {
                 &r,
                 IntCounter::new(
                     "bluesminds_usage_shed_total",
-                    "Usage records lost (the spill file could not be written)",
+                    "Usage records lost (the ledger could not take them: over budget under ledger_full: shed, or the disk failed)",
                 )
                 .expect("metric"),
             ),
-            usage_spilled: register(
+            usage_replayed: register(
                 &r,
                 IntCounter::new(
-                    "bluesminds_usage_spilled_total",
-                    "Usage records written to the spill file because the queue was full",
+                    "bluesminds_usage_replayed_total",
+                    "Usage records read back from the ledger's segments (the in-memory queue was full, or an earlier run left them)",
+                )
+                .expect("metric"),
+            ),
+            usage_quarantined: register(
+                &r,
+                IntCounter::new(
+                    "bluesminds_usage_quarantined_total",
+                    "Usage records the database refused, kept in the ledger's quarantine.jsonl",
+                )
+                .expect("metric"),
+            ),
+            usage_ledger_bytes: register(
+                &r,
+                IntGauge::new(
+                    "bluesminds_usage_ledger_bytes",
+                    "Disk used by the usage ledger's segment files",
+                )
+                .expect("metric"),
+            ),
+            usage_ledger_full: register(
+                &r,
+                IntGauge::new(
+                    "bluesminds_usage_ledger_full",
+                    "1 while the usage ledger is over usage.ledger_max_mib and new requests are refused",
                 )
                 .expect("metric"),
             ),

@@ -18,7 +18,7 @@ use crate::proxy::Gateway;
 use crate::state::{AppState, Parts};
 use crate::store::Store;
 use crate::upstream::Upstreams;
-use crate::usage::{spawn_writer, UsageQueue};
+use crate::usage::{spawn_writer, Ledger};
 
 /// The runtime for everything that is not the proxy's hot path.
 pub fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -50,14 +50,18 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
     let upstreams = control
         .block_on(Upstreams::build(&live, &servers))
         .context("cannot build upstream pools")?;
-    let usage = UsageQueue::new(
-        boot.usage.queue_capacity,
-        std::path::Path::new(&boot.usage.spill_path),
-        metrics.clone(),
-    );
+    let usage = Ledger::open(&boot.usage, metrics.clone())
+        .with_context(|| format!("cannot open the usage ledger in {}", boot.usage.ledger_dir))?;
+    usage.import_spill_file(std::path::Path::new(&boot.usage.spill_path));
+    usage.spawn_sync_thread(Duration::from_millis(boot.usage.ledger_sync_ms));
     let writer = {
         let _guard = control.enter();
-        spawn_writer(store.clone(), usage.clone(), boot.usage.batch_size)
+        spawn_writer(
+            store.clone(),
+            usage.clone(),
+            metrics.clone(),
+            boot.usage.batch_size,
+        )
     };
 
     let (cluster, invalidations, login_throttle) = match &boot.redis {

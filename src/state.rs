@@ -10,7 +10,7 @@ use crate::limits::{Limiter, QuotaLedger};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::upstream::{UpstreamError, Upstreams};
-use crate::usage::{PriceTable, UsageQueue};
+use crate::usage::{Ledger, PriceTable};
 
 /// Everything a reload replaces, swapped as one: a request takes one snapshot at
 /// admission and uses it to its end, so a reload mid-request never mixes the
@@ -68,7 +68,7 @@ pub struct AppState {
     /// Where the config came from, for reloads.
     pub config_path: Option<std::path::PathBuf>,
     pub keys: KeyCache,
-    pub usage: UsageQueue,
+    pub usage: Ledger,
     pub limiter: Arc<Limiter>,
     /// Bytes of request bodies being read or held now (`server.max_body_bytes_in_flight`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
@@ -92,7 +92,7 @@ pub struct Parts {
     pub upstreams: Upstreams,
     pub config_path: Option<std::path::PathBuf>,
     pub keys: KeyCache,
-    pub usage: UsageQueue,
+    pub usage: Ledger,
     pub limiter: Arc<Limiter>,
     pub quotas: QuotaLedger,
     pub metrics: Metrics,

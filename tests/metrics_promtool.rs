@@ -127,7 +127,8 @@ async fn metrics_pass_promtool_and_count_requests() {
     assert_family(&text, "bluesminds_usage_queue_depth", "gauge");
     for counter in [
         "bluesminds_usage_written_total",
-        "bluesminds_usage_spilled_total",
+        "bluesminds_usage_replayed_total",
+        "bluesminds_usage_quarantined_total",
         "bluesminds_usage_shed_total",
         "bluesminds_usage_write_errors_total",
     ] {
@@ -201,8 +202,14 @@ async fn metrics_pass_promtool_and_count_requests() {
         sample(&text, "bluesminds_usage_queue_depth", &[]),
         Some(0.0)
     );
+    assert_family(&text, "bluesminds_usage_ledger_bytes", "gauge");
+    assert_eq!(
+        sample(&text, "bluesminds_usage_ledger_full", &[]),
+        Some(0.0)
+    );
     for lost in [
-        "bluesminds_usage_spilled_total",
+        "bluesminds_usage_replayed_total",
+        "bluesminds_usage_quarantined_total",
         "bluesminds_usage_shed_total",
         "bluesminds_usage_write_errors_total",
     ] {

@@ -1,7 +1,9 @@
 //! Usage records are never lost or doubled: while the database is down the
-//! proxy keeps serving, records overflow the queue into the spill file, and
-//! once it is back every request is in `usage_records` exactly once (and once
-//! in the daily totals). What a record counts is in `usage_counting.rs`.
+//! proxy keeps serving, records overflow the in-memory queue and are read back
+//! from the ledger's segments, and once it is back every request is in
+//! `usage_records` exactly once (and once in the daily totals). What a record
+//! counts is in `usage_counting.rs`; crashes and refused rows are in
+//! `usage_ledger.rs`.
 
 mod common;
 
@@ -10,7 +12,7 @@ use common::{chat_body, fake, gateway, sample, Backend};
 #[tokio::test]
 async fn a_database_outage_under_load_loses_no_usage_record() {
     let up = fake().await;
-    // A tiny queue, so the outage overflows it into the spill file.
+    // A tiny queue, so the outage overflows it into the ledger's segments.
     let gw = gateway()
         .backend(Backend::new(up.url()))
         .usage("queue_capacity: 8")
@@ -39,14 +41,10 @@ async fn a_database_outage_under_load_loses_no_usage_record() {
         );
         sent += 10;
     }
-    let spill = gw.dir.path().join("usage-spill.jsonl");
     let metrics = gw.metrics().await;
     assert!(sample(&metrics, "bluesminds_usage_write_errors_total", &[]).unwrap_or(0.0) > 0.0);
-    assert!(
-        sample(&metrics, "bluesminds_usage_spilled_total", &[]).unwrap_or(0.0) > 0.0,
-        "{metrics}"
-    );
-    assert!(std::fs::metadata(&spill).unwrap().len() > 0);
+    assert!(sample(&metrics, "bluesminds_usage_queue_depth", &[]).unwrap() <= 8.0);
+    assert!(sample(&metrics, "bluesminds_usage_ledger_bytes", &[]).unwrap() > 0.0);
 
     sqlx::query("ALTER TABLE usage_records_offline RENAME TO usage_records")
         .execute(&pool)
@@ -63,6 +61,10 @@ async fn a_database_outage_under_load_loses_no_usage_record() {
     assert_eq!(
         sample(&metrics, "bluesminds_usage_shed_total", &[]).unwrap_or(0.0),
         0.0
+    );
+    assert!(
+        sample(&metrics, "bluesminds_usage_replayed_total", &[]).unwrap_or(0.0) > 0.0,
+        "the records beyond the queue came back from the segments: {metrics}"
     );
     // The daily totals count each request once, replays included.
     let pool = gw.db.pool().await;

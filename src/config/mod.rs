@@ -302,13 +302,28 @@ impl Default for DatabaseConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct UsageConfig {
-    /// Records waiting for the batch writer; beyond this a record is shed and counted.
+    /// Records the writer takes from memory; beyond this it reads them back
+    /// from the ledger's segments (memory stays bounded while the database is down).
     #[serde(deserialize_with = "checks::at_least_one")]
     pub queue_capacity: usize,
     #[serde(deserialize_with = "checks::at_least_one")]
     pub batch_size: usize,
-    /// Where records go when the queue is full (the database is down or slow);
-    /// they are replayed from there once the database takes writes again.
+    /// Directory of the usage ledger: every record is in a segment file here
+    /// before its request ends, until the database has it.
+    pub ledger_dir: String,
+    /// Size of one segment file.
+    #[serde(deserialize_with = "checks::at_least_one_u64")]
+    pub ledger_segment_mib: u64,
+    /// Disk the ledger may use while the database is down (see `ledger_full`).
+    #[serde(deserialize_with = "checks::at_least_one_u64")]
+    pub ledger_max_mib: u64,
+    /// What happens past `ledger_max_mib`.
+    pub ledger_full: LedgerFull,
+    /// How often the ledger is synced to the disk: what a power cut can lose.
+    #[serde(deserialize_with = "checks::millis_50_to_60000")]
+    pub ledger_sync_ms: u64,
+    /// The spill file of earlier versions: records found there at start are
+    /// moved into the ledger.
     pub spill_path: String,
     /// How often monthly quotas catch up with what other instances wrote to
     /// the shared database.
@@ -316,11 +331,29 @@ pub struct UsageConfig {
     pub quota_refresh_ms: u64,
 }
 
+/// The ledger's policy once the database has been down long enough to fill
+/// `usage.ledger_max_mib`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LedgerFull {
+    /// New requests get 503 `usage_ledger_full` until the ledger drains: no
+    /// request goes unrecorded.
+    Refuse,
+    /// Requests are served and their records dropped (counted in
+    /// `bluesminds_usage_shed_total`).
+    Shed,
+}
+
 impl Default for UsageConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 65_536,
             batch_size: 512,
+            ledger_dir: "data/usage-ledger".into(),
+            ledger_segment_mib: 8,
+            ledger_max_mib: 1024,
+            ledger_full: LedgerFull::Refuse,
+            ledger_sync_ms: 1000,
             spill_path: "data/usage-spill.jsonl".into(),
             quota_refresh_ms: 2000,
         }

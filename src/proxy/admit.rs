@@ -42,6 +42,10 @@ pub async fn admit(
     let req = session.req_header();
     let endpoint = Endpoint::route(req.method.as_str(), req.uri.path())?;
     ctx.admission.endpoint = Some(endpoint.clone());
+    if !state.usage.accepting() {
+        // Every answered request must have its record; none could be kept now.
+        return Err(GatewayError::UsageLedgerFull);
+    }
 
     let token = bearer_token(session).ok_or(GatewayError::MissingApiKey)?;
     let client = session

@@ -31,6 +31,9 @@ pub struct Ctx {
     pub refused: Option<GatewayError>,
     /// The error the client was answered with, decided once by `settle`.
     pub error: Option<GatewayError>,
+    /// The usage record is in the ledger (written once, at the end of the
+    /// response body when the upstream reported usage, else at logging).
+    pub recorded: bool,
 }
 
 /// What admission learned, filled as it goes: a refusal after the key was
@@ -73,6 +76,9 @@ pub struct Attempt {
 }
 
 pub struct Streamed {
+    /// The status sent to the client (its header may still be buffered when
+    /// the record is written at the end of the body).
+    pub status: u16,
     pub counter: ResponseCounter,
     pub first_byte: Option<Instant>,
     pub completed: bool,
@@ -90,6 +96,7 @@ impl Ctx {
             response: None,
             refused: None,
             error: None,
+            recorded: false,
         }
     }
 

@@ -202,6 +202,7 @@ impl ProxyHttp for Gateway {
             }
         }
         ctx.response = Some(Streamed {
+            status: upstream_response.status.as_u16(),
             counter,
             first_byte: None,
             completed: false,
@@ -220,17 +221,31 @@ impl ProxyHttp for Gateway {
 
     fn response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
+        let mut reported = None;
         if let Some(r) = ctx.response.as_mut() {
             if r.first_byte.is_none() && body.as_ref().is_some_and(|b| !b.is_empty()) {
                 r.first_byte = Some(Instant::now());
             }
             r.counter.on_body(body, end_of_stream);
             r.completed |= end_of_stream;
+            if end_of_stream {
+                reported = r.counter.usage();
+            }
+        }
+        if let Some(u) = reported {
+            // Recorded before the last bytes go out: a client that has the whole
+            // answer has its record in the ledger, even if the process dies now.
+            let counted = Counted {
+                prompt: u.prompt_tokens,
+                completion: u.completion_tokens,
+                source: UsageSource::Upstream,
+            };
+            self.record(session, None, ctx, counted);
         }
         Ok(None)
     }
@@ -300,6 +315,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.recorded {
+            return;
+        }
         let mut counted = Counted::NOTHING;
         let model = ctx.model().to_string();
         let prompt_body = ctx.route.as_ref().map(|r| r.body.clone());
@@ -336,27 +354,43 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
+        self.record(session, e, ctx, counted);
+    }
+}
+
+impl Gateway {
+    /// Settles the request: its record into the ledger, its quota, its permit
+    /// and its metrics. Once per request (see `Ctx::recorded`).
+    fn record(&self, session: &Session, e: Option<&Error>, ctx: &mut Ctx, counted: Counted) {
+        if std::mem::replace(&mut ctx.recorded, true) {
+            return;
+        }
         ctx.settle(e);
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
+            .or_else(|| ctx.response.as_ref().map(|r| r.status))
             .or_else(|| ctx.error.as_ref().map(|e| e.status()))
             // Nothing was sent: the client went away first (nginx's 499).
             .unwrap_or(499);
-        let record = UsageRecord::finished(Finished {
-            request_id: std::mem::take(&mut ctx.request_id),
-            started: ctx.started,
-            first_byte: ctx.response.as_ref().and_then(|r| r.first_byte),
-            key: ctx.admission.key.as_deref(),
-            endpoint: ctx.admission.endpoint.as_ref().map(Endpoint::as_str),
-            model: ctx.admission.model.clone(),
-            backend: ctx.attempt.backend.as_ref().map(|b| b.display.clone()),
-            status,
-            stream: ctx.admission.stream,
-            counted,
-            prices: &ctx.snapshot.prices,
-            error_code: ctx.error.as_ref().and_then(|e| e.code()),
-        });
+        let record =
+            UsageRecord::finished(Finished {
+                request_id: std::mem::take(&mut ctx.request_id),
+                started: ctx.started,
+                first_byte: ctx.response.as_ref().and_then(|r| r.first_byte),
+                key: ctx.admission.key.as_deref(),
+                endpoint: ctx.admission.endpoint.as_ref().map(Endpoint::as_str),
+                model_known: ctx.admission.model.as_deref().is_some_and(|m| {
+                    ctx.snapshot.upstreams.is_listed(m) || ctx.snapshot.prices.has(m)
+                }),
+                model: ctx.admission.model.clone(),
+                backend: ctx.attempt.backend.as_ref().map(|b| b.display.clone()),
+                status,
+                stream: ctx.admission.stream,
+                counted,
+                prices: &ctx.snapshot.prices,
+                error_code: ctx.error.as_ref().and_then(|e| e.code()),
+            });
         if let Some(permit) = ctx.admission.permit.take() {
             // Settle the token estimate; dropping the permit frees its concurrency slot.
             permit.reconcile(counted.total());
@@ -376,6 +410,8 @@ impl ProxyHttp for Gateway {
             upstreams: &ctx.snapshot.upstreams,
             error: ctx.error.as_ref(),
         });
-        self.state.usage.submit(record);
+        if ctx.error != Some(crate::error::GatewayError::UsageLedgerFull) {
+            self.state.usage.append(record);
+        }
     }
 }

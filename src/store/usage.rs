@@ -38,6 +38,8 @@ pub struct RequestRow {
     pub key_name: Option<String>,
     pub endpoint: String,
     pub model: Option<String>,
+    /// What the client asked for when `model` is `other`.
+    pub model_raw: Option<String>,
     pub status: i64,
     pub stream: bool,
     pub prompt_tokens: i64,
@@ -49,11 +51,11 @@ pub struct RequestRow {
 }
 
 /// Columns of one usage row.
-const USAGE_COLUMNS: usize = 16;
+const USAGE_COLUMNS: usize = 17;
 /// Rows per usage INSERT: a batch is cut into statements of these sizes only
 /// (largest first), so the few distinct statements stay in sqlx's prepared
 /// statement cache instead of being parsed again for every batch size
-/// (64 x 16 = 1,024 parameters, well under both databases' limits).
+/// (64 x 17 = 1,088 parameters, well under both databases' limits).
 const USAGE_INSERT_SIZES: [usize; 4] = [64, 16, 4, 1];
 
 /// `records` cut into chunks of `USAGE_INSERT_SIZES`.
@@ -76,7 +78,7 @@ fn usage_chunks(mut records: &[UsageRecord]) -> impl Iterator<Item = &[UsageReco
 fn usage_insert_sql(backend: Backend, rows: usize, known_new: bool) -> String {
     let mut sql = String::with_capacity(300 + rows * USAGE_COLUMNS * 6);
     sql.push_str(
-        "INSERT INTO usage_records (request_id, created_at, key_id, user_id, endpoint, model, backend, \
+        "INSERT INTO usage_records (request_id, created_at, key_id, user_id, endpoint, model, model_raw, backend, \
          status, stream, prompt_tokens, completion_tokens, usage_source, cost_nanousd, latency_ms, ttfb_ms, error_code) VALUES ",
     );
     for row in 0..rows {
@@ -132,6 +134,7 @@ impl Store {
                     .bind(r.user_id)
                     .bind(r.endpoint.as_ref())
                     .bind(r.model.as_deref())
+                    .bind(r.model_raw.as_deref())
                     .bind(r.backend.as_deref())
                     .bind(i32::from(r.status))
                     .bind(i32::from(r.stream))
@@ -305,6 +308,7 @@ impl Store {
                     key_name: r.try_get("key_name")?,
                     endpoint: r.try_get("endpoint")?,
                     model: r.try_get("model")?,
+                    model_raw: r.try_get("model_raw")?,
                     status: r.try_get("status")?,
                     stream: r.try_get::<i64, _>("stream")? != 0,
                     prompt_tokens: r.try_get("prompt_tokens")?,
@@ -338,7 +342,7 @@ pub fn recent_requests_sql(by_key: bool, by_user: bool) -> String {
     filters.push(format!("r.id < {}", param()));
     let limit = param();
     format!(
-        "SELECT r.id, r.request_id, r.created_at, r.key_id, k.name AS key_name, r.endpoint, r.model, \
+        "SELECT r.id, r.request_id, r.created_at, r.key_id, k.name AS key_name, r.endpoint, r.model, r.model_raw, \
          CAST(r.status AS BIGINT) AS status, CAST(r.stream AS BIGINT) AS stream, r.prompt_tokens, \
          r.completion_tokens, r.cost_nanousd, r.latency_ms, r.ttfb_ms, r.error_code \
          FROM usage_records r LEFT JOIN api_keys k ON k.id = r.key_id \
@@ -359,6 +363,7 @@ mod tests {
             user_id: None,
             endpoint: "chat".into(),
             model: None,
+            model_raw: None,
             backend: None,
             status: 200,
             stream: false,
@@ -387,7 +392,7 @@ mod tests {
         let sql = usage_insert_sql(Backend::Sqlite, 2, false);
         assert_eq!(sql.matches('?').count(), 2 * USAGE_COLUMNS);
         assert!(sql.ends_with("DO NOTHING RETURNING request_id"));
-        assert!(usage_insert_sql(Backend::Postgres, 2, true).ends_with("$32)"));
+        assert!(usage_insert_sql(Backend::Postgres, 2, true).ends_with("$34)"));
     }
 
     #[tokio::test]

@@ -32,6 +32,10 @@ impl PriceTable {
         }
     }
 
+    pub fn has(&self, model: &str) -> bool {
+        self.prices.contains_key(model)
+    }
+
     /// Cost in nano-USD; a model without a price costs 0 (and is still recorded).
     pub fn cost_nanousd(&self, model: &str, prompt_tokens: u64, completion_tokens: u64) -> i64 {
         self.prices.get(model).map_or(0, |p| {

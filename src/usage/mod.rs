@@ -1,9 +1,10 @@
-//! Usage accounting: count tokens from what the upstream sends, price them, and hand
-//! one record per request to the batch writer without waiting for the database.
+//! Usage accounting: count tokens from what the upstream sends, price them, and
+//! put one record per request into the ledger, which the batch writer moves into
+//! the database.
 
 pub mod cost;
 pub mod counter;
-pub mod spill;
+pub mod ledger;
 pub mod tokenizer;
 pub mod writer;
 
@@ -13,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 pub use cost::PriceTable;
 pub use counter::{ResponseCounter, Usage};
-pub use writer::{spawn_writer, UsageQueue};
+pub use ledger::Ledger;
+pub use writer::spawn_writer;
 
 /// Where a record's token counts came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,8 +39,8 @@ impl UsageSource {
     }
 }
 
-/// One proxied request, as stored in `usage_records` (and, while the database is
-/// unavailable, as a JSON line in the spill file).
+/// One proxied request, as stored in `usage_records` (and in the ledger until
+/// the database has it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageRecord {
     pub request_id: String,
@@ -46,7 +48,13 @@ pub struct UsageRecord {
     pub key_id: Option<i64>,
     pub user_id: Option<i64>,
     pub endpoint: Cow<'static, str>,
+    /// The model asked for when a pool lists it or it has a price, else `other`
+    /// (client-chosen text never becomes a key of the daily totals).
     pub model: Option<String>,
+    /// What the client asked for when `model` is `other`: at most
+    /// `MODEL_RAW_MAX` characters, control characters removed.
+    #[serde(default)]
+    pub model_raw: Option<String>,
     pub backend: Option<String>,
     pub status: u16,
     pub stream: bool,
@@ -57,6 +65,20 @@ pub struct UsageRecord {
     pub latency_ms: u64,
     pub ttfb_ms: Option<u64>,
     pub error_code: Option<String>,
+}
+
+/// The stored model of requests for a model no pool lists and no price names.
+pub const OTHER_MODEL: &str = "other";
+/// Characters kept of an unknown model name.
+pub const MODEL_RAW_MAX: usize = 200;
+
+/// `text` without control characters, cut to `MODEL_RAW_MAX` characters: safe
+/// for every database (no NUL) and for an index.
+fn bounded_text(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(MODEL_RAW_MAX)
+        .collect()
 }
 
 /// A request's tokens and where the numbers came from.
@@ -87,6 +109,8 @@ pub struct Finished<'a> {
     pub key: Option<&'a crate::auth::ApiKey>,
     pub endpoint: Option<&'static str>,
     pub model: Option<String>,
+    /// Whether a pool lists `model` or it has a price.
+    pub model_known: bool,
     pub backend: Option<String>,
     pub status: u16,
     pub stream: bool,
@@ -107,13 +131,18 @@ impl UsageRecord {
             .model
             .as_deref()
             .map_or(0, |m| f.prices.cost_nanousd(m, prompt, completion));
+        let (model, model_raw) = match f.model {
+            Some(m) if !f.model_known => (Some(OTHER_MODEL.to_string()), Some(bounded_text(&m))),
+            m => (m, None),
+        };
         UsageRecord {
             request_id: f.request_id,
             created_at: crate::store::now_ms(),
             key_id: f.key.map(|k| k.id),
             user_id: f.key.and_then(|k| k.user_id),
             endpoint: f.endpoint.unwrap_or("unknown").into(),
-            model: f.model,
+            model,
+            model_raw,
             backend: f.backend,
             status: f.status,
             stream: f.stream,
@@ -127,5 +156,19 @@ impl UsageRecord {
                 .map(|t| t.duration_since(f.started).as_millis() as u64),
             error_code: f.error_code.map(str::to_string),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_model_names_are_kept_bounded_and_printable() {
+        let long = format!("a\u{0}b\u{7f}\n{}", "x".repeat(5000));
+        let kept = bounded_text(&long);
+        assert_eq!(kept.chars().count(), MODEL_RAW_MAX);
+        assert!(kept.starts_with("abx"));
+        assert!(!kept.chars().any(char::is_control));
     }
 }

@@ -279,11 +279,12 @@ impl<'a> GatewayBuilder<'a> {
         let mut yaml = format!(
             "server:\n  proxy_listen: \"127.0.0.1:{proxy_port}\"\n  admin_listen: \"127.0.0.1:{side_port}\"\n  threads: 2\n  grace_period_secs: 1\n{}\
              database:\n  url: \"{}\"\n\
-             usage:\n  spill_path: \"{}\"\n{}\
+             usage:\n  ledger_dir: \"{}\"\n  spill_path: \"{}\"\n{}\
              health_check:\n  interval_secs: 1\n  timeout_ms: 2000\n  unhealthy_threshold: 2\n  eject_secs: 30\n\
              pools:\n  - name: main\n    models: [{}]\n{}    backends:\n",
             server_yaml,
             db.url,
+            dir.path().join("usage-ledger").display(),
             dir.path().join("usage-spill.jsonl").display(),
             self.usage_yaml,
             self.models.join(", "),
@@ -451,6 +452,26 @@ impl Gateway {
             .status()
             .unwrap();
         assert!(sent.success(), "kill -{name} {pid}");
+    }
+
+    /// SIGKILL: the process dies at once, as under the OOM killer.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Starts the gateway again with the same config, ports and database.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the gateway first");
+        assert!(
+            self.spawn().await,
+            "the gateway's ports were taken meanwhile"
+        );
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.db.url.starts_with("postgres")
     }
 
     /// Graceful stop (SIGTERM), waiting for the process to exit.

@@ -1,0 +1,844 @@
+//! The usage ledger: every usage record is copied into a memory-mapped,
+//! append-only segment file before the request's logging phase returns, and
+//! the batch writer moves records from there into the database.
+//!
+//! Why a memory map: a record copied into a shared file mapping belongs to the
+//! kernel's page cache at once, so it survives the process being killed
+//! (SIGKILL, OOM killer, a panic that aborts) without a syscall or an fsync on
+//! the request path. Power loss is covered by a background sync every
+//! `usage.ledger_sync_ms`: that interval is what a power cut can lose.
+//!
+//! Each segment starts with a header holding its commit mark, the offset up to
+//! which the database has the records. After a crash, start-up reads every
+//! segment from its mark; a crash between a database commit and the mark only
+//! replays records the database already has, and their request ids (unique in
+//! `usage_records`) keep them from counting twice.
+//!
+//! The writer normally takes records from an in-memory copy (no decoding); when
+//! that copy overflows (the database is slow or down) or after a restart, it
+//! reads them back from the segments instead, so the queue's size bounds memory
+//! and the configured disk budget (`usage.ledger_max_mib`) bounds the rest.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use memmap2::MmapRaw;
+use tokio::sync::Notify;
+
+use super::UsageRecord;
+use crate::config::{LedgerFull, UsageConfig};
+use crate::metrics::Metrics;
+
+const MAGIC: &[u8; 8] = b"BMLEDG01";
+/// Magic (8 bytes), then the commit mark (u64, little-endian), then reserved.
+const HEADER: usize = 64;
+const MARK_AT: usize = 8;
+/// Per record: payload length (u32) and CRC-32C of the payload (u32).
+const FRAME: usize = 8;
+const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// A place in the ledger: segment sequence number and byte offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Pos {
+    seq: u64,
+    off: usize,
+}
+
+struct Segment {
+    seq: u64,
+    path: PathBuf,
+    map: MmapRaw,
+    len: usize,
+    /// Bytes of records written (appends happen under the ledger's lock).
+    written: AtomicUsize,
+    /// Bytes known to be on stable storage (the sync thread's progress).
+    synced: AtomicUsize,
+    /// The file and its directory entry still need an fsync.
+    new: AtomicBool,
+}
+
+impl Segment {
+    fn file_name(seq: u64) -> String {
+        format!("segment-{seq:016}.ledger")
+    }
+
+    fn create(dir: &Path, seq: u64, len: usize) -> std::io::Result<Self> {
+        let path = dir.join(Self::file_name(seq));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        // Blocks reserved now: writing into a hole of a full disk through a
+        // mapping would kill the process with SIGBUS instead of failing here.
+        reserve(&file, len)?;
+        let map = MmapRaw::map_raw(&file)?;
+        let seg = Self {
+            seq,
+            path,
+            map,
+            len,
+            written: AtomicUsize::new(HEADER),
+            synced: AtomicUsize::new(0),
+            new: AtomicBool::new(true),
+        };
+        seg.bytes_mut(0, MAGIC.len()).copy_from_slice(MAGIC);
+        seg.set_mark(HEADER);
+        Ok(seg)
+    }
+
+    /// A segment left by an earlier run; `None` if it is not a ledger segment.
+    fn open(path: &Path, seq: u64) -> std::io::Result<Option<Self>> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let len = file.metadata()?.len() as usize;
+        if len < HEADER {
+            return Ok(None);
+        }
+        let map = MmapRaw::map_raw(&file)?;
+        let seg = Self {
+            seq,
+            path: path.to_path_buf(),
+            map,
+            len,
+            written: AtomicUsize::new(len),
+            synced: AtomicUsize::new(len),
+            new: AtomicBool::new(false),
+        };
+        Ok((seg.bytes(0, MAGIC.len()) == MAGIC).then_some(seg))
+    }
+
+    fn bytes(&self, at: usize, n: usize) -> &[u8] {
+        assert!(at + n <= self.len);
+        // SAFETY: in bounds of the mapping, which lives as long as `self`. Bytes
+        // below `written` are never written again; the writer reads only those.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(at), n) }
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn bytes_mut(&self, at: usize, n: usize) -> &mut [u8] {
+        assert!(at + n <= self.len);
+        // SAFETY: in bounds; callers write only above `written`, under the
+        // ledger's lock, so no one else reads or writes these bytes meanwhile.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(at), n) }
+    }
+
+    fn mark(&self) -> &AtomicU64 {
+        // SAFETY: the mapping is page-aligned, so offset 8 is 8-byte aligned.
+        unsafe { &*(self.map.as_mut_ptr().add(MARK_AT) as *const AtomicU64) }
+    }
+
+    fn set_mark(&self, off: usize) {
+        self.mark().store((off as u64).to_le(), Ordering::Release);
+    }
+
+    fn committed(&self) -> usize {
+        u64::from_le(self.mark().load(Ordering::Acquire)) as usize
+    }
+
+    /// The record whose frame starts at `off`, if a whole one is there.
+    fn frame_at(&self, off: usize, limit: usize) -> Frame<'_> {
+        if off + FRAME > limit {
+            return Frame::End;
+        }
+        let head = self.bytes(off, FRAME);
+        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+        if len == 0 {
+            return Frame::End;
+        }
+        if off + FRAME + len > limit {
+            return Frame::Torn;
+        }
+        let payload = self.bytes(off + FRAME, len);
+        if CRC.checksum(payload) != crc {
+            return Frame::Torn;
+        }
+        Frame::Record(payload, off + FRAME + len)
+    }
+}
+
+enum Frame<'a> {
+    Record(&'a [u8], usize),
+    End,
+    /// Cut short by a crash mid-copy (or damaged): nothing more to read here.
+    Torn,
+}
+
+#[cfg(target_os = "linux")]
+fn reserve(file: &File, len: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor; posix_fallocate returns an errno, not -1.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) } {
+        0 => Ok(()),
+        e => Err(std::io::Error::from_raw_os_error(e)),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reserve(file: &File, len: usize) -> std::io::Result<()> {
+    file.set_len(len as u64)
+}
+
+struct Queued {
+    record: UsageRecord,
+    end: Pos,
+}
+
+struct Inner {
+    /// Oldest first; the last one takes appends.
+    segments: VecDeque<Arc<Segment>>,
+    next_seq: u64,
+    queue: VecDeque<Queued>,
+    /// The in-memory copy overflowed (or records remain from an earlier run):
+    /// the writer reads the segments until it has caught up.
+    behind: bool,
+    /// Where the writer reads next.
+    cursor: Pos,
+    disk_bytes: u64,
+    shed_logged_ms: i64,
+}
+
+struct Shared {
+    dir: PathBuf,
+    segment_bytes: usize,
+    max_bytes: u64,
+    policy: LedgerFull,
+    queue_capacity: usize,
+    inner: Mutex<Inner>,
+    ready: Notify,
+    closed: AtomicBool,
+    /// New requests are refused (`usage.ledger_full: refuse` and over budget).
+    full: AtomicBool,
+    metrics: Metrics,
+}
+
+/// Handle to the ledger, shared by the proxy (appends) and the writer (reads).
+#[derive(Clone)]
+pub struct Ledger {
+    shared: Arc<Shared>,
+}
+
+/// A batch the writer took, and where the ledger continues after it.
+pub struct Taken {
+    pub end: Pos,
+    /// From the in-memory copy: never sent to the database before.
+    pub fresh: bool,
+}
+
+impl Ledger {
+    /// Opens the ledger directory, keeping what earlier runs left uncommitted
+    /// for the writer, and starts a new segment for this run.
+    pub fn open(cfg: &UsageConfig, metrics: Metrics) -> std::io::Result<Self> {
+        let dir = PathBuf::from(&cfg.ledger_dir);
+        std::fs::create_dir_all(&dir)?;
+        let segment_bytes = (cfg.ledger_segment_mib as usize) << 20;
+        let mut segments = VecDeque::new();
+        let mut leftover = false;
+        let mut names: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let seq = name
+                    .strip_prefix("segment-")?
+                    .strip_suffix(".ledger")?
+                    .parse()
+                    .ok()?;
+                Some((seq, e.path()))
+            })
+            .collect();
+        names.sort();
+        for (seq, path) in names {
+            match Segment::open(&path, seq)? {
+                Some(seg) => {
+                    let from = seg.committed().max(HEADER);
+                    if matches!(seg.frame_at(from, seg.len), Frame::Record(..)) {
+                        leftover = true;
+                        segments.push_back(Arc::new(seg));
+                    } else {
+                        drop(seg);
+                        std::fs::remove_file(&path)?;
+                    }
+                }
+                None => {
+                    tracing::warn!(path = %path.display(), "not a usage ledger segment; left alone")
+                }
+            }
+        }
+        if leftover {
+            tracing::info!(
+                segments = segments.len(),
+                dir = %dir.display(),
+                "usage records from an earlier run are in the ledger; writing them to the database"
+            );
+        }
+        let next_seq = segments.back().map_or(1, |s| s.seq + 1);
+        let cursor = segments.front().map_or(
+            Pos {
+                seq: next_seq,
+                off: HEADER,
+            },
+            |s| Pos {
+                seq: s.seq,
+                off: s.committed().max(HEADER),
+            },
+        );
+        let active = Segment::create(&dir, next_seq, segment_bytes)?;
+        segments.push_back(Arc::new(active));
+        let disk_bytes = segments.iter().map(|s| s.len as u64).sum();
+        metrics.usage_ledger_bytes.set(disk_bytes as i64);
+        let ledger = Self {
+            shared: Arc::new(Shared {
+                dir,
+                segment_bytes,
+                max_bytes: cfg.ledger_max_mib << 20,
+                policy: cfg.ledger_full,
+                queue_capacity: cfg.queue_capacity.max(1),
+                inner: Mutex::new(Inner {
+                    segments,
+                    next_seq: next_seq + 1,
+                    queue: VecDeque::with_capacity(cfg.queue_capacity.min(4096)),
+                    behind: leftover,
+                    cursor,
+                    disk_bytes,
+                    shed_logged_ms: 0,
+                }),
+                ready: Notify::new(),
+                closed: AtomicBool::new(false),
+                full: AtomicBool::new(false),
+                metrics,
+            }),
+        };
+        ledger.update_full(&ledger.lock());
+        Ok(ledger)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.shared.inner.lock().expect("usage ledger lock")
+    }
+
+    /// Whether new requests may start: false while the ledger is over its disk
+    /// budget under the `refuse` policy.
+    pub fn accepting(&self) -> bool {
+        !self.shared.full.load(Ordering::Relaxed)
+    }
+
+    /// Appends a record. On return it survives the process; only a power cut
+    /// within the sync interval can lose it.
+    pub fn append(&self, record: UsageRecord) {
+        let s = &self.shared;
+        let payload = match serde_json::to_vec(&record) {
+            Ok(p) => p,
+            Err(e) => return self.shed(1, &format!("cannot encode the record: {e}")),
+        };
+        let frame = FRAME + payload.len();
+        if HEADER + frame > s.segment_bytes {
+            return self.shed(1, "record larger than a ledger segment");
+        }
+        let crc = CRC.checksum(&payload);
+        let mut inner = self.lock();
+        let mut active = inner.segments.back().expect("an active segment").clone();
+        let mut off = active.written.load(Ordering::Relaxed);
+        if off + frame > active.len {
+            match self.rotate(&mut inner) {
+                Ok(seg) => {
+                    active = seg;
+                    off = HEADER;
+                }
+                Err(reason) => {
+                    drop(inner);
+                    return self.shed(1, &reason);
+                }
+            }
+        }
+        // Length last: a copy cut short by the process dying reads as the end.
+        active
+            .bytes_mut(off + FRAME, payload.len())
+            .copy_from_slice(&payload);
+        active
+            .bytes_mut(off + 4, 4)
+            .copy_from_slice(&crc.to_le_bytes());
+        active
+            .bytes_mut(off, 4)
+            .copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        let end = Pos {
+            seq: active.seq,
+            off: off + frame,
+        };
+        active.written.store(end.off, Ordering::Release);
+        if !inner.behind && inner.queue.len() < s.queue_capacity {
+            inner.queue.push_back(Queued { record, end });
+        } else {
+            // The writer reads the rest back from the segments.
+            inner.behind = true;
+        }
+        s.metrics.usage_queue_depth.set(inner.queue.len() as i64);
+        drop(inner);
+        s.ready.notify_one();
+    }
+
+    /// Seals the active segment and starts the next one, within the disk budget.
+    fn rotate(&self, inner: &mut Inner) -> Result<Arc<Segment>, String> {
+        let s = &self.shared;
+        let cap = match s.policy {
+            LedgerFull::Shed => s.max_bytes,
+            // Requests admitted before the ledger filled still get their records.
+            LedgerFull::Refuse => s.max_bytes + (2 * s.segment_bytes as u64).max(s.max_bytes / 20),
+        };
+        if inner.disk_bytes + s.segment_bytes as u64 > cap {
+            return Err(format!(
+                "usage ledger over its budget ({} MiB in {})",
+                inner.disk_bytes >> 20,
+                s.dir.display()
+            ));
+        }
+        let seg = Segment::create(&s.dir, inner.next_seq, s.segment_bytes)
+            .map_err(|e| format!("cannot create a ledger segment in {}: {e}", s.dir.display()))?;
+        inner.next_seq += 1;
+        inner.disk_bytes += seg.len as u64;
+        let seg = Arc::new(seg);
+        inner.segments.push_back(seg.clone());
+        s.metrics.usage_ledger_bytes.set(inner.disk_bytes as i64);
+        self.update_full(inner);
+        Ok(seg)
+    }
+
+    fn update_full(&self, inner: &Inner) {
+        let s = &self.shared;
+        // Full when the next segment would not fit in the budget.
+        let full = s.policy == LedgerFull::Refuse
+            && inner.disk_bytes + s.segment_bytes as u64 > s.max_bytes;
+        if s.full.swap(full, Ordering::Relaxed) != full {
+            s.metrics.usage_ledger_full.set(i64::from(full));
+            if full {
+                tracing::error!(
+                    mib = inner.disk_bytes >> 20,
+                    budget_mib = s.max_bytes >> 20,
+                    dir = %s.dir.display(),
+                    "usage ledger full (the database has not taken writes for a while): refusing new requests with 503 until it drains"
+                );
+            } else {
+                tracing::info!("usage ledger below its budget again: accepting requests");
+            }
+        }
+    }
+
+    fn shed(&self, n: u64, reason: &str) {
+        let s = &self.shared;
+        s.metrics.usage_shed.inc_by(n);
+        let now = crate::store::now_ms();
+        let mut inner = self.lock();
+        // One line per ten seconds, not one per request.
+        if now - inner.shed_logged_ms >= 10_000 {
+            inner.shed_logged_ms = now;
+            drop(inner);
+            tracing::error!(
+                reason,
+                "usage record lost (counted in bluesminds_usage_shed_total)"
+            );
+        }
+    }
+
+    /// Moves up to `max` records, oldest first, into `into`.
+    pub fn take(&self, max: usize, into: &mut Vec<UsageRecord>) -> Option<Taken> {
+        let mut inner = self.lock();
+        if !inner.queue.is_empty() {
+            let n = max.min(inner.queue.len());
+            let mut end = inner.cursor;
+            into.extend(inner.queue.drain(..n).map(|q| {
+                end = q.end;
+                q.record
+            }));
+            inner.cursor = end;
+            self.shared
+                .metrics
+                .usage_queue_depth
+                .set(inner.queue.len() as i64);
+            return Some(Taken { end, fresh: true });
+        }
+        if !inner.behind {
+            return None;
+        }
+        let segments: Vec<Arc<Segment>> = inner
+            .segments
+            .iter()
+            .filter(|s| s.seq >= inner.cursor.seq)
+            .cloned()
+            .collect();
+        let start = inner.cursor;
+        drop(inner);
+        let end = self.read(&segments, start, max, into);
+        let mut inner = self.lock();
+        inner.cursor = end;
+        let last = inner.segments.back().expect("an active segment");
+        if end.seq == last.seq && end.off == last.written.load(Ordering::Acquire) {
+            // Caught up: what arrives next is in the queue again.
+            inner.behind = false;
+        }
+        (end != start).then_some(Taken { end, fresh: false })
+    }
+
+    /// Decodes records from the segments starting at `from`.
+    fn read(
+        &self,
+        segments: &[Arc<Segment>],
+        mut from: Pos,
+        max: usize,
+        into: &mut Vec<UsageRecord>,
+    ) -> Pos {
+        let metrics = &self.shared.metrics;
+        let before = into.len();
+        for (i, seg) in segments.iter().enumerate() {
+            if seg.seq < from.seq {
+                continue;
+            }
+            let is_last = i + 1 == segments.len();
+            let limit = seg.written.load(Ordering::Acquire);
+            let mut off = if seg.seq == from.seq {
+                from.off
+            } else {
+                HEADER
+            };
+            loop {
+                if into.len() - before >= max {
+                    metrics.usage_replayed.inc_by((into.len() - before) as u64);
+                    return Pos { seq: seg.seq, off };
+                }
+                match seg.frame_at(off, limit) {
+                    Frame::Record(payload, next) => {
+                        match serde_json::from_slice::<UsageRecord>(payload) {
+                            Ok(r) => into.push(r),
+                            Err(e) => self.quarantine_raw(payload, &e.to_string()),
+                        }
+                        off = next;
+                    }
+                    Frame::End => break,
+                    Frame::Torn => {
+                        if !is_last {
+                            tracing::warn!(segment = %seg.path.display(), offset = off, "usage ledger segment ends in a torn record (a crash mid-copy); skipping to the next segment");
+                        }
+                        break;
+                    }
+                }
+            }
+            from = Pos { seq: seg.seq, off };
+            if is_last {
+                break;
+            }
+        }
+        metrics.usage_replayed.inc_by((into.len() - before) as u64);
+        from
+    }
+
+    /// The database has every record before `end`: marks it and deletes the
+    /// segments wholly behind it.
+    pub fn commit(&self, end: Pos) {
+        let mut inner = self.lock();
+        let mut removed = Vec::new();
+        while inner.segments.len() > 1 && inner.segments.front().is_some_and(|s| s.seq < end.seq) {
+            let seg = inner.segments.pop_front().expect("checked");
+            inner.disk_bytes -= seg.len as u64;
+            removed.push(seg);
+        }
+        if let Some(seg) = inner.segments.iter().find(|s| s.seq == end.seq) {
+            seg.set_mark(end.off);
+        }
+        self.shared
+            .metrics
+            .usage_ledger_bytes
+            .set(inner.disk_bytes as i64);
+        self.update_full(&inner);
+        drop(inner);
+        for seg in removed {
+            if let Err(e) = std::fs::remove_file(&seg.path) {
+                tracing::warn!(error = %e, path = %seg.path.display(), "cannot delete a committed ledger segment");
+            }
+        }
+    }
+
+    /// Keeps a record the database refuses (and a record the ledger cannot
+    /// decode) in `quarantine.jsonl` beside the segments, with the reason.
+    pub fn quarantine(&self, record: &UsageRecord, error: &str) {
+        let line = serde_json::json!({ "error": error, "record": record });
+        self.write_quarantine(&line);
+    }
+
+    fn quarantine_raw(&self, payload: &[u8], error: &str) {
+        let line = serde_json::json!({
+            "error": format!("undecodable ledger record: {error}"),
+            "raw": String::from_utf8_lossy(payload),
+        });
+        self.write_quarantine(&line);
+    }
+
+    fn write_quarantine(&self, line: &serde_json::Value) {
+        let s = &self.shared;
+        s.metrics.usage_quarantined.inc();
+        let path = s.dir.join("quarantine.jsonl");
+        tracing::error!(path = %path.display(), %line, "usage record quarantined: the database refuses it");
+        let written = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| {
+                let mut buf = line.to_string().into_bytes();
+                buf.push(b'\n');
+                f.write_all(&buf)?;
+                f.sync_data()
+            });
+        if let Err(e) = written {
+            tracing::error!(error = %e, path = %path.display(), "cannot write the quarantine file");
+        }
+    }
+
+    /// Waits until something may be ready to take.
+    pub async fn wait(&self) {
+        let notified = self.shared.ready.notified();
+        {
+            let inner = self.lock();
+            if !inner.queue.is_empty() || inner.behind || self.closing() {
+                return;
+            }
+        }
+        notified.await;
+    }
+
+    /// Whether every record appended so far was taken by the writer.
+    pub fn drained(&self) -> bool {
+        let inner = self.lock();
+        inner.queue.is_empty() && !inner.behind
+    }
+
+    pub fn closing(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Lets the writer stop once everything taken so far is written.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.ready.notify_one();
+    }
+
+    /// Syncs written records to stable storage; returns whether there was work.
+    pub fn sync(&self) -> bool {
+        let (segments, dir) = {
+            let inner = self.lock();
+            (
+                inner.segments.iter().cloned().collect::<Vec<_>>(),
+                self.shared.dir.clone(),
+            )
+        };
+        let mut synced_any = false;
+        let mut new_files = false;
+        for seg in segments {
+            let written = seg.written.load(Ordering::Acquire);
+            if seg.new.swap(false, Ordering::AcqRel) {
+                new_files = true;
+            }
+            if written > seg.synced.load(Ordering::Relaxed) {
+                // msync(MS_SYNC) writes the dirty pages and the file's size and
+                // block map (fdatasync's guarantee) before returning.
+                match seg.map.flush() {
+                    Ok(()) => seg.synced.store(written, Ordering::Relaxed),
+                    Err(e) => {
+                        tracing::error!(error = %e, path = %seg.path.display(), "cannot sync the usage ledger")
+                    }
+                }
+                synced_any = true;
+            }
+        }
+        if new_files {
+            // A new segment's directory entry must reach the disk too.
+            if let Err(e) = File::open(&dir).and_then(|d| d.sync_all()) {
+                tracing::error!(error = %e, dir = %dir.display(), "cannot sync the usage ledger directory");
+            }
+        }
+        synced_any
+    }
+
+    /// A thread that syncs the ledger every `every` (the power-loss window).
+    pub fn spawn_sync_thread(&self, every: Duration) {
+        let ledger = self.clone();
+        std::thread::Builder::new()
+            .name("bm-ledger-sync".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                ledger.sync();
+            })
+            .expect("spawn the ledger sync thread");
+    }
+
+    /// Records an older version left in its JSON-lines spill file become
+    /// ledger records (then the file goes).
+    pub fn import_spill_file(&self, path: &Path) {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return;
+        };
+        let mut n = 0;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            match serde_json::from_str::<UsageRecord>(line) {
+                Ok(r) => {
+                    self.append(r);
+                    n += 1;
+                }
+                Err(e) => tracing::warn!(error = %e, "skipping a damaged spill line"),
+            }
+        }
+        self.sync();
+        match std::fs::remove_file(path) {
+            Ok(()) => {
+                tracing::info!(records = n, path = %path.display(), "imported the old spill file into the usage ledger")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, path = %path.display(), "cannot remove the imported spill file")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usage::UsageSource;
+
+    fn config(dir: &Path, queue: usize) -> UsageConfig {
+        UsageConfig {
+            ledger_dir: dir.display().to_string(),
+            ledger_segment_mib: 1,
+            queue_capacity: queue,
+            ..UsageConfig::default()
+        }
+    }
+
+    fn record(i: usize) -> UsageRecord {
+        UsageRecord {
+            request_id: format!("req_{i:06}"),
+            created_at: 1,
+            key_id: Some(1),
+            user_id: None,
+            endpoint: "chat.completions".into(),
+            model: Some("gpt-4o-mini".into()),
+            model_raw: None,
+            backend: None,
+            status: 200,
+            stream: false,
+            prompt_tokens: i as u64,
+            completion_tokens: 1,
+            usage_source: UsageSource::Upstream,
+            cost_nanousd: 0,
+            latency_ms: 0,
+            ttfb_ms: None,
+            error_code: None,
+        }
+    }
+
+    fn take_all(ledger: &Ledger) -> (Vec<UsageRecord>, Option<Pos>) {
+        let mut all = Vec::new();
+        let mut end = None;
+        while let Some(t) = ledger.take(100, &mut all) {
+            end = Some(t.end);
+        }
+        (all, end)
+    }
+
+    fn ids(records: &[UsageRecord]) -> Vec<String> {
+        records.iter().map(|r| r.request_id.clone()).collect()
+    }
+
+    #[test]
+    fn records_come_out_in_order_from_memory_and_from_the_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        // A queue of 10: the rest is read back from the segments, across
+        // several segments (1 MiB each, ~350 bytes per record).
+        let ledger = Ledger::open(&config(dir.path(), 10), Metrics::new()).unwrap();
+        for i in 0..8000 {
+            ledger.append(record(i));
+        }
+        let (all, end) = take_all(&ledger);
+        assert_eq!(ids(&all), ids(&(0..8000).map(record).collect::<Vec<_>>()));
+        assert!(ledger.drained());
+        ledger.commit(end.unwrap());
+        let segments = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(segments, 1, "committed segments are deleted");
+        // Caught up: new records are taken from memory again.
+        ledger.append(record(9000));
+        let mut next = Vec::new();
+        assert!(ledger.take(10, &mut next).unwrap().fresh);
+        assert_eq!(ids(&next), ["req_009000"]);
+    }
+
+    #[test]
+    fn a_restart_replays_what_was_not_committed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&config(dir.path(), 1000), Metrics::new()).unwrap();
+        for i in 0..10 {
+            ledger.append(record(i));
+        }
+        let mut first = Vec::new();
+        let taken = ledger.take(4, &mut first).unwrap();
+        ledger.commit(taken.end);
+        // The process dies here: no close, no sync (the mapping is the page cache).
+        drop(ledger);
+
+        let again = Ledger::open(&config(dir.path(), 1000), Metrics::new()).unwrap();
+        let (replayed, _) = take_all(&again);
+        assert_eq!(
+            ids(&replayed),
+            ids(&(4..10).map(record).collect::<Vec<_>>())
+        );
+    }
+
+    #[test]
+    fn a_record_cut_short_by_a_crash_reads_as_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&config(dir.path(), 1000), Metrics::new()).unwrap();
+        ledger.append(record(0));
+        ledger.append(record(1));
+        let path = ledger.lock().segments.back().unwrap().path.clone();
+        drop(ledger);
+        // Damage the second record's payload (a torn copy).
+        let mut bytes = std::fs::read(&path).unwrap();
+        let first_len = u32::from_le_bytes(bytes[HEADER..HEADER + 4].try_into().unwrap()) as usize;
+        let second = HEADER + FRAME + first_len;
+        bytes[second + FRAME + 3] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+
+        let again = Ledger::open(&config(dir.path(), 1000), Metrics::new()).unwrap();
+        let (replayed, _) = take_all(&again);
+        assert_eq!(ids(&replayed), ["req_000000"]);
+    }
+
+    #[test]
+    fn over_its_budget_the_ledger_refuses_then_sheds() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = UsageConfig {
+            ledger_max_mib: 2,
+            ..config(dir.path(), 10)
+        };
+        let metrics = Metrics::new();
+        let ledger = Ledger::open(&cfg, metrics.clone()).unwrap();
+        let mut i = 0;
+        while ledger.accepting() {
+            ledger.append(record(i));
+            i += 1;
+            assert!(i < 100_000, "never full");
+        }
+        assert_eq!(metrics.usage_ledger_full.get(), 1);
+        assert_eq!(metrics.usage_shed.get(), 0, "refusing, not shedding yet");
+        // Requests admitted before keep their records up to the hard cap.
+        for _ in 0..20_000 {
+            ledger.append(record(i));
+            i += 1;
+        }
+        assert!(metrics.usage_shed.get() > 0);
+        // The database takes them: the ledger drains and accepts again.
+        let (all, end) = take_all(&ledger);
+        ledger.commit(end.unwrap());
+        assert!(ledger.accepting());
+        assert_eq!(all.len() as u64 + metrics.usage_shed.get(), i as u64);
+    }
+}
