@@ -79,7 +79,7 @@ server:
 database:
   url: "sqlite://$WORK/bluesminds.db"
 usage:
-  spill_path: "$WORK/usage-spill.jsonl"
+  ledger_dir: "$WORK/usage-ledger"
 limits:
   rpm: 1000000000
   tpm: 1000000000000

@@ -462,7 +462,7 @@ server:
 database:
   url: "sqlite://$B/bluesminds.db"
 usage:
-  spill_path: "$B/usage-spill.jsonl"
+  ledger_dir: "$B/usage-ledger"
 health_check:
   enabled: true
 limits:

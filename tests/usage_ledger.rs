@@ -117,6 +117,12 @@ async fn a_sigkill_under_load_loses_no_answered_request() {
                 gw.log()
             )
         });
+    // benches/crash-loop.sh reads this line.
+    println!(
+        "crash loop: {} answered, {} records",
+        answered.len(),
+        recorded.len()
+    );
     // A request killed after its record and before the client had every byte
     // is recorded without being answered: at most one per client per kill.
     assert!(

@@ -169,6 +169,23 @@ enum Frame<'a> {
     Torn,
 }
 
+fn lock_dir(dir: &Path) -> std::io::Result<File> {
+    use std::os::fd::AsRawFd;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
+    // SAFETY: a valid descriptor; the lock goes with the file when it closes.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(std::io::Error::other(format!(
+            "another process uses the usage ledger in {} (each gateway needs its own usage.ledger_dir)",
+            dir.display()
+        )));
+    }
+    Ok(file)
+}
+
 #[cfg(target_os = "linux")]
 fn reserve(file: &File, len: usize) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -204,6 +221,9 @@ struct Inner {
 }
 
 struct Shared {
+    /// Held (flock) while this process owns the directory: a second gateway
+    /// on it would replay segments the first is still writing.
+    _lock: File,
     dir: PathBuf,
     segment_bytes: usize,
     max_bytes: u64,
@@ -236,6 +256,7 @@ impl Ledger {
     pub fn open(cfg: &UsageConfig, metrics: Metrics) -> std::io::Result<Self> {
         let dir = PathBuf::from(&cfg.ledger_dir);
         std::fs::create_dir_all(&dir)?;
+        let lock = lock_dir(&dir)?;
         let segment_bytes = (cfg.ledger_segment_mib as usize) << 20;
         let mut segments = VecDeque::new();
         let mut leftover = false;
@@ -293,6 +314,7 @@ impl Ledger {
         metrics.usage_ledger_bytes.set(disk_bytes as i64);
         let ledger = Self {
             shared: Arc::new(Shared {
+                _lock: lock,
                 dir,
                 segment_bytes,
                 max_bytes: cfg.ledger_max_mib << 20,
@@ -762,7 +784,16 @@ mod tests {
         assert_eq!(ids(&all), ids(&(0..8000).map(record).collect::<Vec<_>>()));
         assert!(ledger.drained());
         ledger.commit(end.unwrap());
-        let segments = std::fs::read_dir(dir.path()).unwrap().count();
+        let segments = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "ledger")
+            })
+            .count();
         assert_eq!(segments, 1, "committed segments are deleted");
         // Caught up: new records are taken from memory again.
         ledger.append(record(9000));
@@ -810,6 +841,20 @@ mod tests {
         let again = Ledger::open(&config(dir.path(), 1000), Metrics::new()).unwrap();
         let (replayed, _) = take_all(&again);
         assert_eq!(ids(&replayed), ["req_000000"]);
+    }
+
+    #[test]
+    fn a_second_process_cannot_take_the_same_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Ledger::open(&config(dir.path(), 10), Metrics::new()).unwrap();
+        let second = Ledger::open(&config(dir.path(), 10), Metrics::new());
+        assert!(second
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("another process"));
+        drop(first);
+        assert!(Ledger::open(&config(dir.path(), 10), Metrics::new()).is_ok());
     }
 
     #[test]
