@@ -268,8 +268,10 @@ async fn fifty_parallel_signups_keep_memory_bounded_and_the_proxy_answering() {
     assert!(created >= 1);
     let grown_mib = (peak_kib() - before) / 1024;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
-    // One 19 MiB hash per core, plus room for the allocator and the requests.
-    let bound = 19 * cores + 64;
+    // One 19 MiB hash per core, plus room for the requests. Freed hash
+    // buffers kept in glibc's per-thread arenas once made this 42 to 118 MiB
+    // on two cores (see `cli::return_large_blocks_to_the_system`).
+    let bound = 19 * cores + 16;
     println!("peak memory grew {grown_mib} MiB during 50 sign-ups ({created} created); bound {bound} MiB");
     assert!(grown_mib <= bound, "peak memory grew {grown_mib} MiB");
 }
@@ -980,4 +982,57 @@ async fn a_rotated_key_cannot_be_kept_alive_for_a_year() {
         )
         .await;
     assert_eq!(r.status(), 201);
+}
+
+/// OpenRouter's `models`/`route`, LiteLLM's `fallbacks`/`user_config` and
+/// client-side `api_base`/`api_key` make a backend serve another model (or
+/// bill another account) than the one the key is allowed and priced for. They
+/// are removed on the way upstream unless the pool allows them.
+#[tokio::test]
+async fn a_request_cannot_route_itself_to_a_model_the_key_may_not_use() {
+    let up = fake().await;
+    let body = serde_json::json!({
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "hi"}],
+        "models": ["o1-pro"],
+        "route": "fallback",
+        "fallbacks": ["o1-pro"],
+        "user_config": {"model_list": [{"model_name": "gpt-4o-mini", "litellm_params": {"model": "o1-pro"}}]},
+        "api_base": "http://attacker.example",
+        "api_key": "sk-attacker",
+        "temperature": 0.5,
+    });
+    let sent = |gw: &common::Gateway, key: String| {
+        let http = reqwest::Client::new();
+        let req = http
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&body);
+        async move { req.send().await.unwrap().status() }
+    };
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .models(&["gpt-4o-mini"])
+        .start()
+        .await;
+    let key = gw.create_key("k", &["--models", "gpt-4o-mini"]);
+    assert_eq!(sent(&gw, key).await, 200);
+    let seen: serde_json::Value = serde_json::from_slice(&up.requests()[0].body).unwrap();
+    let fields: Vec<&String> = seen.as_object().unwrap().keys().collect();
+    assert_eq!(fields, ["messages", "model", "temperature"], "{seen}");
+    assert_eq!(seen["temperature"], 0.5);
+
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .models(&["gpt-4o-mini"])
+        .pool("allow_routing_fields: true")
+        .start()
+        .await;
+    let key = gw.create_key("k", &[]);
+    assert_eq!(sent(&gw, key).await, 200);
+    let seen = &up.requests()[1].body;
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(seen).unwrap(),
+        body
+    );
 }
