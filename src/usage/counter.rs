@@ -82,10 +82,60 @@ struct ChoiceView<'a> {
     text: Option<Cow<'a, str>>,
 }
 
+/// Everything in a message (or delta) the model generated and the upstream
+/// bills as output: text, a refusal, reasoning (`reasoning_content` from vLLM
+/// and DeepSeek, `reasoning` from OpenRouter and Groq) and tool calls. Counting
+/// only `content` let an answer made of tool calls or reasoning go unbilled.
 #[derive(Deserialize)]
 struct TextView<'a> {
     #[serde(borrow, default)]
     content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tool_calls: Option<Vec<ToolCallView<'a>>>,
+    /// The legacy single function call.
+    #[serde(borrow, default)]
+    function_call: Option<FunctionView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallView<'a> {
+    #[serde(borrow, default)]
+    function: Option<FunctionView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionView<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+impl TextView<'_> {
+    fn pieces(&self) -> impl Iterator<Item = &str> {
+        let calls = self
+            .tool_calls
+            .iter()
+            .flatten()
+            .filter_map(|c| c.function.as_ref())
+            .chain(self.function_call.as_ref())
+            .flat_map(|f| [f.name.as_deref(), f.arguments.as_deref()]);
+        [
+            self.reasoning_content.as_deref(),
+            self.reasoning.as_deref(),
+            self.content.as_deref(),
+            self.refusal.as_deref(),
+        ]
+        .into_iter()
+        .chain(calls)
+        .flatten()
+    }
 }
 
 impl ResponseCounter {
@@ -288,18 +338,19 @@ impl ResponseCounter {
     }
 }
 
-/// Appends the reply text of each choice: `delta.content` in chat chunks,
-/// `message.content` in chat bodies, `text` in legacy completions.
+/// Appends the generated text of each choice: the `delta` of chat chunks, the
+/// `message` of chat bodies, `text` in legacy completions.
 fn push_choice_text(text: &mut String, choices: Option<&[ChoiceView<'_>]>) {
     for c in choices.unwrap_or_default() {
-        let piece = c
-            .delta
-            .as_ref()
-            .or(c.message.as_ref())
-            .and_then(|m| m.content.as_deref())
-            .or(c.text.as_deref());
-        if let Some(p) = piece.filter(|p| text.len() + p.len() <= TEXT_KEEP) {
-            text.push_str(p);
+        let message = c.delta.as_ref().or(c.message.as_ref());
+        let pieces = message
+            .into_iter()
+            .flat_map(TextView::pieces)
+            .chain(c.text.as_deref());
+        for p in pieces {
+            if text.len() + p.len() <= TEXT_KEEP {
+                text.push_str(p);
+            }
         }
     }
 }
@@ -454,6 +505,31 @@ mod tests {
         );
         assert_eq!(c.usage(), None);
         assert_eq!(c.reply_text(), "Hi \"usage\": 1");
+    }
+
+    #[test]
+    fn tool_calls_refusals_and_reasoning_are_counted_as_output() {
+        // A streamed answer made only of reasoning and a tool call.
+        let mut c = ResponseCounter::new(Some("text/event-stream"), false);
+        feed(
+            &mut c,
+            &[
+                "data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"think \"}}]}\n\n",
+                "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]}}]}\n\n",
+                "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}}]}}]}\n\n",
+                "data: [DONE]\n\n",
+            ],
+        );
+        assert_eq!(c.reply_text(), "think get_weather{\"city\":\"Paris\"}");
+
+        let mut c = ResponseCounter::new(Some("application/json"), false);
+        feed(
+            &mut c,
+            &[
+                r#"{"choices":[{"message":{"content":null,"refusal":"I can't help with that.","reasoning":"policy","function_call":{"name":"f","arguments":"{}"}}}]}"#,
+            ],
+        );
+        assert_eq!(c.reply_text(), "policyI can't help with that.f{}");
     }
 
     #[test]

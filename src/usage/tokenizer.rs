@@ -56,6 +56,23 @@ struct Part<'a> {
 struct Message<'a> {
     #[serde(borrow, default)]
     content: Option<Content<'a>>,
+    /// Earlier tool calls in the conversation are prompt tokens too.
+    #[serde(borrow, default)]
+    tool_calls: Option<Vec<ToolCall<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCall<'a> {
+    #[serde(borrow, default)]
+    function: Option<Function<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Function<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    arguments: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +83,12 @@ struct PromptView<'a> {
     prompt: Option<Content<'a>>,
     #[serde(borrow, default)]
     input: Option<Content<'a>>,
+    /// Tool (and legacy function) definitions reach the model as text: a
+    /// request could otherwise carry thousands of prompt tokens unbilled.
+    #[serde(default)]
+    tools: Option<serde_json::Value>,
+    #[serde(default)]
+    functions: Option<serde_json::Value>,
 }
 
 fn content_tokens(model: &str, c: &Content<'_>) -> u64 {
@@ -92,10 +115,23 @@ pub fn count_prompt(model: &str, body: &[u8]) -> u64 {
         total += 3;
         for m in messages {
             total += 3 + m.content.as_ref().map_or(0, |c| content_tokens(model, c));
+            let calls = m
+                .tool_calls
+                .iter()
+                .flatten()
+                .filter_map(|c| c.function.as_ref());
+            for f in calls {
+                for t in [&f.name, &f.arguments].into_iter().flatten() {
+                    total += count_text(model, t);
+                }
+            }
         }
     }
     for c in [&view.prompt, &view.input].into_iter().flatten() {
         total += content_tokens(model, c);
+    }
+    for defs in [&view.tools, &view.functions].into_iter().flatten() {
+        total += count_text(model, &defs.to_string());
     }
     total
 }
@@ -115,5 +151,20 @@ mod tests {
         assert_eq!(count_prompt("text-embedding-3-small", body), 4);
         let body = br#"{"model":"gpt-3.5-turbo-instruct","prompt":"Hello world"}"#;
         assert_eq!(count_prompt("gpt-3.5-turbo-instruct", body), 2);
+    }
+
+    #[test]
+    fn tool_definitions_and_earlier_tool_calls_count_as_prompt() {
+        let plain =
+            br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello world"}]}"#;
+        let base = count_prompt("gpt-4o-mini", plain);
+        let tools = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello world"}],"tools":[{"type":"function","function":{"name":"get_weather","description":"Weather for a city","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}]}"#;
+        assert!(count_prompt("gpt-4o-mini", tools) > base + 15);
+        let history = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello world"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]}]}"#;
+        let expected = base
+            + 3
+            + count_text("gpt-4o-mini", "get_weather")
+            + count_text("gpt-4o-mini", r#"{"city":"Paris"}"#);
+        assert_eq!(count_prompt("gpt-4o-mini", history), expected);
     }
 }
