@@ -114,6 +114,8 @@ pub enum GatewayError {
     TooManyInvalidKeys { retry_after: std::time::Duration },
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(String),
+    #[error("The model `{0}` has no price, and your plan is limited in credits; ask the operator to price it, or use a priced model.")]
+    ModelNotPriced(String),
     #[error("No healthy upstream is available for model `{0}`; every backend of its pool is down. Retry later.")]
     NoHealthyUpstream(String),
     #[error("The upstream for model `{0}` could not be reached or failed before answering.")]
@@ -157,6 +159,10 @@ impl GatewayError {
             Self::BodiesInFlight => f(503, SERVER, "server_overloaded"),
             Self::TooManyInvalidKeys { .. } => f(429, INVALID, "too_many_invalid_keys"),
             Self::ModelNotFound(_) => f(404, INVALID, "model_not_found").with_param(Some("model")),
+            // 403 like a model the key may not use: retrying cannot help.
+            Self::ModelNotPriced(_) => {
+                f(403, INVALID, "model_not_priced").with_param(Some("model"))
+            }
             Self::NoHealthyUpstream(_) => f(503, SERVER, "upstream_unavailable"),
             Self::UpstreamFailed(_) => f(502, SERVER, "upstream_error"),
             Self::UpstreamTimeout(_) => f(504, SERVER, "upstream_timeout"),

@@ -261,3 +261,67 @@ async fn a_quota_spent_on_one_instance_is_refused_on_another() {
     assert_eq!(e["error"]["code"], "insufficient_quota");
     assert_eq!(up.request_count(), 3);
 }
+
+/// A model without a price cost 0, so behind a pool that serves any model a
+/// plan limited in credits never ran out. Such a plan now takes only priced
+/// models (or all of them once a `*` default price is set).
+#[tokio::test]
+async fn a_plan_in_credits_cannot_spend_nothing_on_an_unpriced_model() {
+    let up = fake().await;
+    let plan = "plans:\n  paid: { monthly_credits_usd: 5 }\n";
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .yaml(plan)
+        .start()
+        .await;
+    gw.cli(&[
+        "users",
+        "create",
+        "--email",
+        "di@example.com",
+        "--plan",
+        "paid",
+    ]);
+    let key = gw.create_key("di", &["--user", "di@example.com"]);
+    let free_key = gw.create_key("operator", &[]);
+    let unpriced = chat_body("gpt-3.5-turbo-instruct", false);
+    let resp = gw.chat(&key, &unpriced).await;
+    assert_eq!(resp.status(), 403);
+    let e: Value = resp.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "model_not_priced");
+    assert_eq!(e["error"]["param"], "model");
+    assert_eq!(up.request_count(), 0);
+    // Priced models, and keys without a credit plan, are served as before.
+    assert_eq!(
+        gw.chat(&key, &chat_body("gpt-4o-mini", false))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(gw.chat(&free_key, &unpriced).await.status(), 200);
+
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .yaml(plan)
+        .prices("prices:\n  \"*\": { input_per_1m: 1, output_per_1m: 2 }\n")
+        .start()
+        .await;
+    gw.cli(&[
+        "users",
+        "create",
+        "--email",
+        "di@example.com",
+        "--plan",
+        "paid",
+    ]);
+    let key = gw.create_key("di", &["--user", "di@example.com"]);
+    assert_eq!(gw.chat(&key, &unpriced).await.status(), 200);
+    let rows = gw.wait_usage_rows(1).await;
+    let r = &rows[0];
+    assert_eq!(
+        r.cost_nanousd,
+        r.prompt_tokens * 1000 + r.completion_tokens * 2000,
+        "priced at the default: {r:?}"
+    );
+    assert!(r.cost_nanousd > 0);
+}

@@ -412,6 +412,12 @@ pub struct PoolConfig {
     /// Backend response headers passed back to clients beyond the default few.
     #[serde(default, deserialize_with = "checks::header_names")]
     pub expose_headers: Vec<String>,
+    /// Pass request fields that make the backend pick another model or account
+    /// (`models`, `route`, `fallbacks`, `user_config`, `api_base`...; see
+    /// `proxy::request::ROUTING_FIELDS`). Off: they are removed, since the
+    /// request is allowed and priced by the model it names.
+    #[serde(default)]
+    pub allow_routing_fields: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

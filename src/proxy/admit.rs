@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::ctx::{Admission, Ctx, Route};
-use super::request::{inspect, Endpoint};
+use super::request::{inspect, strip_routing_fields, Endpoint};
 use super::respond::write_json;
 use crate::auth::ApiKey;
 use crate::error::GatewayError;
@@ -105,11 +105,23 @@ pub async fn admit(
         .pool_for(&inspected.model)
         .cloned()
         .ok_or_else(|| GatewayError::ModelNotFound(inspected.model.clone()))?;
+    let in_credits = ctx
+        .snapshot
+        .plan_of(&key)
+        .is_some_and(|p| p.monthly_credits_usd.is_some());
+    if in_credits && !ctx.snapshot.prices.is_priced(&inspected.model) {
+        return Err(GatewayError::ModelNotPriced(inspected.model));
+    }
     let estimate = estimate_tokens(inspected.body.len(), inspected.max_tokens);
     take_tokens(ctx, estimate)?;
+    let body = if inspected.routing && !pool.allow_routing_fields {
+        strip_routing_fields(&inspected.body)
+    } else {
+        inspected.body
+    };
     ctx.route = Some(Route {
         pool,
-        body: inspected.body,
+        body,
         injected_usage: inspected.injected_usage,
     });
     Ok(Admitted::Proxy)

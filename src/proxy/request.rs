@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use crate::error::GatewayError;
@@ -86,6 +87,41 @@ pub struct Inspected {
     pub max_tokens: Option<u64>,
     /// The body to send upstream (the client's, unless usage had to be requested).
     pub body: Bytes,
+    /// Whether the body has a field of `ROUTING_FIELDS`.
+    pub routing: bool,
+}
+
+/// Request fields with which OpenRouter (`models`, `route`), LiteLLM
+/// (`fallbacks`, `context_window_fallbacks`, `content_policy_fallbacks`,
+/// `user_config`, `mock_response`) and client-side credentials (`api_base`,
+/// `base_url`, `api_key`, `api_version`) make a backend serve another model or
+/// bill another account than the one the request names: the gateway allows
+/// and prices a request by its `model`, so they are removed unless the pool
+/// allows them.
+pub const ROUTING_FIELDS: [&str; 11] = [
+    "models",
+    "route",
+    "fallbacks",
+    "context_window_fallbacks",
+    "content_policy_fallbacks",
+    "user_config",
+    "mock_response",
+    "api_base",
+    "base_url",
+    "api_key",
+    "api_version",
+];
+
+/// The body without `ROUTING_FIELDS` (re-serialized; only bodies that have one).
+pub fn strip_routing_fields(body: &Bytes) -> Bytes {
+    let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice(body) else {
+        // `inspect` parsed it as an object already.
+        return body.clone();
+    };
+    for name in ROUTING_FIELDS {
+        fields.remove(name);
+    }
+    Bytes::from(serde_json::to_vec(&fields).expect("a JSON object serializes"))
 }
 
 #[derive(Deserialize)]
@@ -103,6 +139,48 @@ struct RequestView<'a> {
     max_tokens: Option<u64>,
     #[serde(default)]
     max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    models: Option<IgnoredAny>,
+    #[serde(default)]
+    route: Option<IgnoredAny>,
+    #[serde(default)]
+    fallbacks: Option<IgnoredAny>,
+    #[serde(default)]
+    context_window_fallbacks: Option<IgnoredAny>,
+    #[serde(default)]
+    content_policy_fallbacks: Option<IgnoredAny>,
+    #[serde(default)]
+    user_config: Option<IgnoredAny>,
+    #[serde(default)]
+    mock_response: Option<IgnoredAny>,
+    #[serde(default)]
+    api_base: Option<IgnoredAny>,
+    #[serde(default)]
+    base_url: Option<IgnoredAny>,
+    #[serde(default)]
+    api_key: Option<IgnoredAny>,
+    #[serde(default)]
+    api_version: Option<IgnoredAny>,
+}
+
+impl RequestView<'_> {
+    fn has_routing_field(&self) -> bool {
+        [
+            &self.models,
+            &self.route,
+            &self.fallbacks,
+            &self.context_window_fallbacks,
+            &self.content_policy_fallbacks,
+            &self.user_config,
+            &self.mock_response,
+            &self.api_base,
+            &self.base_url,
+            &self.api_key,
+            &self.api_version,
+        ]
+        .iter()
+        .any(|f| f.is_some())
+    }
 }
 
 /// A field that is there, even as `null` (`#[serde(default)]` covers absence).
@@ -135,6 +213,7 @@ pub fn inspect(endpoint: &Endpoint, body: Bytes) -> Result<Inspected, GatewayErr
         ))
     })?;
     let view: RequestView<'_> = serde_json::from_str(text).map_err(|e| bad_json(e.to_string()))?;
+    let routing = view.has_routing_field();
     let model = match view.model {
         Some(m) if !m.trim().is_empty() => m.into_owned(),
         _ => {
@@ -165,6 +244,7 @@ pub fn inspect(endpoint: &Endpoint, body: Bytes) -> Result<Inspected, GatewayErr
             injected_usage: false,
             max_tokens,
             body,
+            routing,
         });
     }
     let body = if view.stream_options.is_none() {
@@ -204,6 +284,7 @@ pub fn inspect(endpoint: &Endpoint, body: Bytes) -> Result<Inspected, GatewayErr
         injected_usage: true,
         max_tokens,
         body,
+        routing,
     })
 }
 

@@ -47,6 +47,7 @@ pub struct Pool {
     pub forward_headers: Vec<http::HeaderName>,
     /// Upstream headers passed to the client beyond the defaults.
     pub expose_headers: Vec<http::HeaderName>,
+    pub allow_routing_fields: bool,
     groups: Vec<PriorityGroup>,
     clock: Clock,
     eject_for: Duration,
@@ -286,6 +287,7 @@ impl Upstreams {
                 name: pc.name.clone(),
                 forward_headers: names(&pc.forward_headers),
                 expose_headers: names(&pc.expose_headers),
+                allow_routing_fields: pc.allow_routing_fields,
                 groups,
                 clock,
                 eject_for: Duration::from_secs(hc.eject_secs),
@@ -392,6 +394,7 @@ fn merged_pools(yaml: &[PoolConfig], servers: &[ServerRecord]) -> Vec<PoolConfig
                 health_path: None,
                 forward_headers: Vec::new(),
                 expose_headers: Vec::new(),
+                allow_routing_fields: false,
             }),
         }
     }

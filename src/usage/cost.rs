@@ -4,6 +4,9 @@ use std::collections::HashMap;
 
 use crate::config::Price;
 
+/// The price entry that applies to every model without one of its own.
+const DEFAULT: &str = "*";
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct NanoPrice {
     input: f64,
@@ -32,13 +35,26 @@ impl PriceTable {
         }
     }
 
+    /// Whether the model has a price of its own (not only the `*` default).
     pub fn has(&self, model: &str) -> bool {
         self.prices.contains_key(model)
     }
 
-    /// Cost in nano-USD; a model without a price costs 0 (and is still recorded).
+    /// Whether a request for the model is priced at all: its own price or the
+    /// default listed as `*`. Plans limited in credits take only these, or a
+    /// `*` pool would serve them for free.
+    pub fn is_priced(&self, model: &str) -> bool {
+        self.price(model).is_some()
+    }
+
+    fn price(&self, model: &str) -> Option<&NanoPrice> {
+        self.prices.get(model).or_else(|| self.prices.get(DEFAULT))
+    }
+
+    /// Cost in nano-USD; a model without a price (nor a `*` default) costs 0
+    /// and is still recorded.
     pub fn cost_nanousd(&self, model: &str, prompt_tokens: u64, completion_tokens: u64) -> i64 {
-        self.prices.get(model).map_or(0, |p| {
+        self.price(model).map_or(0, |p| {
             (prompt_tokens as f64 * p.input + completion_tokens as f64 * p.output).round() as i64
         })
     }
@@ -63,5 +79,18 @@ mod tests {
         assert_eq!(t.cost_nanousd("gpt-4o-mini", 1_000_000, 0), 150_000_000);
         assert_eq!(t.cost_nanousd("gpt-4o-mini", 10, 20), 10 * 150 + 20 * 600);
         assert_eq!(t.cost_nanousd("unknown", 10, 20), 0);
+        assert!(!t.is_priced("unknown"));
+
+        m.insert(
+            "*".to_string(),
+            Price {
+                input_per_1m: 1.0,
+                output_per_1m: 2.0,
+            },
+        );
+        let t = PriceTable::new(&m);
+        assert!(t.is_priced("unknown") && !t.has("unknown"));
+        assert_eq!(t.cost_nanousd("unknown", 10, 20), 10 * 1000 + 20 * 2000);
+        assert_eq!(t.cost_nanousd("gpt-4o-mini", 10, 20), 10 * 150 + 20 * 600);
     }
 }

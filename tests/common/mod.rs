@@ -158,8 +158,10 @@ pub struct GatewayBuilder<'a> {
     server_yaml: String,
     usage_yaml: String,
     extra_yaml: String,
+    prices_yaml: Option<String>,
     forward_headers: Vec<String>,
     expose_headers: Vec<String>,
+    pool_yaml: String,
     db_url: Option<String>,
     envs: Vec<(String, String)>,
     tls: Option<(PathBuf, PathBuf)>,
@@ -177,9 +179,11 @@ pub fn gateway<'a>() -> GatewayBuilder<'a> {
         server_yaml: String::new(),
         usage_yaml: String::new(),
         extra_yaml: String::new(),
+        prices_yaml: None,
         // The fake upstream's per-request knob must reach it.
         forward_headers: vec![fake_upstream::CHUNK_DELAY_HEADER.to_string()],
         expose_headers: Vec::new(),
+        pool_yaml: String::new(),
         db_url: None,
         envs: Vec::new(),
         tls: None,
@@ -200,6 +204,11 @@ impl<'a> GatewayBuilder<'a> {
     }
     pub fn models(mut self, models: &[&'a str]) -> Self {
         self.models = models.to_vec();
+        self
+    }
+    /// The whole `prices:` section, instead of the default prices.
+    pub fn prices(mut self, yaml: &str) -> Self {
+        self.prices_yaml = Some(yaml.to_string());
         self
     }
     /// One `key: value` line added to the generated `server:` section.
@@ -225,6 +234,11 @@ impl<'a> GatewayBuilder<'a> {
     /// An upstream header the `main` pool passes to clients (`expose_headers`).
     pub fn expose_header(mut self, name: &str) -> Self {
         self.expose_headers.push(name.to_string());
+        self
+    }
+    /// One `key: value` line added to the `main` pool.
+    pub fn pool(mut self, line: &str) -> Self {
+        self.pool_yaml.push_str(&format!("    {line}\n"));
         self
     }
     /// YAML appended to the generated config (top-level sections).
@@ -272,9 +286,10 @@ impl<'a> GatewayBuilder<'a> {
         }
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let pool_headers = format!(
-            "    forward_headers: [{}]\n    expose_headers: [{}]\n",
+            "    forward_headers: [{}]\n    expose_headers: [{}]\n{}",
             self.forward_headers.join(", "),
-            self.expose_headers.join(", ")
+            self.expose_headers.join(", "),
+            self.pool_yaml
         );
         let mut yaml = format!(
             "server:\n  proxy_listen: \"127.0.0.1:{proxy_port}\"\n  admin_listen: \"127.0.0.1:{side_port}\"\n  threads: 2\n  grace_period_secs: 1\n{}\
@@ -299,9 +314,9 @@ impl<'a> GatewayBuilder<'a> {
                 yaml.push_str(&format!("        api_key_env: {env}\n"));
             }
         }
-        yaml.push_str(
+        yaml.push_str(self.prices_yaml.as_deref().unwrap_or(
             "prices:\n  gpt-4o-mini: { input_per_1m: 0.15, output_per_1m: 0.60 }\n  text-embedding-3-small: { input_per_1m: 0.02, output_per_1m: 0 }\n",
-        );
+        ));
         yaml.push_str(&self.extra_yaml);
         let config_path = dir.path().join("gateway.yaml");
         std::fs::write(&config_path, yaml).unwrap();
