@@ -174,3 +174,65 @@ async fn a_page_of_one_users_requests_does_not_scan_everyones() {
         assert!(plan.contains(index), "not through {index}:\n{plan}");
     }
 }
+
+/// Prompt-cache reads and reasoning were folded into plain prompt and
+/// completion tokens: a cached prompt was billed at the full input price and
+/// neither part could be seen. Each is now stored per record, priced at its
+/// own rate, summed per day, and the model the upstream says served the
+/// request is kept beside the one asked for.
+#[tokio::test]
+async fn cached_and_reasoning_tokens_are_stored_priced_and_totalled() {
+    let up = fake_upstream::FakeUpstream::start(fake_upstream::FakeConfig {
+        cached_tokens: 5,
+        reasoning_tokens: 3,
+        served_model: Some("gpt-4o-mini-2024-07-18".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .env("BM_ADMIN_TOKEN", "admin-token-for-tests-0123456789")
+        .yaml("admin:\n  token_env: BM_ADMIN_TOKEN\n")
+        .prices("prices:\n  gpt-4o-mini: { input_per_1m: 0.15, input_cached_per_1m: 0.075, output_per_1m: 0.60 }\n")
+        .start()
+        .await;
+    let key = gw.create_key("k", &[]);
+    for stream in [false, true] {
+        let resp = gw.chat(&key, &chat_body("gpt-4o-mini", stream)).await;
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.unwrap();
+    }
+    gw.wait_usage_rows(2).await;
+    let admin = "admin-token-for-tests-0123456789";
+    let get = |path: &str| {
+        let req = reqwest::Client::new()
+            .get(format!("{}{}", gw.side, path))
+            .bearer_auth(admin);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    // 8 prompt tokens (5 cached), 5 answer + 3 reasoning completion tokens.
+    let cost = 3 * 150 + 5 * 75 + 8 * 600;
+    let requests = get("/api/usage/requests").await;
+    for r in requests["data"].as_array().unwrap() {
+        assert_eq!(
+            (
+                &r["prompt_tokens"],
+                &r["cached_tokens"],
+                &r["completion_tokens"],
+                &r["reasoning_tokens"]
+            ),
+            (&json!(8), &json!(5), &json!(8), &json!(3)),
+            "{r}"
+        );
+        assert_eq!(r["model"], "gpt-4o-mini");
+        assert_eq!(r["served_model"], "gpt-4o-mini-2024-07-18");
+        assert_eq!(r["cost_nanousd"], cost, "{r}");
+    }
+    let days = get("/api/usage/daily").await;
+    let day = &days["data"][0];
+    assert_eq!(day["cached_tokens"], 10);
+    assert_eq!(day["reasoning_tokens"], 6);
+    assert_eq!(day["cache_write_tokens"], 0);
+    assert_eq!(day["cost_nanousd"], 2 * cost);
+}

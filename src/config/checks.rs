@@ -174,6 +174,14 @@ pub fn price<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(p)
 }
 
+pub fn optional_price<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let p = Option::<f64>::deserialize(d)?;
+    if p.is_some_and(|p| !(p.is_finite() && p >= 0.0)) {
+        return refuse::<D, _>("prices must be finite and not negative");
+    }
+    Ok(p)
+}
+
 pub fn credits<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     let c = Option::<f64>::deserialize(d)?;
     if c.is_some_and(|c| !(c.is_finite() && c > 0.0)) {

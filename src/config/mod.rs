@@ -450,9 +450,15 @@ pub struct Price {
     /// USD per 1M prompt tokens.
     #[serde(deserialize_with = "checks::price")]
     pub input_per_1m: f64,
-    /// USD per 1M completion tokens.
+    /// USD per 1M completion tokens (reasoning tokens included).
     #[serde(deserialize_with = "checks::price")]
     pub output_per_1m: f64,
+    /// USD per 1M prompt tokens read from the provider's cache (default: `input_per_1m`).
+    #[serde(default, deserialize_with = "checks::optional_price")]
+    pub input_cached_per_1m: Option<f64>,
+    /// USD per 1M prompt tokens written to the provider's cache (default: `input_per_1m`).
+    #[serde(default, deserialize_with = "checks::optional_price")]
+    pub cache_write_per_1m: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -27,7 +27,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::limits::RateInfo;
 use crate::metrics::Ended;
 use crate::state::AppState;
-use crate::usage::{tokenizer, Counted, Finished, ResponseCounter, UsageRecord, UsageSource};
+use crate::usage::{tokenizer, Counted, Finished, ResponseCounter, UsageRecord};
 use admit::{admit, Admitted};
 pub use ctx::Ctx;
 use ctx::Streamed;
@@ -240,12 +240,7 @@ impl ProxyHttp for Gateway {
         if let Some(u) = reported {
             // Recorded before the last bytes go out: a client that has the whole
             // answer has its record in the ledger, even if the process dies now.
-            let counted = Counted {
-                prompt: u.prompt_tokens,
-                completion: u.completion_tokens,
-                source: UsageSource::Upstream,
-            };
-            self.record(session, None, ctx, counted);
+            self.record(session, None, ctx, Counted::from_upstream(u));
         }
         Ok(None)
     }
@@ -329,11 +324,7 @@ impl ProxyHttp for Gateway {
                 .response_written()
                 .is_some_and(|r| r.status.is_success());
             if let Some(u) = r.counter.usage() {
-                counted = Counted {
-                    prompt: u.prompt_tokens,
-                    completion: u.completion_tokens,
-                    source: UsageSource::Upstream,
-                };
+                counted = Counted::from_upstream(u);
             } else if status_ok {
                 // No usage from the upstream: count locally, off the async threads.
                 let body = prompt_body.unwrap_or_default();
@@ -346,11 +337,7 @@ impl ProxyHttp for Gateway {
                 })
                 .await;
                 if let Ok((prompt, completion)) = local {
-                    counted = Counted {
-                        prompt,
-                        completion,
-                        source: UsageSource::Tokenizer,
-                    };
+                    counted = Counted::from_tokenizer(prompt, completion);
                 }
             }
         }
@@ -385,6 +372,7 @@ impl Gateway {
                 }),
                 model: ctx.admission.model.clone(),
                 backend: ctx.attempt.backend.as_ref().map(|b| b.display.clone()),
+                served_model: ctx.response.as_ref().and_then(|r| r.counter.served_model()),
                 status,
                 stream: ctx.admission.stream,
                 counted,

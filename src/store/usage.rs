@@ -14,6 +14,10 @@ pub struct UsageTotals {
     pub requests: i64,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+    /// Parts of `prompt_tokens` and `completion_tokens` (see `UsageRecord`).
+    pub cached_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub reasoning_tokens: i64,
     pub cost_nanousd: i64,
 }
 
@@ -44,6 +48,11 @@ pub struct RequestRow {
     pub stream: bool,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub reasoning_tokens: i64,
+    /// The model the upstream says answered, when not `model`.
+    pub served_model: Option<String>,
     pub cost_nanousd: i64,
     pub latency_ms: i64,
     pub ttfb_ms: Option<i64>,
@@ -51,11 +60,11 @@ pub struct RequestRow {
 }
 
 /// Columns of one usage row.
-const USAGE_COLUMNS: usize = 17;
+const USAGE_COLUMNS: usize = 21;
 /// Rows per usage INSERT: a batch is cut into statements of these sizes only
 /// (largest first), so the few distinct statements stay in sqlx's prepared
 /// statement cache instead of being parsed again for every batch size
-/// (64 x 17 = 1,088 parameters, well under both databases' limits).
+/// (64 x 21 = 1,344 parameters, well under both databases' limits).
 const USAGE_INSERT_SIZES: [usize; 4] = [64, 16, 4, 1];
 
 /// `records` cut into chunks of `USAGE_INSERT_SIZES`.
@@ -79,7 +88,8 @@ fn usage_insert_sql(backend: Backend, rows: usize, known_new: bool) -> String {
     let mut sql = String::with_capacity(300 + rows * USAGE_COLUMNS * 6);
     sql.push_str(
         "INSERT INTO usage_records (request_id, created_at, key_id, user_id, endpoint, model, model_raw, backend, \
-         status, stream, prompt_tokens, completion_tokens, usage_source, cost_nanousd, latency_ms, ttfb_ms, error_code) VALUES ",
+         status, stream, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, \
+         served_model, usage_source, cost_nanousd, latency_ms, ttfb_ms, error_code) VALUES ",
     );
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -140,6 +150,10 @@ impl Store {
                     .bind(i32::from(r.stream))
                     .bind(r.prompt_tokens as i64)
                     .bind(r.completion_tokens as i64)
+                    .bind(r.cached_tokens as i64)
+                    .bind(r.cache_write_tokens as i64)
+                    .bind(r.reasoning_tokens as i64)
+                    .bind(r.served_model.as_deref())
                     .bind(r.usage_source.as_str())
                     .bind(r.cost_nanousd)
                     .bind(r.latency_ms as i64)
@@ -176,6 +190,9 @@ impl Store {
                             requests: 0,
                             prompt_tokens: 0,
                             completion_tokens: 0,
+                            cached_tokens: 0,
+                            cache_write_tokens: 0,
+                            reasoning_tokens: 0,
                             cost_nanousd: 0,
                         },
                     )
@@ -184,17 +201,24 @@ impl Store {
                 t.requests += 1;
                 t.prompt_tokens += r.prompt_tokens as i64;
                 t.completion_tokens += r.completion_tokens as i64;
+                t.cached_tokens += r.cached_tokens as i64;
+                t.cache_write_tokens += r.cache_write_tokens as i64;
+                t.reasoning_tokens += r.reasoning_tokens as i64;
                 t.cost_nanousd += r.cost_nanousd;
             }
         }
         for ((day, key_id, model), (user_id, t)) in daily {
             sqlx::query(
-                "INSERT INTO usage_daily (day, key_id, model, user_id, requests, prompt_tokens, completion_tokens, cost_nanousd) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                "INSERT INTO usage_daily (day, key_id, model, user_id, requests, prompt_tokens, completion_tokens, \
+                 cached_tokens, cache_write_tokens, reasoning_tokens, cost_nanousd) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (day, key_id, model) DO UPDATE SET \
                  requests = usage_daily.requests + excluded.requests, \
                  prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
                  completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
+                 cached_tokens = usage_daily.cached_tokens + excluded.cached_tokens, \
+                 cache_write_tokens = usage_daily.cache_write_tokens + excluded.cache_write_tokens, \
+                 reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens, \
                  cost_nanousd = usage_daily.cost_nanousd + excluded.cost_nanousd, \
                  user_id = excluded.user_id",
             )
@@ -205,6 +229,9 @@ impl Store {
             .bind(t.requests)
             .bind(t.prompt_tokens)
             .bind(t.completion_tokens)
+            .bind(t.cached_tokens)
+            .bind(t.cache_write_tokens)
+            .bind(t.reasoning_tokens)
             .bind(t.cost_nanousd)
             .execute(&mut *tx)
             .await?;
@@ -261,6 +288,8 @@ impl Store {
         let sql = format!(
             "SELECT {group} AS grp, CAST(SUM(requests) AS BIGINT) AS requests, \
              CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens, CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, \
+             CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, CAST(SUM(cache_write_tokens) AS BIGINT) AS cache_write_tokens, \
+             CAST(SUM(reasoning_tokens) AS BIGINT) AS reasoning_tokens, \
              CAST(SUM(cost_nanousd) AS BIGINT) AS cost_nanousd FROM usage_daily \
              WHERE day >= $1 AND day <= $2 AND ($3 = 0 OR key_id = $4) AND ($5 = 0 OR user_id = $6) \
              GROUP BY {group} ORDER BY {group}"
@@ -313,6 +342,10 @@ impl Store {
                     stream: r.try_get::<i64, _>("stream")? != 0,
                     prompt_tokens: r.try_get("prompt_tokens")?,
                     completion_tokens: r.try_get("completion_tokens")?,
+                    cached_tokens: r.try_get("cached_tokens")?,
+                    cache_write_tokens: r.try_get("cache_write_tokens")?,
+                    reasoning_tokens: r.try_get("reasoning_tokens")?,
+                    served_model: r.try_get("served_model")?,
                     cost_nanousd: r.try_get("cost_nanousd")?,
                     latency_ms: r.try_get("latency_ms")?,
                     ttfb_ms: r.try_get("ttfb_ms")?,
@@ -344,7 +377,8 @@ pub fn recent_requests_sql(by_key: bool, by_user: bool) -> String {
     format!(
         "SELECT r.id, r.request_id, r.created_at, r.key_id, k.name AS key_name, r.endpoint, r.model, r.model_raw, \
          CAST(r.status AS BIGINT) AS status, CAST(r.stream AS BIGINT) AS stream, r.prompt_tokens, \
-         r.completion_tokens, r.cost_nanousd, r.latency_ms, r.ttfb_ms, r.error_code \
+         r.completion_tokens, r.cached_tokens, r.cache_write_tokens, r.reasoning_tokens, r.served_model, \
+         r.cost_nanousd, r.latency_ms, r.ttfb_ms, r.error_code \
          FROM usage_records r LEFT JOIN api_keys k ON k.id = r.key_id \
          WHERE {} ORDER BY r.id DESC LIMIT {limit}",
         filters.join(" AND ")
@@ -369,6 +403,10 @@ mod tests {
             stream: false,
             prompt_tokens: 0,
             completion_tokens: 0,
+            cached_tokens: 0,
+            cache_write_tokens: 0,
+            reasoning_tokens: 0,
+            served_model: None,
             usage_source: crate::usage::UsageSource::None,
             cost_nanousd: 0,
             latency_ms: 0,
@@ -392,7 +430,7 @@ mod tests {
         let sql = usage_insert_sql(Backend::Sqlite, 2, false);
         assert_eq!(sql.matches('?').count(), 2 * USAGE_COLUMNS);
         assert!(sql.ends_with("DO NOTHING RETURNING request_id"));
-        assert!(usage_insert_sql(Backend::Postgres, 2, true).ends_with("$34)"));
+        assert!(usage_insert_sql(Backend::Postgres, 2, true).ends_with("$42)"));
     }
 
     #[tokio::test]

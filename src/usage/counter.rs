@@ -28,15 +28,51 @@ const JSON_TAIL: usize = 64 * 1024;
 const TEXT_KEEP: usize = 4 * 1024 * 1024;
 /// The key searched for; it cannot match inside a JSON string, where quotes are escaped.
 const USAGE_KEY: &[u8] = b"\"usage\"";
+/// The head of a JSON body searched for the served `model`.
+const MODEL_HEAD: usize = 4096;
 /// SSE payloads kept unparsed per stream (see `ResponseCounter::raw`).
 const RAW_KEEP: usize = 64 * 1024;
 
+/// OpenAI's `usage`: `prompt_tokens` include the cached ones and
+/// `completion_tokens` the reasoning ones (the details split them out).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
     #[serde(default)]
     pub prompt_tokens: u64,
     #[serde(default)]
     pub completion_tokens: u64,
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    pub completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct PromptDetails {
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct CompletionDetails {
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl Usage {
+    pub fn cached_tokens(&self) -> u64 {
+        self.prompt_tokens_details
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0)
+            .min(self.prompt_tokens)
+    }
+
+    pub fn reasoning_tokens(&self) -> u64 {
+        self.completion_tokens_details
+            .and_then(|d| d.reasoning_tokens)
+            .unwrap_or(0)
+            .min(self.completion_tokens)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,10 +98,17 @@ pub struct ResponseCounter {
     raw: Vec<u8>,
     raw_full: bool,
     bytes_seen: usize,
+    /// The `model` the upstream says answered (it may differ from the one
+    /// asked for: an alias, a dated version, or a router's choice).
+    served_model: Option<String>,
+    /// JSON: the head of the body was searched for `model` already.
+    model_looked: bool,
 }
 
 #[derive(Deserialize)]
 struct ChunkView<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
     #[serde(default)]
     usage: Option<Usage>,
     #[serde(borrow, default)]
@@ -158,6 +201,8 @@ impl ResponseCounter {
             raw: Vec::new(),
             raw_full: false,
             bytes_seen: 0,
+            served_model: None,
+            model_looked: false,
         }
     }
 
@@ -193,6 +238,9 @@ impl ResponseCounter {
 
     fn keep_json(&mut self, chunk: &[u8]) {
         self.buf.extend_from_slice(chunk);
+        if !self.model_looked && self.buf.len() >= MODEL_HEAD {
+            self.look_for_model();
+        }
         if self.buf.len() > JSON_KEEP {
             self.json_truncated = true;
         }
@@ -200,6 +248,13 @@ impl ResponseCounter {
             let cut = self.buf.len() - JSON_TAIL;
             let _ = self.buf.split_to(cut);
         }
+    }
+
+    /// OpenAI puts `model` at the top of a body, before anything large.
+    fn look_for_model(&mut self) {
+        self.model_looked = true;
+        let head = &self.buf[..self.buf.len().min(MODEL_HEAD)];
+        self.served_model = model_in_head(head);
     }
 
     /// Splits complete events off `buf`, records what they carry and returns the
@@ -259,6 +314,9 @@ impl ResponseCounter {
         match chunk.usage {
             Some(u) => {
                 self.usage = Some(u);
+                if let Some(m) = chunk.model {
+                    self.served_model = Some(m.into_owned());
+                }
                 let usage_only = chunk.choices.as_ref().is_some_and(|c| c.is_empty());
                 !usage_only
             }
@@ -272,6 +330,9 @@ impl ResponseCounter {
         for data in raw.split(|&b| b == 0).filter(|d| !d.is_empty()) {
             if let Ok(chunk) = serde_json::from_slice::<ChunkView<'_>>(data) {
                 push_choice_text(&mut self.text, chunk.choices.as_deref());
+                if self.served_model.is_none() {
+                    self.served_model = chunk.model.map(Cow::into_owned);
+                }
             }
         }
     }
@@ -296,6 +357,9 @@ impl ResponseCounter {
                 self.settle_text();
             }
             Kind::Json => {
+                if !self.model_looked {
+                    self.look_for_model();
+                }
                 let body = self.buf.split().freeze();
                 // `usage` sits at the end: finding it there skips parsing the whole
                 // body (an embeddings answer can be megabytes of numbers).
@@ -320,6 +384,11 @@ impl ResponseCounter {
     /// ended or `on_abort` ran (a stream that carried usage keeps none).
     pub fn reply_text(&self) -> &str {
         &self.text
+    }
+
+    /// The model the upstream named in its answer (unbounded upstream text).
+    pub fn served_model(&self) -> Option<&str> {
+        self.served_model.as_deref()
     }
 
     pub fn bytes_seen(&self) -> usize {
@@ -380,6 +449,20 @@ fn carries_usage(data: &[u8]) -> bool {
     })
 }
 
+/// The first `"model": "..."` in the head of a JSON body. Like `USAGE_KEY`
+/// the needle cannot match inside a string, and a string value `"model"` is
+/// never followed by a colon.
+fn model_in_head(head: &[u8]) -> Option<String> {
+    static MODEL: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"model\""));
+    let at = MODEL
+        .find_iter(head)
+        .find(|&at| head[at + 7..].trim_ascii_start().first() == Some(&b':'))?;
+    let rest = head[at + 7..].trim_ascii_start();
+    let mut values = serde_json::Deserializer::from_slice(&rest[1..]).into_iter::<String>();
+    values.next()?.ok()
+}
+
 /// Finds the last `"usage": {...}` in a (possibly cut) JSON body. The needle cannot
 /// match inside a JSON string, where quotes are escaped.
 fn usage_from_tail(body: &[u8]) -> Option<Usage> {
@@ -423,7 +506,8 @@ mod tests {
             c.usage(),
             Some(Usage {
                 prompt_tokens: 7,
-                completion_tokens: 2
+                completion_tokens: 2,
+                ..Default::default()
             })
         );
         // The upstream's usage counts; the content chunks were never parsed.
@@ -530,6 +614,40 @@ mod tests {
             ],
         );
         assert_eq!(c.reply_text(), "policyI can't help with that.f{}");
+    }
+
+    #[test]
+    fn cached_and_reasoning_tokens_and_the_served_model_are_read() {
+        let mut c = ResponseCounter::new(Some("application/json"), false);
+        let body = r#"{"id":"c","object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[{"message":{"content":"{\"model\": \"x\"}"}}],"usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":256,"audio_tokens":null}}}"#;
+        feed(&mut c, &[&body[..30], &body[30..]]);
+        let u = c.usage().unwrap();
+        assert_eq!((u.cached_tokens(), u.reasoning_tokens()), (1920, 256));
+        assert_eq!(c.served_model(), Some("gpt-4o-mini-2024-07-18"));
+
+        // Details that are null, or claim more than the total, count as at most the total.
+        let mut c = ResponseCounter::new(Some("application/json"), false);
+        feed(
+            &mut c,
+            &[
+                r#"{"model" : "m","usage":{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":null,"completion_tokens_details":{"reasoning_tokens":9}}}"#,
+            ],
+        );
+        let u = c.usage().unwrap();
+        assert_eq!((u.cached_tokens(), u.reasoning_tokens()), (0, 1));
+        assert_eq!(c.served_model(), Some("m"));
+
+        // Streams name it in every chunk; the usage chunk's is kept.
+        let mut c = ResponseCounter::new(Some("text/event-stream"), true);
+        feed(
+            &mut c,
+            &[
+                "data: {\"model\":\"served-1\",\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+                "data: {\"model\":\"served-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"prompt_tokens_details\":{\"cached_tokens\":2}}}\n\n",
+            ],
+        );
+        assert_eq!(c.usage().unwrap().cached_tokens(), 2);
+        assert_eq!(c.served_model(), Some("served-1"));
     }
 
     #[test]

@@ -58,8 +58,23 @@ pub struct UsageRecord {
     pub backend: Option<String>,
     pub status: u16,
     pub stream: bool,
+    /// All input tokens, the cached ones and those written to a cache included.
     pub prompt_tokens: u64,
+    /// All output tokens, the reasoning ones included.
     pub completion_tokens: u64,
+    /// Of `prompt_tokens`: read from the provider's prompt cache.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_tokens: u64,
+    /// Of `prompt_tokens`: written to the provider's prompt cache (Anthropic).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
+    /// Of `completion_tokens`: reasoning.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning_tokens: u64,
+    /// The model the upstream says answered, when it differs from `model`
+    /// (bounded like `model_raw`).
+    #[serde(default)]
+    pub served_model: Option<String>,
     pub usage_source: UsageSource,
     pub cost_nanousd: i64,
     pub latency_ms: u64,
@@ -81,11 +96,19 @@ fn bounded_text(text: &str) -> String {
         .collect()
 }
 
-/// A request's tokens and where the numbers came from.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A request's tokens and where the numbers came from. `cached`,
+/// `cache_write` are parts of `prompt`, `reasoning` of `completion`.
 #[derive(Debug, Clone, Copy)]
 pub struct Counted {
     pub prompt: u64,
     pub completion: u64,
+    pub cached: u64,
+    pub cache_write: u64,
+    pub reasoning: u64,
     pub source: UsageSource,
 }
 
@@ -93,8 +116,31 @@ impl Counted {
     pub const NOTHING: Counted = Counted {
         prompt: 0,
         completion: 0,
+        cached: 0,
+        cache_write: 0,
+        reasoning: 0,
         source: UsageSource::None,
     };
+
+    pub fn from_upstream(u: Usage) -> Self {
+        Self {
+            prompt: u.prompt_tokens,
+            completion: u.completion_tokens,
+            cached: u.cached_tokens(),
+            cache_write: 0,
+            reasoning: u.reasoning_tokens(),
+            source: UsageSource::Upstream,
+        }
+    }
+
+    pub fn from_tokenizer(prompt: u64, completion: u64) -> Self {
+        Self {
+            prompt,
+            completion,
+            source: UsageSource::Tokenizer,
+            ..Self::NOTHING
+        }
+    }
 
     pub fn total(&self) -> u64 {
         self.prompt + self.completion
@@ -112,6 +158,8 @@ pub struct Finished<'a> {
     /// Whether a pool lists `model` or it has a price.
     pub model_known: bool,
     pub backend: Option<String>,
+    /// The `model` of the upstream's answer.
+    pub served_model: Option<&'a str>,
     pub status: u16,
     pub stream: bool,
     pub counted: Counted,
@@ -122,15 +170,15 @@ pub struct Finished<'a> {
 impl UsageRecord {
     /// The record of a finished request, priced with the request's price table.
     pub fn finished(f: Finished<'_>) -> Self {
-        let Counted {
-            prompt,
-            completion,
-            source,
-        } = f.counted;
+        let counted = f.counted;
         let cost = f
             .model
             .as_deref()
-            .map_or(0, |m| f.prices.cost_nanousd(m, prompt, completion));
+            .map_or(0, |m| f.prices.cost_nanousd(m, &counted));
+        let served_model = f
+            .served_model
+            .filter(|s| Some(*s) != f.model.as_deref())
+            .map(bounded_text);
         let (model, model_raw) = match f.model {
             Some(m) if !f.model_known => (Some(OTHER_MODEL.to_string()), Some(bounded_text(&m))),
             m => (m, None),
@@ -146,9 +194,13 @@ impl UsageRecord {
             backend: f.backend,
             status: f.status,
             stream: f.stream,
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            usage_source: source,
+            prompt_tokens: counted.prompt,
+            completion_tokens: counted.completion,
+            cached_tokens: counted.cached,
+            cache_write_tokens: counted.cache_write,
+            reasoning_tokens: counted.reasoning,
+            served_model,
+            usage_source: counted.source,
             cost_nanousd: cost,
             latency_ms: f.started.elapsed().as_millis() as u64,
             ttfb_ms: f

@@ -215,6 +215,9 @@ mod tests {
             requests,
             prompt_tokens: tokens,
             completion_tokens: 0,
+            cached_tokens: 0,
+            cache_write_tokens: 0,
+            reasoning_tokens: 0,
             cost_nanousd: 0,
         }
     }

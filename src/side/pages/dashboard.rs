@@ -37,8 +37,21 @@ struct ModelRow {
     requests: String,
     prompt_tokens: String,
     completion_tokens: String,
+    /// The parts priced apart, shown under the totals when there are any.
+    prompt_detail: Option<String>,
+    completion_detail: Option<String>,
     cost: String,
     share: i64,
+}
+
+/// "1,920 cached · 300 cache writes" for the parts of a total that are not 0.
+fn detail(parts: &[(i64, &str)]) -> Option<String> {
+    let shown: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{} {what}", format::int(*n)))
+        .collect();
+    (!shown.is_empty()).then(|| shown.join(" · "))
 }
 
 struct RequestView {
@@ -182,6 +195,11 @@ pub async fn dashboard(State(state): State<Arc<AppState>>, PageUser(s): PageUser
             requests: format::int(m.requests),
             prompt_tokens: format::int(m.prompt_tokens),
             completion_tokens: format::int(m.completion_tokens),
+            prompt_detail: detail(&[
+                (m.cached_tokens, "cached"),
+                (m.cache_write_tokens, "cache writes"),
+            ]),
+            completion_detail: detail(&[(m.reasoning_tokens, "reasoning")]),
             cost: format::usd(m.cost_nanousd),
             share: (m.prompt_tokens + m.completion_tokens) * 100 / max_model_tokens,
         })
@@ -218,4 +236,22 @@ pub async fn dashboard(State(state): State<Arc<AppState>>, PageUser(s): PageUser
             requests,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::detail;
+
+    #[test]
+    fn only_the_parts_that_are_there_are_shown() {
+        assert_eq!(detail(&[(0, "cached"), (0, "cache writes")]), None);
+        assert_eq!(
+            detail(&[(1920, "cached"), (0, "cache writes")]).as_deref(),
+            Some("1,920 cached")
+        );
+        assert_eq!(
+            detail(&[(5, "cached"), (3, "cache writes")]).as_deref(),
+            Some("5 cached · 3 cache writes")
+        );
+    }
 }

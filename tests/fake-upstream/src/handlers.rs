@@ -236,7 +236,16 @@ async fn chat_completions(
     let plan = s.plan(req.max_tokens.or(req.max_completion_tokens), &headers);
     let id = format!("chatcmpl-fake-{}", s.next_id());
     let created = unix_now();
-    let usage = ChatUsage::new(messages.prompt_tokens(), plan.chunks);
+    let usage = ChatUsage::detailed(
+        messages.prompt_tokens(),
+        plan.chunks,
+        s.cached_tokens,
+        s.reasoning_tokens,
+    );
+    let model = s
+        .served_model
+        .clone()
+        .unwrap_or_else(|| req.model.to_string());
 
     if req.stream == Some(true) {
         let spec = StreamSpec {
@@ -247,7 +256,7 @@ async fn chat_completions(
             usage_json: wants_usage(req.stream_options.as_ref(), mode)
                 .then(|| serde_json::to_string(&usage).unwrap_or_default()),
         };
-        return stream_response(s, spec, &id, created, &req.model, plan, mode);
+        return stream_response(s, spec, &id, created, &model, plan, mode);
     }
 
     sleep_for_chunks(plan).await;
@@ -258,7 +267,7 @@ async fn chat_completions(
             id: &id,
             object: "chat.completion",
             created,
-            model: &req.model,
+            model: &model,
             system_fingerprint: SYSTEM_FINGERPRINT,
             choices: [ChatChoice {
                 index: 0,

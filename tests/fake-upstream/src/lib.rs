@@ -83,6 +83,15 @@ pub struct FakeConfig {
     /// provider adds its own: LiteLLM 1.x sends `x-litellm-response-cost`,
     /// `x-litellm-key-spend`, `x-litellm-model-api-base`, `llm_provider-*`...
     pub response_headers: Vec<(String, String)>,
+    /// Chat usage: this many of the prompt tokens reported as read from the
+    /// prompt cache (`prompt_tokens_details.cached_tokens`, at most the prompt).
+    pub cached_tokens: usize,
+    /// Chat usage: reasoning tokens, added to `completion_tokens` and reported
+    /// in `completion_tokens_details.reasoning_tokens`, as o-series models do.
+    pub reasoning_tokens: usize,
+    /// The `model` chat answers name instead of the requested one (OpenAI
+    /// answers an alias with its dated snapshot, `gpt-4o-mini-2024-07-18`).
+    pub served_model: Option<String>,
 }
 
 impl Default for FakeConfig {
@@ -93,6 +102,9 @@ impl Default for FakeConfig {
             reply: "Hello from the fake upstream".to_owned(),
             api_key: None,
             response_headers: Vec::new(),
+            cached_tokens: 0,
+            reasoning_tokens: 0,
+            served_model: None,
         }
     }
 }

@@ -33,6 +33,10 @@ pub struct Shared {
     pub expected_auth: Option<Box<[u8]>>,
     /// Added to every `/v1/*` response (see `FakeConfig::response_headers`).
     pub response_headers: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
+    /// See the `FakeConfig` fields of the same names.
+    pub cached_tokens: usize,
+    pub reasoning_tokens: usize,
+    pub served_model: Option<String>,
     mode: Mutex<Mode>,
     health_ok: AtomicBool,
     chunk_delay_ns: AtomicU64,
@@ -94,6 +98,9 @@ impl Shared {
                     )
                 })
                 .collect(),
+            cached_tokens: cfg.cached_tokens,
+            reasoning_tokens: cfg.reasoning_tokens,
+            served_model: cfg.served_model.clone(),
             mode: Mutex::new(Mode::Normal),
             health_ok: AtomicBool::new(true),
             chunk_delay_ns: AtomicU64::new(duration_to_ns(cfg.chunk_delay)),

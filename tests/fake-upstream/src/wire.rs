@@ -411,6 +411,15 @@ pub struct CompletionTokensDetails {
 }
 
 impl ChatUsage {
+    /// With `cached` of the prompt from the cache and `reasoning` tokens
+    /// before the `answer` tokens.
+    pub fn detailed(prompt_tokens: usize, answer: usize, cached: usize, reasoning: usize) -> Self {
+        let mut u = Self::new(prompt_tokens, answer + reasoning);
+        u.prompt_tokens_details.cached_tokens = cached.min(prompt_tokens);
+        u.completion_tokens_details.reasoning_tokens = reasoning;
+        u
+    }
+
     pub fn new(prompt_tokens: usize, completion_tokens: usize) -> Self {
         ChatUsage {
             prompt_tokens,
