@@ -46,6 +46,25 @@ enum Command {
         #[command(subcommand)]
         action: UsersAction,
     },
+    /// Check the usage in the database.
+    Usage {
+        #[command(subcommand)]
+        action: UsageAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsageAction {
+    /// Compare the daily totals (what quotas and the dashboard read) with the
+    /// per-request records, per day, key and model; exits 1 on a difference.
+    Verify {
+        /// First day, YYYY-MM-DD (UTC); default 30 days before --to.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD (UTC); default today.
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -150,6 +169,13 @@ pub fn main() -> ExitCode {
         }
         Command::Keys { action } => keys(cfg, action),
         Command::Users { action } => users(cfg, action),
+        Command::Usage {
+            action: UsageAction::Verify { from, to },
+        } => match verify_usage(cfg, from, to) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -305,6 +331,31 @@ fn users(cfg: Config, action: UsersAction) -> anyhow::Result<()> {
             }
         }
         Ok(())
+    })
+}
+
+/// Prints the reconciliation; true when every total matches its records.
+fn verify_usage(cfg: Config, from: Option<String>, to: Option<String>) -> anyhow::Result<bool> {
+    let day = |flag: &str, v: &str| {
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        time::Date::parse(v, format).map_err(|_| anyhow::anyhow!("--{flag} must be YYYY-MM-DD"))
+    };
+    let to = match to {
+        Some(v) => day("to", &v)?,
+        None => time::OffsetDateTime::now_utc().date(),
+    };
+    let from = match from {
+        Some(v) => day("from", &v)?,
+        None => to - time::Duration::days(30),
+    };
+    anyhow::ensure!(from <= to, "--from is after --to");
+    let rt = server::control_runtime()?;
+    rt.block_on(async {
+        let store = Store::connect(&cfg.database.url, 1).await?;
+        let ledger_dir = std::path::Path::new(&cfg.usage.ledger_dir);
+        let report = crate::usage::verify::verify(&store, ledger_dir, from, to).await?;
+        print!("{report}");
+        Ok(report.is_consistent())
     })
 }
 

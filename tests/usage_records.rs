@@ -74,3 +74,77 @@ async fn a_database_outage_under_load_loses_no_usage_record() {
         .unwrap();
     assert_eq!(total, sent);
 }
+
+/// `bluesminds usage verify` recomputes every daily total from the records:
+/// after real traffic they match; a total edited behind the writer's back (or
+/// a record deleted) is reported with both sides, and the command fails.
+#[tokio::test]
+async fn usage_verify_reports_a_daily_total_that_does_not_match_its_records() {
+    let up = fake().await;
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let a = gw.create_key("a", &[]);
+    let b = gw.create_key("b", &[]);
+    for key in [&a, &a, &b] {
+        let resp = gw.chat(key, &chat_body("gpt-4o-mini", false)).await;
+        assert_eq!(resp.status(), 200);
+    }
+    let bad = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&b)
+        .json(&serde_json::json!({"model": "no-such-model\u{0}", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 404);
+    gw.wait_usage_rows(4).await;
+
+    let out = gw.cli(&["usage", "verify"]);
+    assert!(out.contains("4 requests in usage_records"), "{out}");
+    assert!(
+        out.contains("every usage_daily total equals the sum of its records"),
+        "{out}"
+    );
+
+    let pool = gw.db.pool().await;
+    sqlx::query("UPDATE usage_daily SET prompt_tokens = prompt_tokens + 7 WHERE key_id = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM usage_records WHERE id = (SELECT MAX(id) FROM usage_records WHERE key_id = 2 AND status = 200)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    let out = gw
+        .command()
+        .args(["usage", "verify", "--from", &today, "--to", &today])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("2 groups differ"), "{text}");
+    assert!(
+        text.contains(&format!("DIFFERENT {today} key 1 model gpt-4o-mini")),
+        "{text}"
+    );
+    assert!(
+        text.contains("usage_records requests 2 prompt 16 "),
+        "{text}"
+    );
+    assert!(
+        text.contains("usage_daily   requests 2 prompt 23 "),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("DIFFERENT {today} key 2 model gpt-4o-mini")),
+        "{text}"
+    );
+
+    let bad_day = gw
+        .command()
+        .args(["usage", "verify", "--from", "yesterday"])
+        .output()
+        .unwrap();
+    assert_eq!(bad_day.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_day.stderr).contains("--from must be YYYY-MM-DD"));
+}

@@ -23,7 +23,7 @@ mod users;
 pub use billing::EventOutcome;
 pub use keys::{KeyRecord, NewKey};
 pub use servers::{NewServer, ServerRecord};
-pub use usage::{recent_requests_sql, RequestRow, UsageFilter, UsageTotals};
+pub use usage::{recent_requests_sql, GroupTotals, RequestRow, UsageFilter, UsageTotals};
 pub use users::{SessionRecord, UserRecord};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

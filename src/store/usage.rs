@@ -21,6 +21,28 @@ pub struct UsageTotals {
     pub cost_nanousd: i64,
 }
 
+/// Usage of one (day, key, model): what `usage_daily` keys its totals by.
+/// `key_id` 0 and `model` "" stand for none, as in `usage_daily`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, sqlx::FromRow)]
+pub struct GroupTotals {
+    pub day: String,
+    pub key_id: i64,
+    pub model: String,
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub cost_nanousd: i64,
+}
+
+/// The sums `usage_daily` keeps, over the table the totals come from.
+const GROUP_SUMS: &str = "CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens, \
+     CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, \
+     CAST(SUM(cache_write_tokens) AS BIGINT) AS cache_write_tokens, CAST(SUM(reasoning_tokens) AS BIGINT) AS reasoning_tokens, \
+     CAST(SUM(cost_nanousd) AS BIGINT) AS cost_nanousd";
+
 /// Which usage a query covers: a day range (inclusive, `YYYY-MM-DD`) and
 /// optionally one key or one user.
 #[derive(Debug, Clone, Default)]
@@ -305,6 +327,47 @@ impl Store {
             .bind(user)
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    /// For reconciliation, per (day, key, model) over the days `from_day` to
+    /// `to_day` (inclusive): the totals recomputed from `usage_records`, and
+    /// the totals `usage_daily` holds. Each list is sorted.
+    pub async fn group_totals(
+        &self,
+        from: time::Date,
+        to: time::Date,
+    ) -> Result<(Vec<GroupTotals>, Vec<GroupTotals>), StoreError> {
+        let ms = |d: time::Date| d.midnight().assume_utc().unix_timestamp() * 1000;
+        let (from_ms, until_ms) = (ms(from), ms(to.next_day().unwrap_or(to)));
+        let (from_day, to_day) = (from.to_string(), to.to_string());
+        let day = match self.backend {
+            Backend::Sqlite => "strftime('%Y-%m-%d', created_at / 1000, 'unixepoch')",
+            Backend::Postgres => {
+                "to_char(to_timestamp(created_at / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+            }
+        };
+        let from_records = format!(
+            "SELECT day, key_id, model, CAST(COUNT(*) AS BIGINT) AS requests, {GROUP_SUMS} FROM \
+             (SELECT {day} AS day, COALESCE(key_id, 0) AS key_id, COALESCE(model, '') AS model, prompt_tokens, \
+             completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_nanousd FROM usage_records \
+             WHERE created_at >= $1 AND created_at < $2) r \
+             GROUP BY day, key_id, model ORDER BY day, key_id, model"
+        );
+        let records = sqlx::query_as(&from_records)
+            .bind(from_ms)
+            .bind(until_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        let from_daily = format!(
+            "SELECT day, key_id, model, CAST(SUM(requests) AS BIGINT) AS requests, {GROUP_SUMS} FROM usage_daily \
+             WHERE day >= $1 AND day <= $2 GROUP BY day, key_id, model ORDER BY day, key_id, model"
+        );
+        let daily = sqlx::query_as(&from_daily)
+            .bind(&from_day)
+            .bind(&to_day)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok((records, daily))
     }
 
     /// Most recent requests first; `before_id` pages backwards. A user's or a

@@ -6,6 +6,7 @@ pub mod cost;
 pub mod counter;
 pub mod ledger;
 pub mod tokenizer;
+pub mod verify;
 pub mod writer;
 
 use std::borrow::Cow;
