@@ -148,3 +148,125 @@ async fn usage_verify_reports_a_daily_total_that_does_not_match_its_records() {
     assert_eq!(bad_day.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad_day.stderr).contains("--from must be YYYY-MM-DD"));
 }
+
+/// A TCP relay to the real PostgreSQL that can be cut: while it is down every
+/// open connection is reset and new ones are closed at once, as when the
+/// database host goes away.
+struct Relay {
+    port: u16,
+    down: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(target: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (down, watch) = tokio::sync::watch::channel(false);
+        let target = target.to_string();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if *watch.borrow() {
+                    continue; // dropped: the connection closes at once
+                }
+                let mut cut = watch.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.wait_for(|down| *down) => {}
+                    }
+                });
+            }
+        });
+        Self { port, down }
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.send_replace(down);
+    }
+}
+
+/// The database unreachable for 30 s under load, then back: the proxy answers
+/// throughout, and afterwards every answered request is in `usage_records`
+/// exactly once and in the daily totals once. PostgreSQL only: an embedded
+/// SQLite file cannot become unreachable (its outage is the test above).
+/// Multi-threaded: the relay must keep running while the harness blocks on
+/// the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_unreachable_for_30_s_under_load_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::TestDb::new(dir.path()).await;
+    if !db.url.starts_with("postgres") {
+        eprintln!("skipped: set BLUESMINDS_TEST_POSTGRES to run this test");
+        return;
+    }
+    let (_, rest) = db.url.split_once('@').unwrap();
+    let host_port = rest.split_once('/').unwrap().0;
+    let relay = Relay::start(host_port).await;
+    let relayed = db
+        .url
+        .replace(host_port, &format!("127.0.0.1:{}", relay.port));
+    let up = fake().await;
+    let gw = gateway()
+        .db_url(&relayed)
+        .backend(Backend::new(up.url()))
+        .start()
+        .await;
+    let key = gw.create_key("load", &[]);
+    let body = chat_body("gpt-4o-mini", false);
+    assert_eq!(gw.chat(&key, &body).await.status(), 200);
+
+    relay.set_down(true);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let client = |_| {
+        let (gw, key, body) = (&gw, &key, &body);
+        async move {
+            let (mut answered, mut other) = (0i64, Vec::new());
+            while std::time::Instant::now() < until {
+                match gw.chat(key, body).await.status().as_u16() {
+                    200 => answered += 1,
+                    s => other.push(s),
+                }
+            }
+            (answered, other)
+        }
+    };
+    let results = futures_util::future::join_all((0..4).map(client)).await;
+    let answered: i64 = 1 + results.iter().map(|r| r.0).sum::<i64>();
+    let refused: Vec<u16> = results.into_iter().flat_map(|r| r.1).collect();
+    assert!(refused.is_empty(), "refused during the outage: {refused:?}");
+    let metrics = gw.metrics().await;
+    assert!(sample(&metrics, "bluesminds_usage_write_errors_total", &[]).unwrap_or(0.0) > 0.0);
+    relay.set_down(false);
+
+    let pool = db.pool().await;
+    let rows = common::Poll::within(std::time::Duration::from_secs(90))
+        .every(std::time::Duration::from_millis(200))
+        .try_until(|| async {
+            let rows = common::usage_rows(&pool).await;
+            if rows.len() as i64 >= answered {
+                Ok(rows)
+            } else {
+                Err(rows.len())
+            }
+        })
+        .await
+        .unwrap_or_else(|n| panic!("{n} of {answered} answered requests have a record"));
+    let mut ids: Vec<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len() as i64, answered, "every request exactly once");
+    assert_eq!(rows.len() as i64, answered);
+    let total: i64 = sqlx::query_scalar("SELECT CAST(SUM(requests) AS BIGINT) FROM usage_daily")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(total, answered);
+    println!(
+        "database outage: {answered} answered in 30 s, {} records",
+        rows.len()
+    );
+}
