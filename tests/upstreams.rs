@@ -217,3 +217,87 @@ async fn one_url_under_two_keys_uses_both() {
         ]
     );
 }
+
+/// llama-cpp-python's server (starlette-context's request-id plugin) answers
+/// an empty 400 to any `x-request-id` that is not a UUID, and the gateway sent
+/// `req_<hex>`: every chat and embeddings request failed. Backends now get the
+/// same id as a canonical UUID (clients still see OpenAI's `req_` form), under
+/// a header the pool may rename or turn off.
+#[tokio::test]
+async fn a_server_that_wants_a_uuid_request_id_accepts_the_gateways() {
+    let strict = FakeUpstream::start(fake_upstream::FakeConfig {
+        strict_request_id: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let gw = gateway().backend(Backend::new(strict.url())).start().await;
+    let key = gw.create_key("k", &[]);
+    let resp = gw.chat(&key, &chat_body("gpt-4o-mini", false)).await;
+    assert_eq!(resp.status(), 200);
+    let client_id = common::header(&resp, "x-request-id").unwrap();
+    let emb = reqwest::Client::new()
+        .post(gw.url("/v1/embeddings"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"model": "text-embedding-3-small", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(emb.status(), 200);
+    let sent = strict.requests()[0]
+        .header("x-request-id")
+        .unwrap()
+        .to_string();
+    let uuid = uuid::Uuid::parse_str(&sent).unwrap();
+    assert_eq!(sent, uuid.hyphenated().to_string(), "canonical form");
+    assert_eq!(
+        client_id,
+        format!("req_{}", uuid.simple()),
+        "one id, two spellings"
+    );
+    let rows = gw.wait_usage_rows(2).await;
+    assert_eq!(rows[0].request_id, client_id);
+
+    // The fake is as strict as the real server: OpenAI's form is refused.
+    let refused = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", strict.url()))
+        .header("x-request-id", client_id)
+        .json(&chat_body("gpt-4o-mini", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused.bytes().await.unwrap().is_empty());
+
+    // Renamed, or not sent at all.
+    let plain = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(plain.url()))
+        .pool("request_id_header: x-correlation-id")
+        .start()
+        .await;
+    let key = gw.create_key("k", &[]);
+    assert_eq!(
+        gw.chat(&key, &chat_body("gpt-4o-mini", false))
+            .await
+            .status(),
+        200
+    );
+    let seen = &plain.requests()[0];
+    assert!(seen.header("x-request-id").is_none());
+    assert!(uuid::Uuid::parse_str(seen.header("x-correlation-id").unwrap()).is_ok());
+    let gw = gateway()
+        .backend(Backend::new(plain.url()))
+        .pool("request_id_header: null")
+        .start()
+        .await;
+    let key = gw.create_key("k", &[]);
+    assert_eq!(
+        gw.chat(&key, &chat_body("gpt-4o-mini", false))
+            .await
+            .status(),
+        200
+    );
+    let seen = &plain.requests()[1];
+    assert!(seen.header("x-request-id").is_none() && seen.header("x-correlation-id").is_none());
+}

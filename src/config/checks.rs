@@ -152,6 +152,17 @@ pub fn token_env_var<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, 
     }
 }
 
+/// An HTTP header name, lowercased, or `null`.
+pub fn optional_header_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => match http::HeaderName::from_bytes(n.trim().as_bytes()) {
+            Ok(name) => Ok(Some(name.as_str().to_string())),
+            Err(_) => refuse::<D, _>(format!("`{n}` is not a header name")),
+        },
+    }
+}
+
 /// HTTP header names, lowercased.
 pub fn header_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let names = Vec::<String>::deserialize(d)?;

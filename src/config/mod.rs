@@ -418,6 +418,18 @@ pub struct PoolConfig {
     /// request is allowed and priced by the model it names.
     #[serde(default)]
     pub allow_routing_fields: bool,
+    /// The header that carries the request id to this pool's backends, as a
+    /// UUID (servers such as llama-cpp-python refuse any other form); `null`
+    /// sends none.
+    #[serde(
+        default = "default_request_id_header",
+        deserialize_with = "checks::optional_header_name"
+    )]
+    pub request_id_header: Option<String>,
+}
+
+fn default_request_id_header() -> Option<String> {
+    Some("x-request-id".into())
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -18,6 +18,9 @@ use crate::usage::ResponseCounter;
 
 pub struct Ctx {
     pub request_id: String,
+    /// The id as backends get it: the same UUID, in its canonical hyphenated
+    /// form (`req_` + hex is OpenAI's form, for clients and records).
+    pub request_uuid: uuid::Uuid,
     pub started: Instant,
     /// Config, pools and prices for the whole request.
     pub snapshot: Arc<Snapshot>,
@@ -86,8 +89,10 @@ pub struct Streamed {
 
 impl Ctx {
     pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        let request_uuid = uuid::Uuid::now_v7();
         Self {
-            request_id: format!("req_{}", uuid::Uuid::now_v7().simple()),
+            request_uuid,
+            request_id: format!("req_{}", request_uuid.simple()),
             started: Instant::now(),
             snapshot,
             admission: Admission::default(),

@@ -134,7 +134,11 @@ impl ProxyHttp for Gateway {
         upstream_request.insert_header(header::HOST, backend.host_header.as_str())?;
         // Token counting needs the plain body.
         upstream_request.insert_header(header::ACCEPT_ENCODING, "identity")?;
-        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(name) = &route.pool.request_id_header {
+            let mut buf = uuid::Uuid::encode_buffer();
+            let id = ctx.request_uuid.hyphenated().encode_lower(&mut buf);
+            upstream_request.insert_header(name.clone(), &*id)?;
+        }
         if ctx
             .admission
             .endpoint

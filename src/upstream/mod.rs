@@ -48,6 +48,8 @@ pub struct Pool {
     /// Upstream headers passed to the client beyond the defaults.
     pub expose_headers: Vec<http::HeaderName>,
     pub allow_routing_fields: bool,
+    /// Where backends get the request id (a UUID); `None`: not sent.
+    pub request_id_header: Option<http::HeaderName>,
     groups: Vec<PriorityGroup>,
     clock: Clock,
     eject_for: Duration,
@@ -288,6 +290,10 @@ impl Upstreams {
                 forward_headers: names(&pc.forward_headers),
                 expose_headers: names(&pc.expose_headers),
                 allow_routing_fields: pc.allow_routing_fields,
+                request_id_header: pc
+                    .request_id_header
+                    .as_deref()
+                    .and_then(|n| http::HeaderName::from_bytes(n.as_bytes()).ok()),
                 groups,
                 clock,
                 eject_for: Duration::from_secs(hc.eject_secs),
@@ -395,6 +401,7 @@ fn merged_pools(yaml: &[PoolConfig], servers: &[ServerRecord]) -> Vec<PoolConfig
                 forward_headers: Vec::new(),
                 expose_headers: Vec::new(),
                 allow_routing_fields: false,
+                request_id_header: Some("x-request-id".into()),
             }),
         }
     }

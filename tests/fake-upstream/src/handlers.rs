@@ -105,6 +105,12 @@ async fn v1_gate(State(s): AppState, req: Request, next: Next) -> Response {
         body: body.clone(),
     });
 
+    if s.strict_request_id {
+        let id = parts.headers.get("x-request-id").map(|v| v.as_bytes());
+        if id.is_some_and(|id| !python_accepts_uuid(id)) {
+            return StatusCode::BAD_REQUEST.into_response();
+        }
+    }
     if let Some(expected) = &s.expected_auth {
         match parts.headers.get(header::AUTHORIZATION) {
             Some(v) if v.as_bytes() == &expected[..] => {}
@@ -726,4 +732,42 @@ async fn control_stats(State(s): AppState) -> Response {
         stats[k] = v.into();
     }
     json_value(StatusCode::OK, &stats)
+}
+
+/// What Python's `uuid.UUID(value)` accepts: an optional `urn:` and `uuid:`
+/// prefix, optional braces, and 32 hex digits once hyphens are removed.
+fn python_accepts_uuid(value: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return false;
+    };
+    let text = text.strip_prefix("urn:").unwrap_or(text);
+    let text = text.strip_prefix("uuid:").unwrap_or(text);
+    let text = text.trim_matches(|c| c == '{' || c == '}');
+    let hex: Vec<char> = text.chars().filter(|&c| c != '-').collect();
+    hex.len() == 32 && hex.iter().all(char::is_ascii_hexdigit)
+}
+
+#[cfg(test)]
+mod uuid_tests {
+    use super::python_accepts_uuid;
+
+    #[test]
+    fn accepts_what_python_accepts() {
+        for ok in [
+            "0192f0c4-5a7e-7cc3-9b1e-3f2f0d7b8a11",
+            "0192f0c45a7e7cc39b1e3f2f0d7b8a11",
+            "{0192f0c4-5a7e-7cc3-9b1e-3f2f0d7b8a11}",
+            "urn:uuid:0192f0c4-5a7e-7cc3-9b1e-3f2f0d7b8a11",
+        ] {
+            assert!(python_accepts_uuid(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "req_0192f0c45a7e7cc39b1e3f2f0d7b8a11",
+            "abc",
+            "",
+            "0192f0c4-5a7e-7cc3-9b1e-3f2f0d7b8a1g",
+        ] {
+            assert!(!python_accepts_uuid(bad.as_bytes()), "{bad}");
+        }
+    }
 }

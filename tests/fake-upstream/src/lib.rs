@@ -92,6 +92,10 @@ pub struct FakeConfig {
     /// The `model` chat answers name instead of the requested one (OpenAI
     /// answers an alias with its dated snapshot, `gpt-4o-mini-2024-07-18`).
     pub served_model: Option<String>,
+    /// Answer an empty 400 to a request whose `x-request-id` is not a UUID, as
+    /// llama-cpp-python's server does (starlette-context's `RequestIdPlugin`
+    /// validates the header with Python's `uuid.UUID`).
+    pub strict_request_id: bool,
 }
 
 impl Default for FakeConfig {
@@ -105,6 +109,7 @@ impl Default for FakeConfig {
             cached_tokens: 0,
             reasoning_tokens: 0,
             served_model: None,
+            strict_request_id: false,
         }
     }
 }

@@ -61,9 +61,9 @@ async fn run(args: Args) -> std::io::Result<()> {
     let cfg = FakeConfig {
         chunk_delay: Duration::from_millis(args.chunk_delay_ms),
         chunks: args.chunks,
-        reply: args.reply.unwrap_or(defaults.reply),
+        reply: args.reply.unwrap_or(defaults.reply.clone()),
         api_key: args.api_key,
-        response_headers: Vec::new(),
+        ..defaults
     };
     let upstream = FakeUpstream::start_on(args.listen, cfg).await?;
     upstream.set_recording(args.record);
