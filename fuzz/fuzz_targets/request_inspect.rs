@@ -1,8 +1,10 @@
 //! `proxy::request::inspect` on any body: never panics, and a body it rewrote
-//! (to ask for usage) reads back as the same request, asking for usage.
+//! (to ask for usage) reads back as the same request, asking for usage; a body
+//! with routing fields, once they are stripped, is the same request without
+//! them.
 #![no_main]
 
-use bluesminds::proxy::request::{inspect, Endpoint};
+use bluesminds::proxy::request::{inspect, strip_routing_fields, Endpoint};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -28,5 +30,13 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again.stream, seen.stream);
         assert!(!again.injected_usage, "usage asked for twice");
         assert_eq!(again.body, seen.body);
+    }
+    if seen.routing {
+        let stripped = strip_routing_fields(&seen.body);
+        let after = inspect(&endpoint, stripped).expect("a stripped body is JSON");
+        assert!(!after.routing, "a routing field survived");
+        assert_eq!(after.model, seen.model);
+        assert_eq!(after.stream, seen.stream);
+        assert_eq!(after.max_tokens, seen.max_tokens);
     }
 });

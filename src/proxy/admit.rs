@@ -115,7 +115,7 @@ pub async fn admit(
     let estimate = estimate_tokens(inspected.body.len(), inspected.max_tokens);
     take_tokens(ctx, estimate)?;
     let body = if inspected.routing && !pool.allow_routing_fields {
-        strip_routing_fields(&inspected.body)
+        strip_routing_fields(&inspected.body)?
     } else {
         inspected.body
     };

@@ -112,16 +112,26 @@ pub const ROUTING_FIELDS: [&str; 11] = [
     "api_version",
 ];
 
-/// The body without `ROUTING_FIELDS` (re-serialized; only bodies that have one).
-pub fn strip_routing_fields(body: &Bytes) -> Bytes {
-    let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice(body) else {
-        // `inspect` parsed it as an object already.
-        return body.clone();
+/// The body without `ROUTING_FIELDS` (re-serialized; only bodies that have
+/// one). A body the rewrite cannot represent (a number beyond f64, such as
+/// `1e400`) is refused: passing it on would keep the fields.
+pub fn strip_routing_fields(body: &Bytes) -> Result<Bytes, GatewayError> {
+    let mut fields = match serde_json::from_slice(body) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        Ok(_) => return Err(GatewayError::invalid("The body must be a JSON object.", None)),
+        Err(e) => {
+            return Err(GatewayError::invalid(
+                format!("This request has a field the gateway removes before it goes upstream (one of {}), and the rest of the body cannot be rewritten: {e}.", ROUTING_FIELDS.join(", ")),
+                None,
+            ))
+        }
     };
     for name in ROUTING_FIELDS {
         fields.remove(name);
     }
-    Bytes::from(serde_json::to_vec(&fields).expect("a JSON object serializes"))
+    Ok(Bytes::from(
+        serde_json::to_vec(&fields).expect("a JSON object serializes"),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -305,6 +315,24 @@ mod tests {
             b"{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"u\xc5s\"}],\"stream\":true}";
         let e = inspect(&Endpoint::ChatCompletions, Bytes::from_static(body)).unwrap_err();
         assert!(e.to_string().contains("not valid UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn routing_fields_are_stripped_or_the_request_refused() {
+        let body = r#"{"model":"m","models":["x"],"fallbacks":["y"],"t":0.5}"#;
+        let seen = inspect(&Endpoint::ChatCompletions, Bytes::from(body)).unwrap();
+        assert!(seen.routing);
+        let stripped = strip_routing_fields(&seen.body).unwrap();
+        assert_eq!(
+            parse(std::str::from_utf8(&stripped).unwrap()),
+            parse(r#"{"model":"m","t":0.5}"#)
+        );
+        // A number the rewrite cannot hold must not carry the fields through.
+        let body = r#"{"model":"m","models":["x"],"t":1e400}"#;
+        let seen = inspect(&Endpoint::ChatCompletions, Bytes::from(body)).unwrap();
+        let e = strip_routing_fields(&seen.body).unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(e.to_string().contains("models"), "{e}");
     }
 
     /// fuzz/request_inspect's crash: `stream_options` as an array panicked
