@@ -32,7 +32,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again.body, seen.body);
     }
     if seen.routing {
-        let stripped = strip_routing_fields(&seen.body);
+        // Refused (400) when the rest of the body cannot be rewritten.
+        let Ok(stripped) = strip_routing_fields(&seen.body) else {
+            return;
+        };
         let after = inspect(&endpoint, stripped).expect("a stripped body is JSON");
         assert!(!after.routing, "a routing field survived");
         assert_eq!(after.model, seen.model);
