@@ -40,7 +40,9 @@ const HEADER: usize = 64;
 const MARK_AT: usize = 8;
 /// Per record: payload length (u32) and CRC-32C of the payload (u32).
 const FRAME: usize = 8;
-const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+/// Slice-by-16 tables (16 KiB): the one-table default cost ~2,600
+/// instructions per record under callgrind, a tenth of the ledger's cost.
+const CRC: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
 
 /// A place in the ledger: segment sequence number and byte offset in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -773,6 +775,13 @@ mod tests {
 
     fn ids(records: &[UsageRecord]) -> Vec<String> {
         records.iter().map(|r| r.request_id.clone()).collect()
+    }
+
+    #[test]
+    fn the_checksum_is_crc32c_whatever_its_tables() {
+        // The standard check value: segments written before the faster tables
+        // still verify.
+        assert_eq!(CRC.checksum(b"123456789"), 0xE306_9283);
     }
 
     #[test]
