@@ -146,18 +146,19 @@ struct TextView<'a> {
     function_call: Option<FunctionView<'a>>,
 }
 
+/// A tool call in an answer (or in a prompt's history, see `tokenizer`).
 #[derive(Deserialize)]
-struct ToolCallView<'a> {
+pub(crate) struct ToolCallView<'a> {
     #[serde(borrow, default)]
-    function: Option<FunctionView<'a>>,
+    pub function: Option<FunctionView<'a>>,
 }
 
 #[derive(Deserialize)]
-struct FunctionView<'a> {
+pub(crate) struct FunctionView<'a> {
     #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
+    pub name: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    arguments: Option<Cow<'a, str>>,
+    pub arguments: Option<Cow<'a, str>>,
 }
 
 impl TextView<'_> {

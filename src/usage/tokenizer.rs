@@ -5,6 +5,8 @@ use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use serde::Deserialize;
+
+use super::counter::ToolCallView;
 use tiktoken_rs::CoreBPE;
 
 static O200K: OnceLock<CoreBPE> = OnceLock::new();
@@ -58,21 +60,7 @@ struct Message<'a> {
     content: Option<Content<'a>>,
     /// Earlier tool calls in the conversation are prompt tokens too.
     #[serde(borrow, default)]
-    tool_calls: Option<Vec<ToolCall<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct ToolCall<'a> {
-    #[serde(borrow, default)]
-    function: Option<Function<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Function<'a> {
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    arguments: Option<Cow<'a, str>>,
+    tool_calls: Option<Vec<ToolCallView<'a>>>,
 }
 
 #[derive(Deserialize)]
