@@ -5,9 +5,9 @@ use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use serde::Deserialize;
+use tiktoken_rs::CoreBPE;
 
 use super::counter::ToolCallView;
-use tiktoken_rs::CoreBPE;
 
 static O200K: OnceLock<CoreBPE> = OnceLock::new();
 static CL100K: OnceLock<CoreBPE> = OnceLock::new();
