@@ -317,6 +317,19 @@ mod tests {
         assert!(e.to_string().contains("not valid UTF-8"), "{e}");
     }
 
+    /// `RequestView` names each routing field once more, to see it without
+    /// parsing the body twice: the two lists must not drift apart.
+    #[test]
+    fn every_routing_field_is_seen() {
+        for name in ROUTING_FIELDS {
+            let body = format!(r#"{{"model":"m","{name}":["x"]}}"#);
+            let seen = inspect(&Endpoint::ChatCompletions, Bytes::from(body)).unwrap();
+            assert!(seen.routing, "{name}");
+        }
+        let plain = inspect(&Endpoint::ChatCompletions, Bytes::from(r#"{"model":"m"}"#)).unwrap();
+        assert!(!plain.routing);
+    }
+
     #[test]
     fn routing_fields_are_stripped_or_the_request_refused() {
         let body = r#"{"model":"m","models":["x"],"fallbacks":["y"],"t":0.5}"#;

@@ -8,7 +8,6 @@
 //! beside the comparison, since they are in neither table.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 
 use time::Date;
@@ -147,9 +146,7 @@ fn sums(g: Option<&GroupTotals>) -> String {
     let Some(g) = g else {
         return "no row".into();
     };
-    let mut s = String::new();
-    let _ = write!(
-        s,
+    format!(
         "requests {} prompt {} completion {} cached {} cache_write {} reasoning {} cost_nanousd {}",
         g.requests,
         g.prompt_tokens,
@@ -158,6 +155,5 @@ fn sums(g: Option<&GroupTotals>) -> String {
         g.cache_write_tokens,
         g.reasoning_tokens,
         g.cost_nanousd
-    );
-    s
+    )
 }
