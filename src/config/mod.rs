@@ -329,6 +329,12 @@ pub struct UsageConfig {
     /// the shared database.
     #[serde(deserialize_with = "checks::millis_50_to_60000")]
     pub quota_refresh_ms: u64,
+    /// After a client leaves mid-answer, the upstream is still read, for at
+    /// most this long, so its usage report arrives (0: stop reading at once).
+    pub abandoned_read_secs: u64,
+    /// ... and for at most this many bytes of answer after the client left.
+    #[serde(deserialize_with = "checks::at_least_one_u64")]
+    pub abandoned_read_mib: u64,
 }
 
 /// The ledger's policy once the database has been down long enough to fill
@@ -354,6 +360,8 @@ impl Default for UsageConfig {
             ledger_max_mib: 1024,
             ledger_full: LedgerFull::Refuse,
             ledger_sync_ms: 1000,
+            abandoned_read_secs: 60,
+            abandoned_read_mib: 8,
             spill_path: "data/usage-spill.jsonl".into(),
             quota_refresh_ms: 2000,
         }

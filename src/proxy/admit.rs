@@ -113,6 +113,7 @@ pub async fn admit(
         return Err(GatewayError::ModelNotPriced(inspected.model));
     }
     let estimate = estimate_tokens(inspected.body.len(), inspected.max_tokens);
+    ctx.admission.estimate = estimate;
     take_tokens(ctx, estimate)?;
     let body = if inspected.routing && !pool.allow_routing_fields {
         strip_routing_fields(&inspected.body)?

@@ -53,6 +53,9 @@ pub struct Admission {
     pub rate_info: Option<RateInfo>,
     /// This request's share of `server.max_body_bytes_in_flight`.
     pub body_budget: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Tokens debited before the answer (prompt bytes / 4 + `max_tokens`):
+    /// what an abandoned answer that never reported usage is billed at least.
+    pub estimate: u64,
 }
 
 /// A request admission sends upstream.
@@ -85,6 +88,9 @@ pub struct Streamed {
     pub counter: ResponseCounter,
     pub first_byte: Option<Instant>,
     pub completed: bool,
+    /// The client left; the upstream is read on (`usage.abandoned_read_*`)
+    /// since then, for this many bytes so far.
+    pub abandoned: Option<(Instant, u64)>,
 }
 
 impl Ctx {
@@ -117,8 +123,10 @@ impl Ctx {
         if self.error.is_none() {
             self.error = if let Some(refused) = self.refused.clone() {
                 Some(refused)
-            } else if self.response.as_ref().is_some_and(|r| r.completed) {
-                None
+            } else if let Some(r) = self.response.as_ref().filter(|r| r.completed) {
+                // Read to its end without the client: the answer is whole, and
+                // the record still says the client left.
+                r.abandoned.map(|_| GatewayError::ClientClosedRequest)
             } else if self.attempt.exhausted {
                 let model = self.model().to_string();
                 // Every backend failed its health checks and then this request too:

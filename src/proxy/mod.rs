@@ -27,7 +27,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::limits::RateInfo;
 use crate::metrics::Ended;
 use crate::state::AppState;
-use crate::usage::{tokenizer, Counted, Finished, ResponseCounter, UsageRecord};
+use crate::usage::{tokenizer, Counted, Finished, ResponseCounter, UsageRecord, UsageSource};
 use admit::{admit, Admitted};
 pub use ctx::Ctx;
 use ctx::Streamed;
@@ -54,7 +54,14 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         match admit(&self.state, session, ctx).await {
-            Ok(Admitted::Proxy) => Ok(false),
+            Ok(Admitted::Proxy) => {
+                // A client that leaves mid-answer must not cut off the usage
+                // report that comes at its end (see response_body_filter).
+                if self.state.boot.usage.abandoned_read_secs > 0 {
+                    session.set_finish_after_client_leaves(true);
+                }
+                Ok(false)
+            }
             Ok(Admitted::Answered) => Ok(true),
             Err(e) => {
                 if !session.is_body_done() {
@@ -210,6 +217,7 @@ impl ProxyHttp for Gateway {
             counter,
             first_byte: None,
             completed: false,
+            abandoned: None,
         });
         let expose = ctx
             .route
@@ -232,6 +240,20 @@ impl ProxyHttp for Gateway {
     ) -> Result<Option<Duration>> {
         let mut reported = None;
         if let Some(r) = ctx.response.as_mut() {
+            if session.client_left() {
+                let usage = &self.state.boot.usage;
+                let (since, bytes) = r.abandoned.get_or_insert((Instant::now(), 0));
+                *bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+                if since.elapsed().as_secs() >= usage.abandoned_read_secs
+                    || *bytes > usage.abandoned_read_mib << 20
+                {
+                    return Error::e_explain(
+                        ErrorType::ReadError,
+                        "the client left and the answer outlasted usage.abandoned_read_*",
+                    )
+                    .map_err(|e| e.into_down());
+                }
+            }
             if r.first_byte.is_none() && body.as_ref().is_some_and(|b| !b.is_empty()) {
                 r.first_byte = Some(Instant::now());
             }
@@ -343,6 +365,11 @@ impl ProxyHttp for Gateway {
                 if let Ok((prompt, completion)) = local {
                     counted = Counted::from_tokenizer(prompt, completion);
                 }
+            }
+            if r.abandoned.is_some() && counted.source != UsageSource::Upstream {
+                // The client left and the upstream's report never came within
+                // the bounds: at least what admission estimated.
+                counted = counted.at_least(ctx.admission.estimate);
             }
         }
         self.record(session, e, ctx, counted);

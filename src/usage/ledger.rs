@@ -30,11 +30,14 @@ use std::time::Duration;
 use memmap2::MmapRaw;
 use tokio::sync::Notify;
 
-use super::UsageRecord;
+use super::{codec, UsageRecord};
 use crate::config::{LedgerFull, UsageConfig};
 use crate::metrics::Metrics;
 
-const MAGIC: &[u8; 8] = b"BMLEDG01";
+/// Segments of this version hold records in `codec`'s encoding.
+const MAGIC: &[u8; 8] = b"BMLEDG02";
+/// Segments written before it hold JSON records; still read after an upgrade.
+const MAGIC_JSON: &[u8; 8] = b"BMLEDG01";
 /// Magic (8 bytes), then the commit mark (u64, little-endian), then reserved.
 const HEADER: usize = 64;
 const MARK_AT: usize = 8;
@@ -62,6 +65,8 @@ struct Segment {
     synced: AtomicUsize,
     /// The file and its directory entry still need an fsync.
     new: AtomicBool,
+    /// Records are JSON (a segment from before `codec`).
+    json: bool,
 }
 
 impl Segment {
@@ -88,6 +93,7 @@ impl Segment {
             written: AtomicUsize::new(HEADER),
             synced: AtomicUsize::new(0),
             new: AtomicBool::new(true),
+            json: false,
         };
         seg.bytes_mut(0, MAGIC.len()).copy_from_slice(MAGIC);
         seg.set_mark(HEADER);
@@ -102,7 +108,7 @@ impl Segment {
             return Ok(None);
         }
         let map = MmapRaw::map_raw(&file)?;
-        let seg = Self {
+        let mut seg = Self {
             seq,
             path: path.to_path_buf(),
             map,
@@ -110,8 +116,11 @@ impl Segment {
             written: AtomicUsize::new(len),
             synced: AtomicUsize::new(len),
             new: AtomicBool::new(false),
+            json: false,
         };
-        Ok((seg.bytes(0, MAGIC.len()) == MAGIC).then_some(seg))
+        let magic: [u8; 8] = seg.bytes(0, MAGIC.len()).try_into().expect("8 bytes");
+        seg.json = &magic == MAGIC_JSON;
+        Ok((&magic == MAGIC || seg.json).then_some(seg))
     }
 
     fn bytes(&self, at: usize, n: usize) -> &[u8] {
@@ -355,15 +364,11 @@ impl Ledger {
     /// within the sync interval can lose it.
     pub fn append(&self, record: UsageRecord) {
         let s = &self.shared;
-        let payload = match serde_json::to_vec(&record) {
-            Ok(p) => p,
-            Err(e) => return self.shed(1, &format!("cannot encode the record: {e}")),
-        };
-        let frame = FRAME + payload.len();
+        let len = codec::encoded_len(&record);
+        let frame = FRAME + len;
         if HEADER + frame > s.segment_bytes {
             return self.shed(1, "record larger than a ledger segment");
         }
-        let crc = CRC.checksum(&payload);
         let mut inner = self.lock();
         let mut active = inner.segments.back().expect("an active segment").clone();
         let mut off = active.written.load(Ordering::Relaxed);
@@ -379,16 +384,17 @@ impl Ledger {
                 }
             }
         }
-        // Length last: a copy cut short by the process dying reads as the end.
-        active
-            .bytes_mut(off + FRAME, payload.len())
-            .copy_from_slice(&payload);
+        // Encoded in place; length last: a copy cut short by the process
+        // dying reads as the end.
+        let payload = active.bytes_mut(off + FRAME, len);
+        codec::encode(&record, payload);
+        let crc = CRC.checksum(payload);
         active
             .bytes_mut(off + 4, 4)
             .copy_from_slice(&crc.to_le_bytes());
         active
             .bytes_mut(off, 4)
-            .copy_from_slice(&(payload.len() as u32).to_le_bytes());
+            .copy_from_slice(&(len as u32).to_le_bytes());
         let end = Pos {
             seq: active.seq,
             off: off + frame,
@@ -534,9 +540,15 @@ impl Ledger {
                 }
                 match seg.frame_at(off, limit) {
                     Frame::Record(payload, next) => {
-                        match serde_json::from_slice::<UsageRecord>(payload) {
+                        let record = if seg.json {
+                            serde_json::from_slice::<UsageRecord>(payload)
+                                .map_err(|e| e.to_string())
+                        } else {
+                            codec::decode(payload)
+                        };
+                        match record {
                             Ok(r) => into.push(r),
-                            Err(e) => self.quarantine_raw(payload, &e.to_string()),
+                            Err(e) => self.quarantine_raw(payload, &e),
                         }
                         off = next;
                     }
@@ -594,7 +606,7 @@ impl Ledger {
     fn quarantine_raw(&self, payload: &[u8], error: &str) {
         let line = serde_json::json!({
             "error": format!("undecodable ledger record: {error}"),
-            "raw": String::from_utf8_lossy(payload),
+            "raw_hex": hex::encode(payload),
         });
         self.write_quarantine(&line);
     }
@@ -788,13 +800,14 @@ mod tests {
     fn records_come_out_in_order_from_memory_and_from_the_segments() {
         let dir = tempfile::tempdir().unwrap();
         // A queue of 10: the rest is read back from the segments, across
-        // several segments (1 MiB each, ~350 bytes per record).
+        // several segments (1 MiB each, ~180 bytes per record).
         let ledger = Ledger::open(&config(dir.path(), 10), Metrics::new()).unwrap();
-        for i in 0..8000 {
+        for i in 0..20_000 {
             ledger.append(record(i));
         }
+        assert!(ledger.lock().segments.len() >= 3);
         let (all, end) = take_all(&ledger);
-        assert_eq!(ids(&all), ids(&(0..8000).map(record).collect::<Vec<_>>()));
+        assert_eq!(ids(&all), ids(&(0..20_000).map(record).collect::<Vec<_>>()));
         assert!(ledger.drained());
         ledger.commit(end.unwrap());
         let segments = std::fs::read_dir(dir.path())
@@ -809,10 +822,40 @@ mod tests {
             .count();
         assert_eq!(segments, 1, "committed segments are deleted");
         // Caught up: new records are taken from memory again.
-        ledger.append(record(9000));
+        ledger.append(record(30_000));
         let mut next = Vec::new();
         assert!(ledger.take(10, &mut next).unwrap().fresh);
-        assert_eq!(ids(&next), ["req_009000"]);
+        assert_eq!(ids(&next), ["req_030000"]);
+    }
+
+    #[test]
+    fn json_segments_of_the_previous_version_are_still_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        // A segment as the JSON-encoding version left it after a crash: its
+        // first record committed, the other two not.
+        let mut bytes = vec![0u8; 1 << 16];
+        bytes[..8].copy_from_slice(MAGIC_JSON);
+        let mut off = HEADER;
+        for i in 0..3 {
+            let payload = serde_json::to_vec(&record(i)).unwrap();
+            bytes[off..off + 4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+            bytes[off + 4..off + 8].copy_from_slice(&CRC.checksum(&payload).to_le_bytes());
+            bytes[off + FRAME..off + FRAME + payload.len()].copy_from_slice(&payload);
+            off += FRAME + payload.len();
+            if i == 0 {
+                bytes[MARK_AT..MARK_AT + 8].copy_from_slice(&(off as u64).to_le_bytes());
+            }
+        }
+        std::fs::write(dir.path().join(Segment::file_name(7)), bytes).unwrap();
+
+        let ledger = Ledger::open(&config(dir.path(), 1000), Metrics::new()).unwrap();
+        let (replayed, _) = take_all(&ledger);
+        assert_eq!(ids(&replayed), ["req_000001", "req_000002"]);
+        assert_eq!(replayed[1], record(2));
+        // New records go to a segment of the current version after it.
+        ledger.append(record(3));
+        let active = ledger.lock().segments.back().unwrap().clone();
+        assert_eq!((active.seq, active.bytes(0, 8)), (8, &MAGIC[..]));
     }
 
     #[test]

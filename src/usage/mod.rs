@@ -2,6 +2,7 @@
 //! put one record per request into the ledger, which the batch writer moves into
 //! the database.
 
+mod codec;
 pub mod cost;
 pub mod counter;
 pub mod ledger;
@@ -26,6 +27,9 @@ pub enum UsageSource {
     Upstream,
     /// Counted locally with a tokenizer because the upstream sent no usage.
     Tokenizer,
+    /// The admission estimate: the client left, and the upstream's report did
+    /// not come within `usage.abandoned_read_*` (and exceeded the tokenizer's count).
+    Estimate,
     /// Nothing to count (the request never reached an upstream).
     None,
 }
@@ -35,6 +39,7 @@ impl UsageSource {
         match self {
             Self::Upstream => "upstream",
             Self::Tokenizer => "tokenizer",
+            Self::Estimate => "estimate",
             Self::None => "none",
         }
     }
@@ -145,6 +150,18 @@ impl Counted {
 
     pub fn total(&self) -> u64 {
         self.prompt + self.completion
+    }
+
+    /// At least `estimate` tokens in all: the rest of it counts as output.
+    pub fn at_least(self, estimate: u64) -> Self {
+        if self.total() >= estimate {
+            return self;
+        }
+        Self {
+            completion: estimate - self.prompt,
+            source: UsageSource::Estimate,
+            ..self
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! endpoints that let out-of-process tests and benchmarks flip modes.
 
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -508,6 +509,9 @@ fn stream_response(
             yield Ok(frame.usage_event(usage));
         }
         yield Ok(Bytes::from_static(DONE_EVENT));
+        // Polled again only once the last event went out: the reader took the
+        // whole stream (a reader that hung up makes the server drop it first).
+        s.completed_streams.fetch_add(1, Ordering::Relaxed);
     };
 
     let mut resp = Response::new(Body::from_stream(events));

@@ -262,6 +262,15 @@ impl FakeUpstream {
         self.inner.shared.request_count()
     }
 
+    /// Streaming answers sent to their last event; one whose reader hung up
+    /// before its end is not counted.
+    pub fn completed_streams(&self) -> usize {
+        self.inner
+            .shared
+            .completed_streams
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Forgets recorded requests and resets the count.
     pub fn clear_requests(&self) {
         self.inner.shared.clear_requests();

@@ -43,6 +43,8 @@ pub struct Shared {
     chunk_delay_ns: AtomicU64,
     recording: AtomicBool,
     request_count: AtomicUsize,
+    /// Streams sent to their last event (see `FakeUpstream::completed_streams`).
+    pub completed_streams: AtomicUsize,
     requests: Mutex<Vec<RecordedRequest>>,
     next_id: AtomicU64,
 }
@@ -108,6 +110,7 @@ impl Shared {
             chunk_delay_ns: AtomicU64::new(duration_to_ns(cfg.chunk_delay)),
             recording: AtomicBool::new(true),
             request_count: AtomicUsize::new(0),
+            completed_streams: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
         }

@@ -607,6 +607,10 @@ pub struct Session {
     upstream_write_pending_time: Duration,
     /// Flag that is set when the shutdown process has begun.
     shutdown_flag: Arc<AtomicBool>,
+    /// BluesMinds patch: see [`Session::set_finish_after_client_leaves`].
+    finish_after_client_leaves: bool,
+    /// BluesMinds patch: see [`Session::client_left`].
+    client_left: bool,
 }
 
 impl Session {
@@ -634,7 +638,36 @@ impl Session {
             downstream_task_seen_upgraded: false,
             upstream_write_pending_time: Duration::ZERO,
             shutdown_flag,
+            finish_after_client_leaves: false,
+            client_left: false,
         }
+    }
+
+    /// BluesMinds patch: once the request body has been read, a client that
+    /// goes away (a read or write to it fails) no longer ends the request: the
+    /// upstream response is read to its end through the response filters, and
+    /// nothing more is written downstream. A filter that returns an error ends
+    /// it early. Off by default (upstream Pingora drops the upstream then).
+    pub fn set_finish_after_client_leaves(&mut self, on: bool) {
+        self.finish_after_client_leaves = on;
+    }
+
+    /// BluesMinds patch: the client went away and the upstream response is
+    /// still being read (see [`Session::set_finish_after_client_leaves`]).
+    pub fn client_left(&self) -> bool {
+        self.client_left
+    }
+
+    /// BluesMinds patch: whether the downstream error `e` is absorbed, the
+    /// client having left while the upstream response is finished without it.
+    pub(crate) fn absorb_downstream_error(&mut self, e: &Error) -> bool {
+        if self.finish_after_client_leaves && self.downstream_session.is_body_done() {
+            if !self.client_left {
+                debug!("client left ({e}); reading the upstream response to its end");
+            }
+            self.client_left = true;
+        }
+        self.client_left
     }
 
     /// Create a new [Session] from the given [Stream]
@@ -897,13 +930,28 @@ impl Session {
     }
 
     pub async fn write_response_tasks(&mut self, mut tasks: Vec<HttpTask>) -> Result<bool> {
+        // BluesMinds patch: after the client left, nothing is written; the
+        // response is done when its tasks say so.
+        let end = tasks.iter().any(HttpTask::is_end);
+        if self.client_left {
+            for task in tasks {
+                if let HttpTask::Failed(e) = task {
+                    return Err(e);
+                }
+            }
+            return Ok(end);
+        }
+        let upstream_failed = tasks.iter().any(|t| matches!(t, HttpTask::Failed(_)));
         let mut seen_upgraded = self.downstream_task_seen_upgraded || self.was_upgraded();
         for task in tasks.iter_mut() {
             self.downstream_response_task_filter(task, &mut seen_upgraded)
                 .await?;
         }
         self.downstream_task_seen_upgraded = seen_upgraded;
-        self.downstream_session.response_duplex_vec(tasks).await
+        match self.downstream_session.response_duplex_vec(tasks).await {
+            Err(e) if !upstream_failed && self.absorb_downstream_error(&e) => Ok(end),
+            done => done,
+        }
     }
 
     /// Mark the upstream headers as modified by caching. This should lead to range filters being

@@ -454,6 +454,11 @@ where
                                     );
                                 }
                                 continue;
+                           } else if session.absorb_downstream_error(&e) {
+                                // BluesMinds patch: the client left; the upstream
+                                // response is still read (nothing written).
+                                downstream_state.to_errored();
+                                continue;
                            } else {
                                 return Err(e.into_down());
                            }
@@ -698,7 +703,7 @@ where
 
         client_body.cleanup().await?;
 
-        let mut reuse_downstream = !downstream_state.is_errored();
+        let mut reuse_downstream = !downstream_state.is_errored() && !session.client_left();
         if reuse_downstream {
             match session.as_mut().finish_body().await {
                 Ok(_) => {

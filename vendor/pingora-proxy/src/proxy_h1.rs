@@ -582,6 +582,11 @@ where
                                 // downstream session regardless
                                 session.downstream_session.on_proxy_failure(e);
                                 continue;
+                           } else if session.absorb_downstream_error(&e) {
+                                // BluesMinds patch: the client left; the upstream
+                                // response is still read (nothing written).
+                                downstream_state.to_errored();
+                                continue;
                            } else {
                                 return Err(e.into_down());
                            }
@@ -833,7 +838,7 @@ where
             }
         }
 
-        let mut reuse_downstream = !downstream_state.is_errored();
+        let mut reuse_downstream = !downstream_state.is_errored() && !session.client_left();
         if reuse_downstream {
             match session.as_mut().finish_body().await {
                 Ok(_) => {
