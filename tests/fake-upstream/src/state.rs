@@ -43,6 +43,7 @@ pub struct Shared {
     chunk_delay_ns: AtomicU64,
     recording: AtomicBool,
     request_count: AtomicUsize,
+    connections: AtomicUsize,
     requests: Mutex<Vec<RecordedRequest>>,
     next_id: AtomicU64,
 }
@@ -108,6 +109,7 @@ impl Shared {
             chunk_delay_ns: AtomicU64::new(duration_to_ns(cfg.chunk_delay)),
             recording: AtomicBool::new(true),
             request_count: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
         }
@@ -148,6 +150,13 @@ impl Shared {
             let r = make();
             lock(&self.requests).push(r);
         }
+    }
+    /// Counts an accepted connection; returns its number (from 1).
+    pub fn count_connection(&self) -> usize {
+        self.connections.fetch_add(1, Ordering::Relaxed) + 1
+    }
+    pub fn connections_accepted(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.requests).clone()
