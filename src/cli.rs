@@ -160,6 +160,9 @@ pub fn main() -> ExitCode {
                 ),
                 None => String::new(),
             };
+            for warning in cfg.warnings() {
+                eprintln!("warning: {warning}");
+            }
             println!(
                 "{}: ok ({} pools{tls})",
                 cli.config.display(),

@@ -42,16 +42,37 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Reads both files, parses them and checks that the key is the
 /// certificate's: the same checks at start, in `check-config` and on reload.
 pub fn load_certified_key(cfg: &TlsConfig) -> Result<CertifiedKey, TlsError> {
+    load_pair(&cfg.cert_file, &cfg.key_file, CERT, KEY).map(|p| p.certified)
+}
+
+/// A certificate chain and the private key that belongs to it.
+pub struct Pair {
+    pub certified: CertifiedKey,
+    /// The key as read, for TLS stacks that take it as DER (Pingora's
+    /// upstream client certificates).
+    pub key_der: PrivateKeyDer<'static>,
+}
+
+/// Reads a certificate chain and a private key from PEM files and checks
+/// that the key is the certificate's; errors name `cert_field` or
+/// `key_field`. Used for the listeners' certificate and for the client
+/// certificates the gateway shows upstreams (`tls.client_cert_file`).
+pub fn load_pair(
+    cert_file: &Path,
+    key_file: &Path,
+    cert_field: &'static str,
+    key_field: &'static str,
+) -> Result<Pair, TlsError> {
     let read = |path: &Path, field: &'static str, what: &str| {
         std::fs::read(path).map_err(|e| TlsError {
             field,
             message: format!("cannot read the {what} file {}: {e}", path.display()),
         })
     };
-    let cert_pem = read(&cfg.cert_file, CERT, "certificate")?;
-    let key_pem = read(&cfg.key_file, KEY, "private key")?;
+    let cert_pem = read(cert_file, cert_field, "certificate")?;
+    let key_pem = read(key_file, key_field, "private key")?;
     let cert_err = |message: String| TlsError {
-        field: CERT,
+        field: cert_field,
         message,
     };
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
@@ -59,50 +80,56 @@ pub fn load_certified_key(cfg: &TlsConfig) -> Result<CertifiedKey, TlsError> {
         .map_err(|e| {
             cert_err(format!(
                 "{} is not a PEM certificate file: {e}",
-                cfg.cert_file.display()
+                cert_file.display()
             ))
         })?;
     if chain.is_empty() {
         return Err(cert_err(format!(
             "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-            cfg.cert_file.display()
+            cert_file.display()
         )));
     }
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError {
-        field: KEY,
+        field: key_field,
         message: format!(
             "{} holds no usable PEM private key (PKCS#8, PKCS#1 or SEC1, unencrypted): {e}",
-            cfg.key_file.display()
+            key_file.display()
         ),
     })?;
     let signing_key = provider()
         .key_provider
-        .load_private_key(key)
+        .load_private_key(key.clone_key())
         .map_err(|e| TlsError {
-            field: KEY,
+            field: key_field,
             message: format!(
                 "the private key in {} cannot be used: {e}",
-                cfg.key_file.display()
+                key_file.display()
             ),
         })?;
     let certified = CertifiedKey::new(chain, signing_key);
     match certified.keys_match() {
-        Ok(()) => Ok(certified),
+        Ok(()) => Ok(Pair {
+            certified,
+            key_der: key,
+        }),
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
             Err(TlsError {
-                field: KEY,
+                field: key_field,
                 message: format!(
                     "the private key in {} does not belong to the certificate in {}",
-                    cfg.key_file.display(),
-                    cfg.cert_file.display()
+                    key_file.display(),
+                    cert_file.display()
                 ),
             })
         }
         // A key type whose public half rustls cannot derive: nothing to compare.
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(certified),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(Pair {
+            certified,
+            key_der: key,
+        }),
         Err(e) => Err(cert_err(format!(
             "the certificate in {} does not parse: {e}",
-            cfg.cert_file.display()
+            cert_file.display()
         ))),
     }
 }

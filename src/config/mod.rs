@@ -458,10 +458,62 @@ pub struct BackendConfig {
     /// Added through the admin API (so `admin_servers` applies), not the YAML.
     #[serde(skip)]
     pub from_admin_api: bool,
+    /// How an `https://` backend is verified and whom the gateway shows itself
+    /// as; absent: the system's roots, no client certificate.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
+    /// Whether requests to this backend use HTTP/2.
+    #[serde(default)]
+    pub http2: Http2Mode,
 }
 
 fn default_weight() -> usize {
     1
+}
+
+/// `pools[].backends[].tls`: verification of an `https://` backend and the
+/// gateway's client certificate for it (PEM files, read when the pools are
+/// built; a bad file is an error naming its field).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTlsConfig {
+    /// CA certificates the backend's certificate must chain to, instead of
+    /// the system's roots (a private PKI).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate (chain, leaf first) for backends that require
+    /// mutual TLS; needs `client_key_file`.
+    pub client_cert_file: Option<std::path::PathBuf>,
+    /// PKCS#8, PKCS#1 (RSA) or SEC1 (EC), unencrypted.
+    pub client_key_file: Option<std::path::PathBuf>,
+    /// `false` accepts any certificate: traffic and the backend's key can then
+    /// be read by anyone on the path. Warned about at every load.
+    pub verify: bool,
+}
+
+impl Default for UpstreamTlsConfig {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            verify: true,
+        }
+    }
+}
+
+/// `pools[].backends[].http2`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Http2Mode {
+    /// Over TLS, offer `h2` and `http/1.1` by ALPN and use what the backend
+    /// picks; plain `http://` stays HTTP/1.1 (it has no negotiation).
+    #[default]
+    Auto,
+    /// Offer only `h2` over TLS; plain `http://` speaks HTTP/2 with prior
+    /// knowledge (h2c), as vLLM or a sidecar behind a mesh may want.
+    Always,
+    /// HTTP/1.1 only.
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
@@ -511,12 +563,15 @@ impl Config {
         Ok(cfg)
     }
 
-    /// `load` for a reload: the TLS files are not judged, as `server.tls`
-    /// only changes with a restart and the certificate's own reload
-    /// (`crate::tls`) keeps the old one when the new files are bad; a
-    /// certificate being replaced must not hold up a change of pools.
+    /// `load` for a reload: the listeners' TLS files are not judged, as
+    /// `server.tls` only changes with a restart and the certificate's own
+    /// reload (`crate::tls`) keeps the old one when the new files are bad; a
+    /// certificate being replaced must not hold up a change of pools. The
+    /// backends' files are, as the pools they belong to are being replaced.
     pub fn load_for_reload(path: &Path) -> Result<Self, ConfigError> {
-        Self::read(path).map(|(cfg, _)| cfg)
+        let (cfg, text) = Self::read(path)?;
+        cfg.check_backend_files(&text, &path.display().to_string())?;
+        Ok(cfg)
     }
 
     fn read(path: &Path) -> Result<(Self, String), ConfigError> {
@@ -530,21 +585,42 @@ impl Config {
 
     /// Checks the files the config names; `file` names the config in errors.
     pub fn check_files(&self, text: &str, file: &str) -> Result<(), ConfigError> {
-        let Some(tls) = &self.server.tls else {
-            return Ok(());
-        };
-        crate::tls::load_certified_key(tls).map(drop).map_err(|e| {
-            let field = e.field.to_string();
-            let message = match checks::line_of(text, &field) {
-                Some(line) => format!("{} (line {line})", e.message),
-                None => e.message,
-            };
-            ConfigError::Invalid {
-                file: file.to_string(),
-                field,
-                message,
+        if let Some(tls) = &self.server.tls {
+            crate::tls::load_certified_key(tls)
+                .map_err(|e| invalid_at(text, file, e.field.to_string(), e.message))?;
+        }
+        self.check_backend_files(text, file)
+    }
+
+    /// The backends' TLS files (`pools[].backends[].tls`): they belong to
+    /// the pools, so a reload judges them too.
+    fn check_backend_files(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+        for (i, pool) in self.pools.iter().enumerate() {
+            for (j, b) in pool.backends.iter().enumerate() {
+                crate::upstream::Transport::load(b).map_err(|e| {
+                    let field = format!("pools[{i}].backends[{j}].{}", e.field);
+                    invalid_at(text, file, field, e.message)
+                })?;
             }
-        })
+        }
+        Ok(())
+    }
+
+    /// What loads but deserves a loud word: logged at start and printed by
+    /// `check-config`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, pool) in self.pools.iter().enumerate() {
+            for (j, b) in pool.backends.iter().enumerate() {
+                if b.tls.as_ref().is_some_and(|t| !t.verify) {
+                    out.push(format!(
+                        "pools[{i}].backends[{j}].tls.verify is false: the certificate of `{}` is not checked, so anyone on the path can read the prompts and its API key",
+                        b.url
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// Parses and validates; `file` only names the source in error messages.
@@ -583,17 +659,8 @@ impl Config {
                 message,
             }
         })?;
-        cfg.validate().map_err(|(field, message)| {
-            let message = match checks::line_of(text, &field) {
-                Some(line) => format!("{message} (line {line})"),
-                None => message,
-            };
-            ConfigError::Invalid {
-                file: file.to_string(),
-                field,
-                message,
-            }
-        })?;
+        cfg.validate()
+            .map_err(|(field, message)| invalid_at(text, file, field, message))?;
         Ok(cfg)
     }
 
@@ -619,6 +686,33 @@ impl Config {
             }
             let mut seen = std::collections::HashSet::new();
             for (j, b) in pool.backends.iter().enumerate() {
+                if let Some(tls) = &b.tls {
+                    let field = |f: &str| format!("pools[{i}].backends[{j}].tls{f}");
+                    if !b.url.tls {
+                        return err(
+                            field(""),
+                            format!(
+                                "`{}` is plain http://; `tls` applies to https:// backends only",
+                                b.url
+                            ),
+                        );
+                    }
+                    match (&tls.client_cert_file, &tls.client_key_file) {
+                        (Some(_), None) => {
+                            return err(
+                                field(".client_cert_file"),
+                                "needs `client_key_file` beside it".into(),
+                            )
+                        }
+                        (None, Some(_)) => {
+                            return err(
+                                field(".client_key_file"),
+                                "needs `client_cert_file` beside it".into(),
+                            )
+                        }
+                        _ => {}
+                    }
+                }
                 // The same server under another key (a second provider account)
                 // is a backend of its own; the same one twice is a typo.
                 if !seen.insert((&b.url, &b.api_key_env, b.priority)) {
@@ -644,6 +738,19 @@ impl Config {
             billing.validate(&self.plans, self.default_plan.as_deref())?;
         }
         Ok(())
+    }
+}
+
+/// An error at `field`, with the field's line in `text` when it is found.
+fn invalid_at(text: &str, file: &str, field: String, message: String) -> ConfigError {
+    let message = match checks::line_of(text, &field) {
+        Some(line) => format!("{message} (line {line})"),
+        None => message,
+    };
+    ConfigError::Invalid {
+        file: file.to_string(),
+        field,
+        message,
     }
 }
 

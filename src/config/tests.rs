@@ -152,3 +152,144 @@ fn metrics_listen_must_be_an_address_of_its_own() {
     let e = Config::from_yaml(&yaml, "t.yaml").unwrap_err().to_string();
     assert!(e.contains("server.side_max_connections"), "{e}");
 }
+
+/// `GOOD` with these lines under its https:// backend.
+fn with_backend_lines(lines: &str) -> String {
+    GOOD.replace(
+        "        priority: 1\n",
+        &format!("        priority: 1\n{lines}"),
+    )
+}
+
+#[test]
+fn backend_tls_and_http2_parse_with_safe_defaults() {
+    let c = Config::from_yaml(GOOD, "t.yaml").unwrap();
+    let b = &c.pools[0].backends[1];
+    assert_eq!((b.tls.as_ref(), b.http2), (None, Http2Mode::Auto));
+    let yaml =
+        with_backend_lines("        http2: never\n        tls:\n          ca_file: /x.pem\n");
+    let c = Config::from_yaml(&yaml, "t.yaml").unwrap();
+    let b = &c.pools[0].backends[1];
+    assert_eq!(b.http2, Http2Mode::Never);
+    let tls = b.tls.as_ref().unwrap();
+    assert!(tls.verify, "verification stays on unless turned off");
+    assert_eq!(tls.ca_file.as_deref(), Some(std::path::Path::new("/x.pem")));
+    assert!(c.warnings().is_empty());
+
+    let e = Config::from_yaml(&with_backend_lines("        http2: sometimes\n"), "t.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("pools[0].backends[1].http2"), "{e}");
+}
+
+#[test]
+fn backend_tls_mistakes_name_their_field() {
+    // On a plain http:// backend.
+    let yaml = GOOD.replace(
+        "      - url: http://127.0.0.1:9000\n",
+        "      - url: http://127.0.0.1:9000\n        tls: { verify: false }\n",
+    );
+    let e = Config::from_yaml(&yaml, "t.yaml").unwrap_err().to_string();
+    assert!(
+        e.contains("pools[0].backends[0].tls") && e.contains("https://") && e.contains("line 7"),
+        "{e}"
+    );
+    // A client certificate without its key, and the other way round.
+    let yaml = with_backend_lines("        tls:\n          client_cert_file: /c.pem\n");
+    let e = Config::from_yaml(&yaml, "t.yaml").unwrap_err().to_string();
+    assert!(
+        e.contains("pools[0].backends[1].tls.client_cert_file") && e.contains("client_key_file"),
+        "{e}"
+    );
+    let yaml = with_backend_lines("        tls:\n          client_key_file: /k.pem\n");
+    let e = Config::from_yaml(&yaml, "t.yaml").unwrap_err().to_string();
+    assert!(
+        e.contains("pools[0].backends[1].tls.client_key_file"),
+        "{e}"
+    );
+    let yaml = with_backend_lines("        tls:\n          verfy: false\n");
+    let e = Config::from_yaml(&yaml, "t.yaml").unwrap_err().to_string();
+    assert!(e.contains("verfy"), "{e}");
+}
+
+#[test]
+fn backend_tls_files_are_checked_at_load_and_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = tls_pair(dir.path(), "client");
+    let (_, other_key) = tls_pair(dir.path(), "other");
+    let path = dir.path().join("gateway.yaml");
+    let load = |lines: String| {
+        std::fs::write(&path, with_backend_lines(&lines)).unwrap();
+        (
+            Config::load(&path).map(drop).map_err(|e| e.to_string()),
+            Config::load_for_reload(&path)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        )
+    };
+    let tls = |ca: &std::path::Path, cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "        tls:\n          ca_file: {}\n          client_cert_file: {}\n          client_key_file: {}\n",
+            ca.display(),
+            cert.display(),
+            key.display()
+        )
+    };
+    // A self-signed certificate is its own CA.
+    let (at_start, on_reload) = load(tls(&cert, &cert, &key));
+    assert!(
+        at_start.is_ok() && on_reload.is_ok(),
+        "{at_start:?} {on_reload:?}"
+    );
+
+    let cases = [
+        (
+            tls(&dir.path().join("nope.pem"), &cert, &key),
+            "tls.ca_file",
+            "nope.pem",
+            11,
+        ),
+        (
+            tls(&key, &cert, &key),
+            "tls.ca_file",
+            "no PEM certificate",
+            11,
+        ),
+        (
+            tls(&cert, &cert, &other_key),
+            "tls.client_key_file",
+            "does not belong",
+            13,
+        ),
+        (
+            tls(&cert, &key, &key),
+            "tls.client_cert_file",
+            "client.key",
+            12,
+        ),
+    ];
+    for (lines, field, says, line) in cases {
+        let (at_start, on_reload) = load(lines);
+        for e in [at_start.unwrap_err(), on_reload.unwrap_err()] {
+            assert!(
+                e.contains(&format!("pools[0].backends[1].{field}"))
+                    && e.contains(says)
+                    && e.contains(&format!("line {line}")),
+                "{e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn verify_false_is_a_warning() {
+    let yaml = with_backend_lines("        tls: { verify: false }\n");
+    let c = Config::from_yaml(&yaml, "t.yaml").unwrap();
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("pools[0].backends[1].tls.verify")
+            && w[0].contains("https://api.example.com/v1"),
+        "{w:?}"
+    );
+}

@@ -13,7 +13,7 @@ use crate::auth::ApiKey;
 use crate::error::GatewayError;
 use crate::limits::{Permit, RateInfo};
 use crate::state::Snapshot;
-use crate::upstream::{BackendMeta, Pool};
+use crate::upstream::{tls_reason, BackendMeta, Pool};
 use crate::usage::ResponseCounter;
 
 pub struct Ctx {
@@ -79,6 +79,10 @@ pub struct Attempt {
     pub failover: bool,
     /// No backend was left to try.
     pub exhausted: bool,
+    /// The last TLS failure of a backend tried: its URL and why. A request
+    /// that ends without an answer reports it, even when failover went on to
+    /// a backend that failed otherwise: it is the failure an operator can fix.
+    pub tls_failure: Option<(String, String)>,
 }
 
 pub struct Streamed {
@@ -131,16 +135,47 @@ impl Ctx {
                 let model = self.model().to_string();
                 // Every backend failed its health checks and then this request too:
                 // the pool is down. Otherwise healthy backends failed it: 502.
-                Some(if self.attempt.tried_healthy {
+                // A bad certificate fails the health checks as well, so its
+                // reason wins over both.
+                Some(if let Some(tls) = self.tls_error(true) {
+                    tls
+                } else if self.attempt.tried_healthy {
                     GatewayError::UpstreamFailed(model)
                 } else {
                     GatewayError::NoHealthyUpstream(model)
                 })
             } else {
-                e.map(|e| self.classify(e))
+                e.map(|e| match self.classify(e) {
+                    GatewayError::UpstreamFailed(model) => self
+                        .tls_error(false)
+                        .unwrap_or(GatewayError::UpstreamFailed(model)),
+                    other => other,
+                })
             };
         }
         self.error.as_ref()
+    }
+
+    /// Notes a failure of the current backend (`fail_to_connect`,
+    /// `error_while_proxy`): a TLS one is kept for the final answer.
+    pub fn note_failure(&mut self, e: &Error) {
+        if let (Some(reason), Some(backend)) = (tls_reason(e), &self.attempt.backend) {
+            backend.note_tls_failure(&reason);
+            self.attempt.tls_failure = Some((backend.display.clone(), reason));
+        }
+    }
+
+    /// This request's TLS failure, else (when `pool_wide`) the last one of a
+    /// backend of its pool: one that fails its TLS handshake is soon out of
+    /// rotation, so a later request never tries it, yet that is still why
+    /// nothing is left to serve it.
+    fn tls_error(&self, pool_wide: bool) -> Option<GatewayError> {
+        let (backend, reason) = self.attempt.tls_failure.clone().or_else(|| {
+            let pool = &self.route.as_ref().filter(|_| pool_wide)?.pool;
+            pool.backends()
+                .find_map(|b| Some((b.display.clone(), b.tls_failure()?.to_string())))
+        })?;
+        Some(GatewayError::UpstreamTls { backend, reason })
     }
 
     /// The error for a Pingora failure the gateway did not decide itself.

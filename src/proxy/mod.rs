@@ -179,6 +179,10 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(backend) = &ctx.attempt.backend {
+            // An answer came over its TLS connection: whatever failed before is fixed.
+            backend.clear_tls_failure();
+        }
         if upstream_response.status.is_server_error() {
             if let (Some(backend), Some(route)) = (&ctx.attempt.backend, &ctx.route) {
                 route.pool.eject(backend);
@@ -278,6 +282,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        ctx.note_failure(&e);
         let mut more = false;
         if let Some(route) = &ctx.route {
             if let Some(backend) = &ctx.attempt.backend {
@@ -297,6 +302,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
+        ctx.note_failure(&e);
         let mut e = e.more_context(format!("Peer: {peer}"));
         if ctx.attempt.failover {
             e.set_retry(true);

@@ -3,13 +3,16 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use pingora::lb::health_check::HttpHealthCheck;
 use pingora::lb::Backend;
 use pingora::protocols::l4::socket::SocketAddr as InetOrUnix;
 use pingora::upstreams::peer::HttpPeer;
 
+use super::transport::Transport;
 use crate::config::BackendUrl;
 
 /// One upstream server as the proxy sees it.
@@ -25,6 +28,11 @@ pub struct BackendMeta {
     /// `Bearer <key>`, ready to put in the upstream request.
     pub authorization: Option<String>,
     pub priority: u32,
+    /// TLS verification, client certificate and HTTP version.
+    pub(super) transport: Transport,
+    /// Why its last TLS handshake failed, until one succeeds (a probe or a
+    /// request that got an answer).
+    pub(super) tls_failure: ArcSwapOption<String>,
     /// Passive ejection: monotonic milliseconds until which the backend is skipped.
     pub(super) ejected_until_ms: AtomicU64,
     pub(super) health_check: HttpHealthCheck,
@@ -35,6 +43,21 @@ pub struct BackendMeta {
 }
 
 impl BackendMeta {
+    pub fn note_tls_failure(&self, reason: &str) {
+        self.tls_failure.store(Some(Arc::new(reason.to_string())));
+    }
+
+    /// A load on the hot path; a store only when a failure was recorded.
+    pub fn clear_tls_failure(&self) {
+        if self.tls_failure.load().is_some() {
+            self.tls_failure.store(None);
+        }
+    }
+
+    pub fn tls_failure(&self) -> Option<Arc<String>> {
+        self.tls_failure.load_full()
+    }
+
     pub(super) fn is_ejected(&self, now_ms: u64) -> bool {
         self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
     }
@@ -50,6 +73,7 @@ impl BackendMeta {
         peer.options.total_connection_timeout = Some(connect_timeout * 2);
         peer.options.read_timeout = Some(read_timeout);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
+        self.transport.apply(&mut peer);
         peer
     }
 }

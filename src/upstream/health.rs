@@ -25,10 +25,19 @@ impl PerBackendCheck {
 #[async_trait]
 impl HealthCheck for PerBackendCheck {
     async fn check(&self, target: &Backend) -> pingora::Result<()> {
-        match self.member(target) {
-            Some(m) => m.health_check.check(&m.probe_target).await,
-            None => Ok(()),
+        let Some(m) = self.member(target) else {
+            return Ok(());
+        };
+        let result = m.health_check.check(&m.probe_target).await;
+        match &result {
+            Ok(()) => m.clear_tls_failure(),
+            Err(e) => {
+                if let Some(reason) = super::tls_reason(e) {
+                    m.note_tls_failure(&reason);
+                }
+            }
         }
+        result
     }
 
     async fn health_status_change(&self, target: &Backend, healthy: bool) {

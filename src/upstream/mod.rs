@@ -21,10 +21,12 @@ use pingora::protocols::l4::socket::SocketAddr as InetOrUnix;
 mod backend;
 mod health;
 pub mod policy;
+mod transport;
 
 pub use backend::BackendMeta;
 use backend::{id_of, identity_of};
 use health::PerBackendCheck;
+pub use transport::{tls_reason, Transport, TransportError};
 
 use crate::config::{BackendConfig, BackendUrl, LiveConfig, PoolConfig};
 use crate::store::ServerRecord;
@@ -210,12 +212,17 @@ impl Upstreams {
                     )),
                     None => None,
                 };
+                let transport = Transport::load(b).map_err(|e| failed(e.to_string()))?;
+                if !transport.verifies() {
+                    tracing::warn!(backend = %b.url, pool = %pc.name, "tls.verify is false: this backend's certificate is not checked, so anyone on the path can read the prompts and its API key");
+                }
                 let host_header = url.host_header();
                 let path = pc.health_path.as_deref().unwrap_or(&hc.path);
                 let mut check = HttpHealthCheck::new(&host_header, url.tls);
                 if url.tls {
                     check.peer_template.sni = url.host.clone();
                 }
+                transport.apply(&mut check.peer_template);
                 let timeout = Duration::from_millis(hc.timeout_ms);
                 check.peer_template.options.connection_timeout = Some(timeout);
                 check.peer_template.options.read_timeout = Some(timeout);
@@ -238,6 +245,8 @@ impl Upstreams {
                     host_header,
                     authorization,
                     priority: b.priority,
+                    transport,
+                    tls_failure: Default::default(),
                     ejected_until_ms: AtomicU64::new(0),
                     health_check: check,
                     identity: identity_of(next_id, b.weight),
@@ -383,6 +392,9 @@ fn merged_pools(yaml: &[PoolConfig], servers: &[ServerRecord]) -> Vec<PoolConfig
             priority: s.priority.max(0) as u32,
             api_key_env: s.api_key_env.clone(),
             from_admin_api: true,
+            // Admin-added servers verify against the system's roots.
+            tls: None,
+            http2: Default::default(),
         };
         match pools.iter_mut().find(|p| p.name == s.pool) {
             Some(p) => {

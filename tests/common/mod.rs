@@ -154,6 +154,8 @@ pub struct Gateway {
 
 pub struct GatewayBuilder<'a> {
     backends: Vec<Backend<'a>>,
+    /// More YAML of each backend (`backend_with`), by its index.
+    backend_yaml: Vec<String>,
     models: Vec<&'a str>,
     server_yaml: String,
     usage_yaml: String,
@@ -171,6 +173,7 @@ pub struct GatewayBuilder<'a> {
 pub fn gateway<'a>() -> GatewayBuilder<'a> {
     GatewayBuilder {
         backends: Vec::new(),
+        backend_yaml: Vec::new(),
         models: vec![
             "gpt-4o-mini",
             "text-embedding-3-small",
@@ -198,8 +201,15 @@ pub fn host_port(url: &str) -> &str {
 }
 
 impl<'a> GatewayBuilder<'a> {
-    pub fn backend(mut self, b: Backend<'a>) -> Self {
+    pub fn backend(self, b: Backend<'a>) -> Self {
+        self.backend_with(b, &[])
+    }
+    /// A backend with more settings, each a YAML line of its own
+    /// (`"http2: never"`, `"tls:"`, `"  ca_file: /x.pem"`).
+    pub fn backend_with(mut self, b: Backend<'a>, lines: &[&str]) -> Self {
         self.backends.push(b);
+        self.backend_yaml
+            .push(lines.iter().map(|l| format!("        {l}\n")).collect());
         self
     }
     pub fn models(mut self, models: &[&'a str]) -> Self {
@@ -305,7 +315,7 @@ impl<'a> GatewayBuilder<'a> {
             self.models.join(", "),
             pool_headers
         );
-        for b in &self.backends {
+        for (b, extra) in self.backends.iter().zip(&self.backend_yaml) {
             yaml.push_str(&format!(
                 "      - url: {}\n        weight: {}\n        priority: {}\n",
                 b.url, b.weight, b.priority
@@ -313,6 +323,7 @@ impl<'a> GatewayBuilder<'a> {
             if let Some(env) = b.api_key_env {
                 yaml.push_str(&format!("        api_key_env: {env}\n"));
             }
+            yaml.push_str(extra);
         }
         yaml.push_str(self.prices_yaml.as_deref().unwrap_or(
             "prices:\n  gpt-4o-mini: { input_per_1m: 0.15, output_per_1m: 0.60 }\n  text-embedding-3-small: { input_per_1m: 0.02, output_per_1m: 0 }\n",

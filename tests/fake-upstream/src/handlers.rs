@@ -23,7 +23,7 @@ use crate::wire::{
     CompletionUsage, EmbeddingRequest, EmbeddingUsage, EncodingFormat, InputDigest, StreamFlag,
     StreamOptions, SYSTEM_FINGERPRINT,
 };
-use crate::{ConnKill, Mode, RecordedRequest, EMBEDDING_DIMENSIONS};
+use crate::{ConnId, ConnKill, Mode, RecordedRequest, EMBEDDING_DIMENSIONS};
 
 /// Largest request body we buffer. Far above anything a test sends; the
 /// point is that the *gateway's* limits are what tests exercise, not ours.
@@ -104,6 +104,8 @@ async fn v1_gate(State(s): AppState, req: Request, next: Next) -> Response {
             })
             .collect(),
         body: body.clone(),
+        version: format!("{:?}", parts.version),
+        connection: parts.extensions.get::<ConnId>().map_or(0, |c| c.0),
     });
 
     if s.strict_request_id {

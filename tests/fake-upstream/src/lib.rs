@@ -37,6 +37,12 @@
 //! [`FakeUpstream::shutdown`] must drop in-flight connections immediately
 //! (a killed backend), and [`Mode::DieMidStream`] must drop one connection
 //! without a response.
+//!
+//! [`FakeUpstream::start_tls`] serves HTTPS instead ([`FakeTls`]): a real
+//! rustls server with the certificate a test made, HTTP/2 when ALPN picks it,
+//! and optionally a required client certificate, as a provider or a private
+//! vLLM behind mutual TLS does. Every request records the connection it came
+//! on and its HTTP version, so tests can see reuse and HTTP/2.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,11 +50,15 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 mod handlers;
 mod state;
@@ -136,6 +146,63 @@ pub enum Mode {
     NoUsage,
 }
 
+/// HTTPS for [`FakeUpstream::start_tls`].
+#[derive(Debug, Clone)]
+pub struct FakeTls {
+    /// The server's certificate chain, leaf first, PEM.
+    pub cert_chain_pem: String,
+    /// Its private key, PEM.
+    pub key_pem: String,
+    /// Refuse clients without a certificate issued by this CA (PEM).
+    pub client_ca_pem: Option<String>,
+    /// Offer `h2` besides `http/1.1` by ALPN (else HTTP/1.1 only, like a
+    /// server without HTTP/2).
+    pub http2: bool,
+}
+
+impl FakeTls {
+    fn server_config(&self) -> std::io::Result<rustls::ServerConfig> {
+        let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        let chain = CertificateDer::pem_slice_iter(self.cert_chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("cert_chain_pem: {e}")))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| bad(format!("key_pem: {e}")))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?;
+        let builder = match &self.client_ca_pem {
+            Some(pem) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                    let c = c.map_err(|e| bad(format!("client_ca_pem: {e}")))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| bad(format!("client_ca_pem: {e}")))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut cfg = builder
+            .with_single_cert(chain, key)
+            .map_err(|e| bad(e.to_string()))?;
+        cfg.alpn_protocols = if self.http2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        Ok(cfg)
+    }
+}
+
 /// One request to `/v1/*`, as received.
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
@@ -145,6 +212,11 @@ pub struct RecordedRequest {
     /// Header names are lowercase; repeated headers appear once per value.
     pub headers: Vec<(String, String)>,
     pub body: bytes::Bytes,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
+    /// Which accepted connection it came on (numbered from 1 in accept
+    /// order), to tell reused connections from new ones.
+    pub connection: usize,
 }
 
 impl RecordedRequest {
@@ -168,6 +240,11 @@ impl RecordedRequest {
 #[derive(Clone)]
 pub(crate) struct ConnKill(pub(crate) Arc<Notify>);
 
+/// The number of the connection a request came on (see
+/// [`RecordedRequest::connection`]), inserted beside [`ConnKill`].
+#[derive(Clone, Copy)]
+pub(crate) struct ConnId(pub(crate) usize);
+
 /// Handle to a running fake upstream. Cheap to clone; all clones control the
 /// same server.
 ///
@@ -181,6 +258,7 @@ pub struct FakeUpstream {
 
 struct Inner {
     addr: SocketAddr,
+    https: bool,
     shared: Arc<Shared>,
     /// Tells the accept loop to stop (a stored permit, so it cannot be lost).
     stop: Arc<Notify>,
@@ -198,15 +276,37 @@ impl FakeUpstream {
     /// Starts a fake upstream on `addr` — e.g. the address of one that was
     /// [`shutdown`](Self::shutdown), to "restart" a killed backend.
     pub async fn start_on(addr: SocketAddr, cfg: FakeConfig) -> std::io::Result<FakeUpstream> {
+        Self::launch(addr, cfg, None).await
+    }
+
+    /// Starts an HTTPS fake upstream on an ephemeral port of 127.0.0.1.
+    pub async fn start_tls(cfg: FakeConfig, tls: FakeTls) -> std::io::Result<FakeUpstream> {
+        let acceptor = TlsAcceptor::from(Arc::new(tls.server_config()?));
+        Self::launch(SocketAddr::from(([127, 0, 0, 1], 0)), cfg, Some(acceptor)).await
+    }
+
+    async fn launch(
+        addr: SocketAddr,
+        cfg: FakeConfig,
+        tls: Option<TlsAcceptor>,
+    ) -> std::io::Result<FakeUpstream> {
         let listener = bind(addr)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(&cfg));
         let stop = Arc::new(Notify::new());
         let router = handlers::router(shared.clone());
-        let server = tokio::spawn(accept_loop(listener, router, stop.clone()));
+        let https = tls.is_some();
+        let server = tokio::spawn(accept_loop(
+            listener,
+            router,
+            stop.clone(),
+            tls,
+            shared.clone(),
+        ));
         Ok(FakeUpstream {
             inner: Arc::new(Inner {
                 addr,
+                https,
                 shared,
                 stop,
                 server: tokio::sync::Mutex::new(Some(server)),
@@ -219,9 +319,17 @@ impl FakeUpstream {
         self.inner.addr
     }
 
-    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:41234`.
+    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:41234`
+    /// (`https://` when started with [`start_tls`](Self::start_tls)).
     pub fn url(&self) -> String {
-        format!("http://{}", self.inner.addr)
+        let scheme = if self.inner.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.inner.addr)
+    }
+
+    /// TCP connections accepted so far, health probes and failed TLS
+    /// handshakes included.
+    pub fn connections_accepted(&self) -> usize {
+        self.inner.shared.connections_accepted()
     }
 
     pub fn mode(&self) -> Mode {
@@ -307,7 +415,13 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Accepts connections until told to stop, then closes the listener and
 /// aborts every connection task, waiting until all of them are gone.
-async fn accept_loop(listener: TcpListener, router: Router, stop: Arc<Notify>) {
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    stop: Arc<Notify>,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -315,7 +429,27 @@ async fn accept_loop(listener: TcpListener, router: Router, stop: Arc<Notify>) {
             () = stop.notified() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    conns.spawn(serve_connection(stream, router.clone()));
+                    let id = ConnId(shared.count_connection());
+                    // SSE chunks must leave immediately, not wait for Nagle.
+                    let _ = stream.set_nodelay(true);
+                    let router = router.clone();
+                    match &tls {
+                        None => {
+                            conns.spawn(serve_connection(stream, router, id, false));
+                        }
+                        Some(acceptor) => {
+                            let acceptor = acceptor.clone();
+                            conns.spawn(async move {
+                                // A client that refuses our certificate (or
+                                // we its) just goes away, as with a real server.
+                                let Ok(tls) = acceptor.accept(stream).await else {
+                                    return;
+                                };
+                                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                                serve_connection(tls, router, id, h2).await;
+                            });
+                        }
+                    }
                 }
                 // Per-connection failures (reset before accept) and fd
                 // exhaustion: back off briefly instead of spinning.
@@ -330,23 +464,35 @@ async fn accept_loop(listener: TcpListener, router: Router, stop: Arc<Notify>) {
     while conns.join_next().await.is_some() {}
 }
 
-/// Serves one HTTP/1.1 connection (keep-alive) until the client closes it,
-/// the task is aborted, or a handler asks for the connection to be killed.
-async fn serve_connection(stream: TcpStream, router: Router) {
-    // SSE chunks must leave immediately, not wait for Nagle.
-    let _ = stream.set_nodelay(true);
+/// Serves one connection (HTTP/1.1 keep-alive, or HTTP/2 when `h2`) until
+/// the client closes it, the task is aborted, or a handler asks for the
+/// connection to be killed.
+async fn serve_connection<S>(stream: S, router: Router, id: ConnId, h2: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let kill = Arc::new(Notify::new());
     let conn_kill = ConnKill(kill.clone());
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(conn_kill.clone());
+        req.extensions_mut().insert(id);
         tower_service::Service::call(&mut router.clone(), req)
     });
     // No header-read timeout (hyper's needs a timer we do not install):
     // idle keep-alive connections stay open, so pooled gateway connections
     // are never closed under it unexpectedly.
-    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-    tokio::select! {
-        _ = conn => {}
-        () = kill.notified() => {}
+    let io = TokioIo::new(stream);
+    if h2 {
+        let conn = http2::Builder::new(TokioExecutor::new()).serve_connection(io, service);
+        tokio::select! {
+            _ = conn => {}
+            () = kill.notified() => {}
+        }
+    } else {
+        let conn = http1::Builder::new().serve_connection(io, service);
+        tokio::select! {
+            _ = conn => {}
+            () = kill.notified() => {}
+        }
     }
 }

@@ -45,6 +45,7 @@ pub struct Shared {
     request_count: AtomicUsize,
     /// Streams sent to their last event (see `FakeUpstream::completed_streams`).
     pub completed_streams: AtomicUsize,
+    connections: AtomicUsize,
     requests: Mutex<Vec<RecordedRequest>>,
     next_id: AtomicU64,
 }
@@ -111,6 +112,7 @@ impl Shared {
             recording: AtomicBool::new(true),
             request_count: AtomicUsize::new(0),
             completed_streams: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
         }
@@ -151,6 +153,13 @@ impl Shared {
             let r = make();
             lock(&self.requests).push(r);
         }
+    }
+    /// Counts an accepted connection; returns its number (from 1).
+    pub fn count_connection(&self) -> usize {
+        self.connections.fetch_add(1, Ordering::Relaxed) + 1
+    }
+    pub fn connections_accepted(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.requests).clone()
