@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use pingora::{Error, ErrorSource, ErrorType};
 
+use super::rename::ModelRename;
 use super::request::Endpoint;
 use crate::auth::ApiKey;
 use crate::error::GatewayError;
@@ -76,6 +77,11 @@ pub struct Attempt {
     pub failover: bool,
     /// No backend was left to try.
     pub exhausted: bool,
+    /// This backend's body, when it names the model its own way
+    /// (`backends[].models`); else the route's body goes.
+    pub body: Option<Bytes>,
+    /// Its answers get the public model name back.
+    pub rename: Option<ModelRename>,
 }
 
 pub struct Streamed {

@@ -21,6 +21,7 @@ use pingora::protocols::l4::socket::SocketAddr as InetOrUnix;
 mod backend;
 mod health;
 pub mod policy;
+mod shape;
 
 pub use backend::BackendMeta;
 use backend::{id_of, identity_of};
@@ -203,13 +204,7 @@ impl Upstreams {
                 let addr = *addrs
                     .first()
                     .ok_or_else(|| failed(format!("`{}` resolves to no address", url.host)))?;
-                let authorization = match &b.api_key_env {
-                    Some(var) => Some(format!(
-                        "Bearer {}",
-                        std::env::var(var).map_err(|_| failed(format!("`{var}` is not set")))?
-                    )),
-                    None => None,
-                };
+                let shape = shape::Shape::build(b).map_err(failed)?;
                 let host_header = url.host_header();
                 let path = pc.health_path.as_deref().unwrap_or(&hc.path);
                 let mut check = HttpHealthCheck::new(&host_header, url.tls);
@@ -223,10 +218,12 @@ impl Upstreams {
                     path.parse()
                         .map_err(|e| failed(format!("bad health path {path}: {e}")))?,
                 );
-                if let Some(auth) = &authorization {
+                // Probes carry the key and static headers too: a provider may
+                // refuse its health path without them.
+                for (name, value) in shape.auth.iter().chain(&shape.headers) {
                     check
                         .req
-                        .insert_header("Authorization", auth.as_str())
+                        .insert_header(name.clone(), value.clone())
                         .map_err(|e| failed(e.to_string()))?;
                 }
                 let meta = Arc::new(BackendMeta {
@@ -236,7 +233,7 @@ impl Upstreams {
                     url,
                     addr,
                     host_header,
-                    authorization,
+                    shape,
                     priority: b.priority,
                     ejected_until_ms: AtomicU64::new(0),
                     health_check: check,
@@ -382,6 +379,10 @@ fn merged_pools(yaml: &[PoolConfig], servers: &[ServerRecord]) -> Vec<PoolConfig
             weight: s.weight.max(1) as usize,
             priority: s.priority.max(0) as u32,
             api_key_env: s.api_key_env.clone(),
+            auth: Default::default(),
+            headers: Default::default(),
+            query: Default::default(),
+            models: Default::default(),
             from_admin_api: true,
         };
         match pools.iter_mut().find(|p| p.name == s.pool) {
