@@ -134,7 +134,13 @@ async fn stream_chunks_reach_the_client_as_they_are_produced() {
     })
     .await
     .unwrap();
-    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    // After the client leaves the gateway reads on for the usage report, for
+    // a second here: far less than the upstream's 20 s of silence.
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .usage("abandoned_read_secs: 1")
+        .start()
+        .await;
     let key = gw.create_key("test", &[]);
     let resp = gw.chat(&key, &chat_body("gpt-4o-mini", true)).await;
     assert_eq!(resp.status(), 200);
@@ -151,6 +157,10 @@ async fn stream_chunks_reach_the_client_as_they_are_produced() {
     assert_eq!(rows[0].status, 200);
     assert!(rows[0].stream);
     assert_eq!(rows[0].error_code.as_deref(), Some("client_closed_request"));
+    // Cut a second after the client left, before the next chunk: the
+    // estimate (no max_tokens: the body's bytes / 4) is billed.
+    assert_eq!(rows[0].usage_source, "estimate", "{:?}", rows[0]);
+    assert!(rows[0].latency_ms < 15_000, "{:?}", rows[0]);
 }
 
 #[tokio::test]

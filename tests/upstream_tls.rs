@@ -7,8 +7,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use common::{chat_body, error_of, gateway, ApiError, Backend, Gateway, SseReader};
+use common::{chat_body, error_of, gateway, ApiError, Backend, Gateway, Poll, SseReader};
 use fake_upstream::{FakeConfig, FakeTls, FakeUpstream};
 
 /// A certificate authority made for one test, its certificate in `ca.pem`.
@@ -231,9 +232,12 @@ async fn failover_goes_past_a_tls_failure_and_the_last_answer_keeps_its_reason()
     let stranger = Ca::new(dir.path(), "stranger");
     let bad = https_fake(stranger.server(LOOPBACK, Validity::Current)).await;
     let good = https_fake(ca.server(LOOPBACK, Validity::Current)).await;
+    let token = "admin-token-for-tls-failover-tests";
     let gw = gateway()
         .backend_with(Backend::new(bad.url()), &[&ca_file(&ca)])
         .backend_with(Backend::new(good.url()), &[&ca_file(&ca)])
+        .env("BM_ADMIN_TOKEN", token)
+        .yaml("admin:\n  token_env: BM_ADMIN_TOKEN\n")
         .start()
         .await;
     let key = gw.create_key("test", &[]);
@@ -243,9 +247,22 @@ async fn failover_goes_past_a_tls_failure_and_the_last_answer_keeps_its_reason()
     }
     assert_eq!(good.request_count(), 4);
 
-    // The good one gone: whichever fails last, the answer says what is wrong
-    // with the other.
+    // The good one gone, and out of rotation (else a request may race its
+    // closing listener and end on a reset that is not worth a retry): the
+    // answer says what is wrong with the other.
     good.shutdown().await;
+    let health_url = format!("{}/api/admin/health", gw.side);
+    Poll::within(Duration::from_secs(30))
+        .every(Duration::from_millis(200))
+        .until("the stopped backend to be out of rotation", || async {
+            let health = common::get_json(&health_url, token).await;
+            health["data"][0]["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|b| b["url"] == good.url() && b["healthy"] == false)
+        })
+        .await;
     let e = error_of(gw.chat(&key, &chat_body("gpt-4o-mini", false)).await).await;
     assert_tls_error(&e, &bad, "not signed by a CA the gateway trusts");
 }

@@ -2,6 +2,10 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
+/// Where a backend's path takes the request's model.
+pub const MODEL_PLACEHOLDER: &str = "{model}";
+const MODEL_STAND_IN: &str = "bm-model-placeholder-5f0c";
+
 /// A backend URL taken apart once at load time; it parses itself when the
 /// config is read, so a bad one is an error at its field and line.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Deserialize)]
@@ -18,7 +22,10 @@ pub struct BackendUrl {
 
 impl BackendUrl {
     pub fn parse(url: &str) -> Result<Self, String> {
+        // `{model}` in the path (Azure's `/openai/deployments/{model}`) is not
+        // URI syntax: parse with a stand-in, then put it back.
         let uri: http::Uri = url
+            .replace(MODEL_PLACEHOLDER, MODEL_STAND_IN)
             .parse()
             .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
         let tls = match uri.scheme_str() {
@@ -36,11 +43,16 @@ impl BackendUrl {
         if uri.query().is_some() {
             return Err(format!("`{url}` must not have a query string"));
         }
+        if uri.host().is_some_and(|h| h.contains(MODEL_STAND_IN)) {
+            return Err(format!(
+                "`{url}`: {MODEL_PLACEHOLDER} may only be in the path"
+            ));
+        }
         let path = uri.path().trim_end_matches('/');
         let base_path = if path.is_empty() {
             "/v1".to_string()
         } else {
-            path.to_string()
+            path.replace(MODEL_STAND_IN, MODEL_PLACEHOLDER)
         };
         Ok(Self {
             raw: url.to_string(),
@@ -49,6 +61,12 @@ impl BackendUrl {
             port,
             base_path,
         })
+    }
+
+    /// Whether the path holds `{model}`, replaced per request by the model
+    /// (Azure OpenAI's deployments).
+    pub fn has_model_in_path(&self) -> bool {
+        self.base_path.contains(MODEL_PLACEHOLDER)
     }
 
     /// The Host header value an upstream expects (port only when not the default).

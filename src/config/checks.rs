@@ -126,7 +126,7 @@ pub fn non_empty<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result
     Ok(items)
 }
 
-fn env_value(var: &str) -> Option<String> {
+pub(super) fn env_value(var: &str) -> Option<String> {
     std::env::var(var).ok().filter(|v| !v.is_empty())
 }
 

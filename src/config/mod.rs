@@ -4,6 +4,7 @@
 //! silently ignored; errors name the field path and, for syntax and type errors,
 //! the line in the file.
 
+mod backend_shape;
 mod backend_url;
 mod checks;
 mod split;
@@ -14,7 +15,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-pub use backend_url::BackendUrl;
+pub use backend_shape::{BackendAuth, HeaderSource};
+pub use backend_url::{BackendUrl, MODEL_PLACEHOLDER};
 pub use split::{AccountSettings, BootConfig, LiveConfig, ProxySettings, SideListenerSettings};
 
 /// Largest request body the gateway can accept: the vendored Pingora retry buffer
@@ -455,6 +457,24 @@ pub struct BackendConfig {
     /// Name of the environment variable holding this backend's API key.
     #[serde(default, deserialize_with = "checks::set_env_var")]
     pub api_key_env: Option<String>,
+    /// The header that carries the key: `Authorization: Bearer` (default),
+    /// `api-key` (Azure OpenAI), `x-api-key` (Anthropic), or none.
+    #[serde(default)]
+    pub auth: BackendAuth,
+    /// Headers sent with every request (`anthropic-version`, a gateway's
+    /// own header...): a literal, or `{env: NAME}` for a secret. A client
+    /// header of the same name that the pool forwards wins.
+    #[serde(default, deserialize_with = "backend_shape::static_headers")]
+    pub headers: BTreeMap<String, HeaderSource>,
+    /// Query parameters added to every request (Azure's `api-version`),
+    /// replacing a client's parameter of the same name.
+    #[serde(default, deserialize_with = "backend_shape::query_params")]
+    pub query: BTreeMap<String, String>,
+    /// The backend's own name for a model the pool serves: the request's
+    /// `model` (and `{model}` in the URL's path) becomes it, and answers
+    /// name the public model again.
+    #[serde(default, deserialize_with = "backend_shape::model_map")]
+    pub models: BTreeMap<String, String>,
     /// Added through the admin API (so `admin_servers` applies), not the YAML.
     #[serde(skip)]
     pub from_admin_api: bool,
@@ -715,6 +735,26 @@ impl Config {
                 }
                 // The same server under another key (a second provider account)
                 // is a backend of its own; the same one twice is a typo.
+                let field = |name: &str| format!("pools[{i}].backends[{j}].{name}");
+                match (b.auth, &b.api_key_env) {
+                    (BackendAuth::None, Some(_)) => {
+                        return err(
+                            field("auth"),
+                            "`none` sends no key, but `api_key_env` names one".into(),
+                        )
+                    }
+                    (BackendAuth::ApiKey | BackendAuth::XApiKey, None) => {
+                        return err(field("auth"), "needs `api_key_env`, the key to send".into())
+                    }
+                    _ => {}
+                }
+                let key_header = b.api_key_env.as_ref().and(b.auth.header_name());
+                if let Some(name) = key_header.filter(|n| b.headers.contains_key(*n)) {
+                    return err(
+                        field("headers"),
+                        format!("`{name}` carries the key (`auth`); it cannot be set here too"),
+                    );
+                }
                 if !seen.insert((&b.url, &b.api_key_env, b.priority)) {
                     return err(
                         format!("pools[{i}].backends[{j}].url"),

@@ -67,6 +67,89 @@ fn backend_url_paths() {
     );
     assert_eq!(u.host_header(), "openrouter.ai");
     assert!(BackendUrl::parse("localhost:80").is_err());
+    let u = BackendUrl::parse("https://r.openai.azure.com/openai/deployments/{model}").unwrap();
+    assert_eq!(u.base_path, "/openai/deployments/{model}");
+    assert!(u.has_model_in_path());
+    assert!(BackendUrl::parse("https://{model}.example.com/v1").is_err());
+}
+
+/// Provider shapes: each bad combination is refused at its field, and the
+/// message never holds a header's value.
+#[test]
+fn backend_auth_headers_query_and_models() {
+    let with = |lines: &str| {
+        GOOD.replace(
+            "      - url: https://api.example.com/v1\n",
+            &format!("      - url: https://api.example.com/v1\n{lines}"),
+        )
+    };
+    std::env::set_var("BM_TEST_SHAPE_KEY", "secret-value-123");
+    let ok = with(
+        "        api_key_env: BM_TEST_SHAPE_KEY\n        auth: api-key\n        headers: {anthropic-version: \"2023-06-01\", x-extra: {env: BM_TEST_SHAPE_KEY}}\n        query: {api-version: \"2024-10-21\"}\n        models: {gpt-4o-mini: my-deployment}\n",
+    );
+    let c = Config::from_yaml(&ok, "t.yaml").unwrap();
+    let b = &c.pools[0].backends[1];
+    assert_eq!(b.auth, BackendAuth::ApiKey);
+    assert_eq!(
+        b.headers["x-extra"],
+        HeaderSource::Env("BM_TEST_SHAPE_KEY".into())
+    );
+    assert!(!format!("{c:?}").contains("secret-value-123"));
+    assert_eq!(b.models["gpt-4o-mini"], "my-deployment");
+
+    for (lines, field, message) in [
+        (
+            "        auth: x-api-key\n",
+            "backends[1].auth",
+            "needs `api_key_env`",
+        ),
+        (
+            "        api_key_env: BM_TEST_SHAPE_KEY\n        auth: none\n",
+            "backends[1].auth",
+            "sends no key",
+        ),
+        (
+            "        auth: basic\n",
+            "backends[1].auth",
+            "unknown variant",
+        ),
+        (
+            "        api_key_env: BM_TEST_SHAPE_KEY\n        headers: {Authorization: x}\n",
+            "backends[1].headers",
+            "carries the key",
+        ),
+        (
+            "        headers: {content-length: \"1\"}\n",
+            "backends[1].headers",
+            "set by the gateway",
+        ),
+        (
+            "        headers: {x-a: {env: BM_SURELY_UNSET_VAR}}\n",
+            "backends[1].headers",
+            "`BM_SURELY_UNSET_VAR` is not set",
+        ),
+        (
+            "        headers: {x-a: 12}\n",
+            "backends[1].headers",
+            "must be a string",
+        ),
+        (
+            "        query: {api-version: \"\"}\n",
+            "backends[1].query",
+            "needs a name and a value",
+        ),
+        (
+            "        models: {gpt-4o-mini: \" \"}\n",
+            "backends[1].models",
+            "both sides",
+        ),
+    ] {
+        let e = Config::from_yaml(&with(lines), "t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field) && e.contains(message), "{lines}: {e}");
+        assert!(!e.contains("secret-value-123"), "{e}");
+    }
 }
 
 /// A self-signed pair in `dir`, for the `server.tls` checks.

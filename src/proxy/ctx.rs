@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use pingora::{Error, ErrorSource, ErrorType};
 
+use super::rename::ModelRename;
 use super::request::Endpoint;
 use crate::auth::ApiKey;
 use crate::error::GatewayError;
@@ -83,6 +84,11 @@ pub struct Attempt {
     /// that ends without an answer reports it, even when failover went on to
     /// a backend that failed otherwise: it is the failure an operator can fix.
     pub tls_failure: Option<(String, String)>,
+    /// This backend's body, when it names the model its own way
+    /// (`backends[].models`); else the route's body goes.
+    pub body: Option<Bytes>,
+    /// Its answers get the public model name back.
+    pub rename: Option<ModelRename>,
 }
 
 pub struct Streamed {
@@ -92,9 +98,9 @@ pub struct Streamed {
     pub counter: ResponseCounter,
     pub first_byte: Option<Instant>,
     pub completed: bool,
-    /// The client left; the upstream is read on (`usage.abandoned_read_*`)
-    /// since then, for this many bytes so far.
-    pub abandoned: Option<(Instant, u64)>,
+    /// The client left and the upstream is read on (`usage.abandoned_read_*`):
+    /// the bytes of answer since then.
+    pub abandoned_bytes: Option<u64>,
 }
 
 impl Ctx {
@@ -130,7 +136,7 @@ impl Ctx {
             } else if let Some(r) = self.response.as_ref().filter(|r| r.completed) {
                 // Read to its end without the client: the answer is whole, and
                 // the record still says the client left.
-                r.abandoned.map(|_| GatewayError::ClientClosedRequest)
+                r.abandoned_bytes.map(|_| GatewayError::ClientClosedRequest)
             } else if self.attempt.exhausted {
                 let model = self.model().to_string();
                 // Every backend failed its health checks and then this request too:

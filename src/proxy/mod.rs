@@ -10,6 +10,7 @@
 mod admit;
 mod ctx;
 mod headers;
+mod rename;
 pub mod request;
 mod respond;
 
@@ -57,8 +58,9 @@ impl ProxyHttp for Gateway {
             Ok(Admitted::Proxy) => {
                 // A client that leaves mid-answer must not cut off the usage
                 // report that comes at its end (see response_body_filter).
-                if self.state.boot.usage.abandoned_read_secs > 0 {
-                    session.set_finish_after_client_leaves(true);
+                let secs = self.state.boot.usage.abandoned_read_secs;
+                if secs > 0 {
+                    session.set_finish_after_client_leaves(Some(Duration::from_secs(secs)));
                 }
                 Ok(false)
             }
@@ -105,13 +107,19 @@ impl ProxyHttp for Gateway {
         let uri = &session.req_header().uri;
         let path = uri.path();
         let rest = path.strip_prefix("/v1").unwrap_or(path);
-        let mut target = String::with_capacity(backend.url.base_path.len() + rest.len() + 16);
-        target.push_str(&backend.url.base_path);
-        target.push_str(rest);
-        if let Some(q) = uri.query() {
-            target.push('?');
-            target.push_str(q);
-        }
+        let shape = &backend.shape;
+        let model = ctx.admission.model.as_deref().unwrap_or_default();
+        let upstream_model = shape.upstream_model(model);
+        // Per attempt: the next backend may name the model another way.
+        ctx.attempt.body = upstream_model
+            .map(|m| rename::with_model(&route.body, m).unwrap_or_else(|| route.body.clone()));
+        ctx.attempt.rename = upstream_model.map(|m| rename::ModelRename::new(m, model));
+        let target = shape.target(
+            &backend.url.base_path,
+            rest,
+            uri.query(),
+            upstream_model.unwrap_or(model),
+        );
         upstream_request.set_uri(target.parse().map_err(|_| {
             Error::explain(ErrorType::InvalidHTTPHeader, "cannot build upstream path")
         })?);
@@ -135,8 +143,14 @@ impl ProxyHttp for Gateway {
             upstream_request.insert_header("x-forwarded-for", chain)?;
         }
         upstream_request.insert_header("x-forwarded-proto", proto.to_string())?;
-        if let Some(auth) = &backend.authorization {
-            upstream_request.insert_header(header::AUTHORIZATION, auth.as_str())?;
+        if let Some((name, value)) = &shape.auth {
+            upstream_request.insert_header(name.clone(), value.clone())?;
+        }
+        for (name, value) in &shape.headers {
+            // A client header the pool forwards (anthropic-version...) wins.
+            if !upstream_request.headers.contains_key(name) {
+                upstream_request.insert_header(name.clone(), value.clone())?;
+            }
         }
         upstream_request.insert_header(header::HOST, backend.host_header.as_str())?;
         // Token counting needs the plain body.
@@ -152,8 +166,9 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .is_some_and(Endpoint::has_body)
         {
+            let body = ctx.attempt.body.as_ref().unwrap_or(&route.body);
             upstream_request.remove_header(&header::TRANSFER_ENCODING);
-            upstream_request.insert_header(header::CONTENT_LENGTH, route.body.len())?;
+            upstream_request.insert_header(header::CONTENT_LENGTH, body.len())?;
         }
         Ok(())
     }
@@ -167,8 +182,9 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         // Every attempt replays the pre-read body once, at its end: send ours instead
         // (it may carry the added stream_options).
+        let ours = ctx.attempt.body.clone();
         *body = end_of_stream
-            .then(|| ctx.route.as_ref().map(|r| r.body.clone()))
+            .then(|| ours.or_else(|| ctx.route.as_ref().map(|r| r.body.clone())))
             .flatten();
         Ok(())
     }
@@ -210,7 +226,7 @@ impl ProxyHttp for Gateway {
             .and_then(|v| v.to_str().ok());
         let injected_usage = ctx.route.as_ref().is_some_and(|r| r.injected_usage);
         let counter = ResponseCounter::new(content_type, injected_usage);
-        if counter.rewrites_body() {
+        if counter.rewrites_body() || ctx.attempt.rename.is_some() {
             upstream_response.remove_header(&header::CONTENT_LENGTH);
             if !session.is_http2() {
                 upstream_response.insert_header(header::TRANSFER_ENCODING, "chunked")?;
@@ -221,7 +237,7 @@ impl ProxyHttp for Gateway {
             counter,
             first_byte: None,
             completed: false,
-            abandoned: None,
+            abandoned_bytes: None,
         });
         let expose = ctx
             .route
@@ -245,15 +261,14 @@ impl ProxyHttp for Gateway {
         let mut reported = None;
         if let Some(r) = ctx.response.as_mut() {
             if session.client_left() {
-                let usage = &self.state.boot.usage;
-                let (since, bytes) = r.abandoned.get_or_insert((Instant::now(), 0));
+                // Pingora ends the read when abandoned_read_secs are up; the
+                // bytes are bounded here.
+                let bytes = r.abandoned_bytes.get_or_insert(0);
                 *bytes += body.as_ref().map_or(0, |b| b.len() as u64);
-                if since.elapsed().as_secs() >= usage.abandoned_read_secs
-                    || *bytes > usage.abandoned_read_mib << 20
-                {
+                if *bytes > self.state.boot.usage.abandoned_read_mib << 20 {
                     return Error::e_explain(
                         ErrorType::ReadError,
-                        "the client left and the answer outlasted usage.abandoned_read_*",
+                        "the client left and the answer outlasted usage.abandoned_read_mib",
                     )
                     .map_err(|e| e.into_down());
                 }
@@ -262,6 +277,9 @@ impl ProxyHttp for Gateway {
                 r.first_byte = Some(Instant::now());
             }
             r.counter.on_body(body, end_of_stream);
+            if let Some(rename) = ctx.attempt.rename.as_mut() {
+                rename.on_body(body, end_of_stream);
+            }
             r.completed |= end_of_stream;
             if end_of_stream {
                 reported = r.counter.usage();
@@ -372,7 +390,7 @@ impl ProxyHttp for Gateway {
                     counted = Counted::from_tokenizer(prompt, completion);
                 }
             }
-            if r.abandoned.is_some() && counted.source != UsageSource::Upstream {
+            if session.client_left() && counted.source != UsageSource::Upstream {
                 // The client left and the upstream's report never came within
                 // the bounds: at least what admission estimated.
                 counted = counted.at_least(ctx.admission.estimate);

@@ -25,8 +25,8 @@ pub struct BackendMeta {
     pub url: BackendUrl,
     pub addr: SocketAddr,
     pub host_header: String,
-    /// `Bearer <key>`, ready to put in the upstream request.
-    pub authorization: Option<String>,
+    /// Its key header, static headers, query, path template and model names.
+    pub shape: super::shape::Shape,
     pub priority: u32,
     /// TLS verification, client certificate and HTTP version.
     pub(super) transport: Transport,

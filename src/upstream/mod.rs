@@ -21,6 +21,7 @@ use pingora::protocols::l4::socket::SocketAddr as InetOrUnix;
 mod backend;
 mod health;
 pub mod policy;
+mod shape;
 mod transport;
 
 pub use backend::BackendMeta;
@@ -205,13 +206,7 @@ impl Upstreams {
                 let addr = *addrs
                     .first()
                     .ok_or_else(|| failed(format!("`{}` resolves to no address", url.host)))?;
-                let authorization = match &b.api_key_env {
-                    Some(var) => Some(format!(
-                        "Bearer {}",
-                        std::env::var(var).map_err(|_| failed(format!("`{var}` is not set")))?
-                    )),
-                    None => None,
-                };
+                let shape = shape::Shape::build(b).map_err(failed)?;
                 let transport = Transport::load(b).map_err(|e| failed(e.to_string()))?;
                 if !transport.verifies() {
                     tracing::warn!(backend = %b.url, pool = %pc.name, "tls.verify is false: this backend's certificate is not checked, so anyone on the path can read the prompts and its API key");
@@ -230,10 +225,12 @@ impl Upstreams {
                     path.parse()
                         .map_err(|e| failed(format!("bad health path {path}: {e}")))?,
                 );
-                if let Some(auth) = &authorization {
+                // Probes carry the key and static headers too: a provider may
+                // refuse its health path without them.
+                for (name, value) in shape.auth.iter().chain(&shape.headers) {
                     check
                         .req
-                        .insert_header("Authorization", auth.as_str())
+                        .insert_header(name.clone(), value.clone())
                         .map_err(|e| failed(e.to_string()))?;
                 }
                 let meta = Arc::new(BackendMeta {
@@ -243,7 +240,7 @@ impl Upstreams {
                     url,
                     addr,
                     host_header,
-                    authorization,
+                    shape,
                     priority: b.priority,
                     transport,
                     tls_failure: Default::default(),
@@ -391,6 +388,10 @@ fn merged_pools(yaml: &[PoolConfig], servers: &[ServerRecord]) -> Vec<PoolConfig
             weight: s.weight.max(1) as usize,
             priority: s.priority.max(0) as u32,
             api_key_env: s.api_key_env.clone(),
+            auth: Default::default(),
+            headers: Default::default(),
+            query: Default::default(),
+            models: Default::default(),
             from_admin_api: true,
             // Admin-added servers verify against the system's roots.
             tls: None,

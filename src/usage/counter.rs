@@ -18,6 +18,7 @@
 use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 /// Full JSON bodies up to this size are kept to find `usage` and the reply text;
@@ -123,6 +124,8 @@ struct ChoiceView<'a> {
     message: Option<TextView<'a>>,
     #[serde(borrow, default)]
     text: Option<Cow<'a, str>>,
+    #[serde(default)]
+    finish_reason: Option<IgnoredAny>,
 }
 
 /// Everything in a message (or delta) the model generated and the upstream
@@ -318,8 +321,7 @@ impl ResponseCounter {
                 if let Some(m) = chunk.model {
                     self.served_model = Some(m.into_owned());
                 }
-                let usage_only = chunk.choices.as_ref().is_some_and(|c| c.is_empty());
-                !usage_only
+                !chunk.choices.as_deref().is_some_and(carry_nothing)
             }
             None => true,
         }
@@ -406,6 +408,20 @@ impl ResponseCounter {
             self.settle_text();
         }
     }
+}
+
+/// Whether choices hold nothing for the client: none at all (OpenAI's usage
+/// chunk has `"choices": []`), or only empty deltas without a `finish_reason`
+/// (LiteLLM's usage chunk has `[{"index": 0, "delta": {}}]`). Such a usage
+/// chunk is the one the gateway asked for; one that also ends a choice or
+/// carries text stays.
+fn carry_nothing(choices: &[ChoiceView<'_>]) -> bool {
+    choices.iter().all(|c| {
+        let message = c.delta.as_ref().or(c.message.as_ref());
+        c.finish_reason.is_none()
+            && c.text.as_deref().unwrap_or_default().is_empty()
+            && message.is_none_or(|m| m.pieces().all(str::is_empty))
+    })
 }
 
 /// Appends the generated text of each choice: the `delta` of chat chunks, the
@@ -562,6 +578,28 @@ mod tests {
         );
         assert_eq!(out, expected);
         assert_eq!(c.usage().unwrap().completion_tokens, 2);
+    }
+
+    /// LiteLLM's usage chunk keeps one choice with an empty delta; a client
+    /// that did not ask for usage got it before.
+    #[test]
+    fn sse_strip_removes_a_usage_event_with_empty_choices() {
+        let litellm_usage = "data: {\"model\":\"m\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{}}],\"usage\":{\"completion_tokens\":5,\"prompt_tokens\":9,\"total_tokens\":14}}\n\n";
+        let stream = [STREAM[0], STREAM[1], STREAM[2], litellm_usage, STREAM[4]];
+        let mut c = ResponseCounter::new(Some("text/event-stream"), true);
+        let out = feed(&mut c, &stream);
+        assert_eq!(out, stream.concat().replace(litellm_usage, ""));
+        assert_eq!(c.usage().unwrap().completion_tokens, 5);
+
+        // Usage in the chunk that ends the choice or carries text: kept.
+        for last in [
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":9}}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"!\"}}],\"usage\":{\"prompt_tokens\":9}}\n\n",
+        ] {
+            let stream = [STREAM[0], last, STREAM[4]];
+            let mut c = ResponseCounter::new(Some("text/event-stream"), true);
+            assert_eq!(feed(&mut c, &stream), stream.concat());
+        }
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //!
 //! Shared helpers live here too, one of each: HTTP clients and OpenAI error
 //! bodies (`http`), waiting for a condition (`wait`), reading `/metrics`
-//! (`prometheus`), the Python SDK and pytest (`python`).
+//! (`prometheus`), the Python SDK and pytest (`python`), a real LiteLLM
+//! proxy (`litellm`).
 #![allow(dead_code)]
 
 pub mod http;
+pub mod litellm;
 pub mod prometheus;
 pub mod python;
 pub mod wait;
@@ -164,6 +166,7 @@ pub struct GatewayBuilder<'a> {
     forward_headers: Vec<String>,
     expose_headers: Vec<String>,
     pool_yaml: String,
+    pools_yaml: Option<String>,
     db_url: Option<String>,
     envs: Vec<(String, String)>,
     tls: Option<(PathBuf, PathBuf)>,
@@ -187,6 +190,7 @@ pub fn gateway<'a>() -> GatewayBuilder<'a> {
         forward_headers: vec![fake_upstream::CHUNK_DELAY_HEADER.to_string()],
         expose_headers: Vec::new(),
         pool_yaml: String::new(),
+        pools_yaml: None,
         db_url: None,
         envs: Vec::new(),
         tls: None,
@@ -251,6 +255,13 @@ impl<'a> GatewayBuilder<'a> {
         self.pool_yaml.push_str(&format!("    {line}\n"));
         self
     }
+    /// The whole `pools:` section, instead of the `main` pool made of
+    /// `models`, `pool` and the header lists; `backend`s are appended to it
+    /// (to its last pool when it ends with that pool's `backends:` list).
+    pub fn pools(mut self, yaml: &str) -> Self {
+        self.pools_yaml = Some(yaml.to_string());
+        self
+    }
     /// YAML appended to the generated config (top-level sections).
     pub fn yaml(mut self, extra: &str) -> Self {
         self.extra_yaml.push_str(extra);
@@ -305,16 +316,22 @@ impl<'a> GatewayBuilder<'a> {
             "server:\n  proxy_listen: \"127.0.0.1:{proxy_port}\"\n  admin_listen: \"127.0.0.1:{side_port}\"\n  threads: 2\n  grace_period_secs: 1\n{}\
              database:\n  url: \"{}\"\n\
              usage:\n  ledger_dir: \"{}\"\n  spill_path: \"{}\"\n{}\
-             health_check:\n  interval_secs: 1\n  timeout_ms: 2000\n  unhealthy_threshold: 2\n  eject_secs: 30\n\
-             pools:\n  - name: main\n    models: [{}]\n{}    backends:\n",
+             health_check:\n  interval_secs: 1\n  timeout_ms: 2000\n  unhealthy_threshold: 2\n  eject_secs: 30\n",
             server_yaml,
             db.url,
             dir.path().join("usage-ledger").display(),
             dir.path().join("usage-spill.jsonl").display(),
             self.usage_yaml,
-            self.models.join(", "),
-            pool_headers
         );
+        if let Some(pools) = &self.pools_yaml {
+            yaml.push_str(pools);
+        } else {
+            yaml.push_str(&format!(
+                "pools:\n  - name: main\n    models: [{}]\n{}    backends:\n",
+                self.models.join(", "),
+                pool_headers
+            ));
+        }
         for (b, extra) in self.backends.iter().zip(&self.backend_yaml) {
             yaml.push_str(&format!(
                 "      - url: {}\n        weight: {}\n        priority: {}\n",

@@ -1,7 +1,10 @@
-//! The official `openai` Python SDK for the tests that drive the gateway with
-//! it (tests/python/): a virtualenv under target/ created on first use from
-//! tests/python/requirements.txt (set BLUESMINDS_PYTHON to use another
-//! interpreter that already has the packages), and a pytest runner.
+//! The Python programs some tests drive the gateway with, each in a
+//! virtualenv under target/ made on first use by tests/python/venv.sh (which
+//! .ci/run also runs before the tests): the official `openai` SDK and pytest
+//! (tests/python/requirements.txt; set BLUESMINDS_PYTHON to use another
+//! interpreter that already has them), and the LiteLLM proxy
+//! (tests/python/litellm-requirements.txt; BLUESMINDS_LITELLM names another
+//! `litellm` executable).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,44 +12,41 @@ use std::process::Command;
 /// The interpreter, set up once per test binary (its tests run in parallel).
 pub fn python() -> PathBuf {
     static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PYTHON.get_or_init(setup_python).clone()
+    PYTHON
+        .get_or_init(|| match std::env::var("BLUESMINDS_PYTHON") {
+            Ok(p) => PathBuf::from(p),
+            Err(_) => venv("py-sdk-venv", "requirements.txt").join("bin/python"),
+        })
+        .clone()
 }
 
-fn setup_python() -> PathBuf {
-    if let Ok(p) = std::env::var("BLUESMINDS_PYTHON") {
-        return PathBuf::from(p);
-    }
+/// The `litellm` command (LiteLLM's proxy server), set up once per test binary.
+pub fn litellm() -> PathBuf {
+    static LITELLM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LITELLM
+        .get_or_init(|| match std::env::var("BLUESMINDS_LITELLM") {
+            Ok(p) => PathBuf::from(p),
+            Err(_) => venv("py-litellm-venv", "litellm-requirements.txt").join("bin/litellm"),
+        })
+        .clone()
+}
+
+/// target/NAME, a virtualenv with tests/python/REQUIREMENTS installed.
+fn venv(name: &str, requirements: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = root.join("target/py-sdk-venv");
-    let py = venv.join("bin/python");
-    let requirements = root.join("tests/python/requirements.txt");
-    let stamp = venv.join("requirements.installed");
-    let wanted = std::fs::read_to_string(&requirements).unwrap();
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 is needed for the SDK tests")
-            .success();
-        assert!(ok, "python3 -m venv failed");
-        let ok = Command::new(&py)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&requirements)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "pip install -r tests/python/requirements.txt failed");
-        std::fs::write(&stamp, wanted).unwrap();
-    }
-    py
+    let venv = root.join("target").join(name);
+    let ok = Command::new("bash")
+        .arg(root.join("tests/python/venv.sh"))
+        .arg(&venv)
+        .arg(root.join("tests/python").join(requirements))
+        .status()
+        .expect("bash and python3 are needed for the Python tests")
+        .success();
+    assert!(
+        ok,
+        "bash tests/python/venv.sh target/{name} tests/python/{requirements} failed"
+    );
+    venv
 }
 
 /// Runs one pytest file of tests/python with `envs` (`BM_BASE_URL`,

@@ -23,7 +23,7 @@ use crate::wire::{
     CompletionUsage, EmbeddingRequest, EmbeddingUsage, EncodingFormat, InputDigest, StreamFlag,
     StreamOptions, SYSTEM_FINGERPRINT,
 };
-use crate::{ConnId, ConnKill, Mode, RecordedRequest, EMBEDDING_DIMENSIONS};
+use crate::{ConnId, ConnKill, Mode, Provider, RecordedRequest, EMBEDDING_DIMENSIONS};
 
 /// Largest request body we buffer. Far above anything a test sends; the
 /// point is that the *gateway's* limits are what tests exercise, not ours.
@@ -44,6 +44,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/chat/completions", openai(post(chat_completions)))
         .route("/v1/completions", openai(post(completions)))
         .route("/v1/embeddings", openai(post(embeddings)))
+        // Azure OpenAI's paths; `v1_gate` lets them through only in that mode.
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            openai(post(chat_completions)),
+        )
+        .route(
+            "/openai/deployments/{deployment}/completions",
+            openai(post(completions)),
+        )
+        .route(
+            "/openai/deployments/{deployment}/embeddings",
+            openai(post(embeddings)),
+        )
         .route("/_control/mode", post(control_mode))
         .route("/_control/health", post(control_health))
         .route("/_control/chunk_delay", post(control_chunk_delay))
@@ -76,8 +89,13 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 /// so tests can assert on what the gateway sent (including retries against a
 /// failing upstream and the `Authorization` header of rejected requests).
 async fn v1_gate(State(s): AppState, req: Request, next: Next) -> Response {
-    if !req.uri().path().starts_with("/v1/") {
+    let path = req.uri().path();
+    let azure_path = path.starts_with("/openai/");
+    if !(path.starts_with("/v1/") || azure_path) {
         return next.run(req).await;
+    }
+    if azure_path && !matches!(s.provider, Provider::Azure { .. }) {
+        return ApiError::not_found(req.method().as_str(), path).into_response();
     }
     let (mut parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
@@ -93,6 +111,7 @@ async fn v1_gate(State(s): AppState, req: Request, next: Next) -> Response {
     s.record(|| RecordedRequest {
         method: parts.method.as_str().to_owned(),
         path: parts.uri.path().to_owned(),
+        query: parts.uri.query().unwrap_or_default().to_owned(),
         headers: parts
             .headers
             .iter()
@@ -118,6 +137,22 @@ async fn v1_gate(State(s): AppState, req: Request, next: Next) -> Response {
         match parts.headers.get(header::AUTHORIZATION) {
             Some(v) if v.as_bytes() == &expected[..] => {}
             other => return ApiError::unauthorized(other.is_some()).into_response(),
+        }
+    }
+    let mut body = body;
+    match &s.provider {
+        Provider::OpenAi => {}
+        Provider::Azure {
+            api_version,
+            deployments,
+        } => match azure_gate(&s, &parts, api_version, deployments) {
+            Ok(model) => body = with_model(&body, model),
+            Err(refused) => return *refused,
+        },
+        Provider::Anthropic { version } => {
+            if let Some(refused) = anthropic_gate(&s, &parts.headers, version) {
+                return refused;
+            }
         }
     }
 
@@ -146,6 +181,124 @@ async fn v1_gate(State(s): AppState, req: Request, next: Next) -> Response {
         resp.headers_mut().append(name.clone(), value.clone());
     }
     resp
+}
+
+/// Azure OpenAI's checks, in its order: the key, the path, the version, the
+/// deployment. Gives the model the deployment answers as.
+fn azure_gate<'a>(
+    s: &Shared,
+    parts: &axum::http::request::Parts,
+    api_version: &str,
+    deployments: &'a [(String, String)],
+) -> Result<&'a str, Box<Response>> {
+    let azure_error = |status: StatusCode, code: &str, message: &str| {
+        json_response(
+            status,
+            serde_json::json!({"error": {"code": code, "message": message}}).to_string(),
+        )
+    };
+    let key = parts.headers.get("api-key").map(|v| v.as_bytes());
+    if key.is_none() || key != s.provider_key.as_deref().map(str::as_bytes) {
+        return Err(Box::new(azure_error(StatusCode::UNAUTHORIZED, "401", "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.")));
+    }
+    let not_found = || azure_error(StatusCode::NOT_FOUND, "404", "Resource not found");
+    let rest = parts.uri.path().strip_prefix("/openai/deployments/");
+    let Some((deployment, op)) = rest.and_then(|r| r.split_once('/')) else {
+        return Err(Box::new(not_found()));
+    };
+    if !["chat/completions", "completions", "embeddings"].contains(&op) {
+        return Err(Box::new(not_found()));
+    }
+    let version = parts
+        .uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|p| p.strip_prefix("api-version="));
+    match version {
+        None => return Err(Box::new(not_found())),
+        Some(v) if v != api_version => {
+            return Err(Box::new(azure_error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "API version not supported",
+            )))
+        }
+        Some(_) => {}
+    }
+    let deployment = percent_encoding_decode(deployment);
+    match deployments.iter().find(|(d, _)| *d == deployment) {
+        Some((_, model)) => Ok(model),
+        None => Err(Box::new(azure_error(StatusCode::NOT_FOUND, "DeploymentNotFound", "The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again."))),
+    }
+}
+
+/// Anthropic's checks: the key in `x-api-key`, then `anthropic-version`.
+fn anthropic_gate(s: &Shared, headers: &HeaderMap, version: &str) -> Option<Response> {
+    let anthropic_error = |status: StatusCode, kind: &str, message: &str| {
+        json_response(
+            status,
+            serde_json::json!({"type": "error", "error": {"type": kind, "message": message}})
+                .to_string(),
+        )
+    };
+    let key = headers.get("x-api-key").map(|v| v.as_bytes());
+    if key.is_none() || key != s.provider_key.as_deref().map(str::as_bytes) {
+        return Some(anthropic_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid x-api-key",
+        ));
+    }
+    match headers.get("anthropic-version") {
+        None => Some(anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "anthropic-version: header is required",
+        )),
+        Some(v) if v.as_bytes() != version.as_bytes() => Some(anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            &format!("anthropic-version: unsupported version {:?}", v),
+        )),
+        Some(_) => None,
+    }
+}
+
+/// `%XX` escapes decoded (deployment names in paths).
+fn percent_encoding_decode(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The body with `model` set, as the deployment answers as that model.
+fn with_model(body: &Bytes, model: &str) -> Bytes {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut m)) => {
+            m.insert("model".into(), model.into());
+            Bytes::from(serde_json::to_vec(&m).expect("JSON serializes"))
+        }
+        _ => body.clone(),
+    }
 }
 
 /// Asks the connection task to drop the TCP connection, then never answers.

@@ -13,6 +13,7 @@
 //! | `POST /v1/chat/completions` | chat completion, streaming (SSE) or not |
 //! | `POST /v1/completions` | legacy text completion, streaming or not |
 //! | `POST /v1/embeddings` | deterministic vectors, `float` or `base64` |
+//! | `POST /openai/deployments/{d}/chat/completions`, `.../completions`, `.../embeddings` | with [`Provider::Azure`] only: Azure OpenAI's paths (the same answers) |
 //! | `POST /_control/mode`, `/_control/health`, `/_control/chunk_delay`, `GET /_control/stats` | run-time knobs for out-of-process users |
 //! | anything else | 404 in OpenAI's error envelope |
 //!
@@ -106,6 +107,39 @@ pub struct FakeConfig {
     /// llama-cpp-python's server does (starlette-context's `RequestIdPlugin`
     /// validates the header with Python's `uuid.UUID`).
     pub strict_request_id: bool,
+    /// Whose API this fake is as strict as (paths and auth headers); with a
+    /// provider other than OpenAI, `api_key` is the key in that provider's
+    /// header.
+    pub provider: Provider,
+}
+
+/// The request shape and authentication a provider insists on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Provider {
+    /// OpenAI: `/v1/*`, and `Authorization: Bearer` when `api_key` is set.
+    #[default]
+    OpenAi,
+    /// Azure OpenAI (REST reference:
+    /// <https://learn.microsoft.com/en-us/azure/ai-services/openai/reference>):
+    /// `POST /openai/deployments/{deployment-id}/chat/completions?api-version=...`
+    /// (and `/completions`, `/embeddings`) with the key in `api-key`. Without
+    /// the key: 401 "Access denied due to invalid subscription key..."; a path
+    /// it does not serve, or no `api-version`: 404 "Resource not found"; an
+    /// `api-version` it does not know: 400; an unknown deployment: 404
+    /// `DeploymentNotFound`. The body's `model` is ignored: a deployment
+    /// answers with the model it was created for.
+    Azure {
+        api_version: String,
+        /// (deployment name, the model it answers as).
+        deployments: Vec<(String, String)>,
+    },
+    /// Anthropic's authentication (<https://docs.anthropic.com/en/api/getting-started>,
+    /// errors: <https://docs.anthropic.com/en/api/errors>): the key in
+    /// `x-api-key` (else 401 `authentication_error`) and an
+    /// `anthropic-version` header (else 400 `invalid_request_error`), errors
+    /// as `{"type":"error","error":{"type","message"}}`. Only the headers: the
+    /// endpoints stay OpenAI's.
+    Anthropic { version: String },
 }
 
 impl Default for FakeConfig {
@@ -120,6 +154,7 @@ impl Default for FakeConfig {
             reasoning_tokens: 0,
             served_model: None,
             strict_request_id: false,
+            provider: Provider::OpenAi,
         }
     }
 }
@@ -209,6 +244,8 @@ pub struct RecordedRequest {
     pub method: String,
     /// Path only, without the query string.
     pub path: String,
+    /// The query string, `""` when there is none.
+    pub query: String,
     /// Header names are lowercase; repeated headers appear once per value.
     pub headers: Vec<(String, String)>,
     pub body: bytes::Bytes,

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
 
-use crate::{FakeConfig, Mode, RecordedRequest};
+use crate::{FakeConfig, Mode, Provider, RecordedRequest};
 
 /// Per-request header overriding the chunk delay, in milliseconds.
 pub const CHUNK_DELAY_HEADER: &str = "x-fake-chunk-delay-ms";
@@ -38,6 +38,9 @@ pub struct Shared {
     pub reasoning_tokens: usize,
     pub served_model: Option<String>,
     pub strict_request_id: bool,
+    pub provider: Provider,
+    /// The key, for providers other than OpenAI.
+    pub provider_key: Option<String>,
     mode: Mutex<Mode>,
     health_ok: AtomicBool,
     chunk_delay_ns: AtomicU64,
@@ -91,7 +94,10 @@ impl Shared {
             expected_auth: cfg
                 .api_key
                 .as_ref()
+                .filter(|_| cfg.provider == Provider::OpenAi)
                 .map(|k| format!("Bearer {k}").into_bytes().into_boxed_slice()),
+            provider: cfg.provider.clone(),
+            provider_key: cfg.api_key.clone(),
             response_headers: cfg
                 .response_headers
                 .iter()

@@ -51,7 +51,7 @@ use std::sync::{
     Arc,
 };
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 use tokio::time;
 
@@ -608,9 +608,9 @@ pub struct Session {
     /// Flag that is set when the shutdown process has begun.
     shutdown_flag: Arc<AtomicBool>,
     /// BluesMinds patch: see [`Session::set_finish_after_client_leaves`].
-    finish_after_client_leaves: bool,
-    /// BluesMinds patch: see [`Session::client_left`].
-    client_left: bool,
+    finish_after_client_leaves: Option<Duration>,
+    /// BluesMinds patch: when the client left (see [`Session::client_left`]).
+    client_left_at: Option<Instant>,
 }
 
 impl Session {
@@ -638,36 +638,44 @@ impl Session {
             downstream_task_seen_upgraded: false,
             upstream_write_pending_time: Duration::ZERO,
             shutdown_flag,
-            finish_after_client_leaves: false,
-            client_left: false,
+            finish_after_client_leaves: None,
+            client_left_at: None,
         }
     }
 
     /// BluesMinds patch: once the request body has been read, a client that
     /// goes away (a read or write to it fails) no longer ends the request: the
-    /// upstream response is read to its end through the response filters, and
-    /// nothing more is written downstream. A filter that returns an error ends
-    /// it early. Off by default (upstream Pingora drops the upstream then).
-    pub fn set_finish_after_client_leaves(&mut self, on: bool) {
-        self.finish_after_client_leaves = on;
+    /// upstream response is read on through the response filters for at most
+    /// `limit`, and nothing more is written downstream. A filter that returns
+    /// an error ends it early; past `limit` the request ends with a
+    /// downstream `ReadTimedout`. `None` (the default) is upstream Pingora's
+    /// behaviour: the upstream is dropped when the client goes.
+    pub fn set_finish_after_client_leaves(&mut self, limit: Option<Duration>) {
+        self.finish_after_client_leaves = limit;
     }
 
     /// BluesMinds patch: the client went away and the upstream response is
     /// still being read (see [`Session::set_finish_after_client_leaves`]).
     pub fn client_left(&self) -> bool {
-        self.client_left
+        self.client_left_at.is_some()
+    }
+
+    /// BluesMinds patch: when reading on after the client left must stop.
+    pub(crate) fn client_left_deadline(&self) -> Option<Instant> {
+        Some(self.client_left_at? + self.finish_after_client_leaves?)
     }
 
     /// BluesMinds patch: whether the downstream error `e` is absorbed, the
     /// client having left while the upstream response is finished without it.
     pub(crate) fn absorb_downstream_error(&mut self, e: &Error) -> bool {
-        if self.finish_after_client_leaves && self.downstream_session.is_body_done() {
-            if !self.client_left {
-                debug!("client left ({e}); reading the upstream response to its end");
-            }
-            self.client_left = true;
+        if self.finish_after_client_leaves.is_some()
+            && self.client_left_at.is_none()
+            && self.downstream_session.is_body_done()
+        {
+            debug!("client left ({e}); reading the upstream response on");
+            self.client_left_at = Some(Instant::now());
         }
-        self.client_left
+        self.client_left_at.is_some()
     }
 
     /// Create a new [Session] from the given [Stream]
@@ -933,7 +941,7 @@ impl Session {
         // BluesMinds patch: after the client left, nothing is written; the
         // response is done when its tasks say so.
         let end = tasks.iter().any(HttpTask::is_end);
-        if self.client_left {
+        if self.client_left() {
             for task in tasks {
                 if let HttpTask::Failed(e) = task {
                     return Err(e);

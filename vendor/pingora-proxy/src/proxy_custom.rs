@@ -429,9 +429,24 @@ where
             // partial read support, this check will also be false if cache is disabled.
             let support_cache_partial_read =
                 session.cache.support_streaming_partial_write() == Some(true);
+            // BluesMinds patch: see Session::set_finish_after_client_leaves.
+            let left_deadline = session.client_left_deadline();
             let upgraded = session.was_upgraded();
 
             tokio::select! {
+                // BluesMinds patch: the time allowed after the client left is up.
+                _ = async move {
+                    if let Some(deadline) = left_deadline {
+                        tokio::time::sleep_until(deadline.into()).await
+                    }
+                }, if left_deadline.is_some() => {
+                    return Error::e_explain(
+                        ReadTimedout,
+                        "the client left and the upstream response outlasted the time allowed for it",
+                    )
+                    .map_err(|e| e.into_down());
+                },
+
                 body = session.downstream_session.read_body_or_idle(downstream_state.is_done()), if downstream_state.can_poll() => {
                     let body = match body {
                         Ok(b) => b,
