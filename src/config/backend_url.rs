@@ -1,7 +1,5 @@
 //! Backend URLs, parsed once when the config is read.
 
-use std::net::{SocketAddr, ToSocketAddrs};
-
 /// A backend URL taken apart once at load time; it parses itself when the
 /// config is read, so a bad one is an error at its field and line.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Deserialize)]
@@ -64,21 +62,6 @@ impl BackendUrl {
         } else {
             format!("{host}:{}", self.port)
         }
-    }
-
-    pub fn resolve(&self) -> Result<SocketAddr, String> {
-        self.resolve_all()?
-            .into_iter()
-            .next()
-            .ok_or_else(|| format!("`{}` resolves to no address", self.host))
-    }
-
-    /// Every address the host resolves to (blocking; build time only).
-    pub fn resolve_all(&self) -> Result<Vec<SocketAddr>, String> {
-        Ok((self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve `{}`: {e}", self.host))?
-            .collect())
     }
 }
 

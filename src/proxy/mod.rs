@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::header;
 use pingora::http::ResponseHeader;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::limits::RateInfo;
@@ -72,16 +72,22 @@ impl ProxyHttp for Gateway {
         let Some(route) = &ctx.route else {
             return Error::e_explain(ErrorType::InternalError, "no route after admission");
         };
-        let Some((backend, healthy)) = route.pool.select(&ctx.attempt.tried) else {
-            ctx.attempt.exhausted = true;
-            return Error::e_explain(ErrorType::ConnectNoRoute, "no usable backend");
-        };
         let attempt = &mut ctx.attempt;
-        attempt.tried_healthy |= healthy;
-        attempt.tried.push(backend.id);
+        let (backend, addr) = loop {
+            let Some((backend, healthy)) = route.pool.select(&attempt.tried) else {
+                attempt.exhausted = true;
+                return Error::e_explain(ErrorType::ConnectNoRoute, "no usable backend");
+            };
+            attempt.tried.push(backend.id);
+            // A lookup may have just taken its address away.
+            if let Some(addr) = backend.current_addr() {
+                attempt.tried_healthy |= healthy;
+                break (backend, addr);
+            }
+        };
         attempt.failover = false;
         let proxy = &ctx.snapshot.config.proxy;
-        let peer = backend.peer(proxy.connect_timeout, proxy.read_timeout);
+        let peer = backend.peer(addr, proxy.connect_timeout, proxy.read_timeout);
         attempt.backend = Some(backend);
         Ok(Box::new(peer))
     }
@@ -252,7 +258,7 @@ impl ProxyHttp for Gateway {
     fn fail_to_connect(
         &self,
         _session: &mut Session,
-        _peer: &HttpPeer,
+        peer: &HttpPeer,
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
@@ -260,6 +266,9 @@ impl ProxyHttp for Gateway {
         if let Some(route) = &ctx.route {
             if let Some(backend) = &ctx.attempt.backend {
                 route.pool.eject(backend);
+                if let Some(addr) = peer.address().as_inet() {
+                    backend.address_failed(*addr);
+                }
             }
             more = route.pool.has_untried(&ctx.attempt.tried);
         }

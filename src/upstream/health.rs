@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::lb::health_check::HealthCheck;
 use pingora::lb::Backend;
+use pingora::protocols::l4::socket::SocketAddr as InetOrUnix;
 
 use super::backend::{id_of, BackendMeta};
 
@@ -25,10 +26,23 @@ impl PerBackendCheck {
 #[async_trait]
 impl HealthCheck for PerBackendCheck {
     async fn check(&self, target: &Backend) -> pingora::Result<()> {
-        match self.member(target) {
-            Some(m) => m.health_check.check(&m.probe_target).await,
-            None => Ok(()),
-        }
+        let Some(m) = self.member(target) else {
+            return Ok(());
+        };
+        // Probed where requests go now; a backend with no address is out of
+        // rotation through discovery already, and fails here too.
+        let Some(addr) = m.current_addr() else {
+            return pingora::Error::e_explain(
+                pingora::ErrorType::ConnectNoRoute,
+                "the backend's host name does not resolve",
+            );
+        };
+        let probe = Backend {
+            addr: InetOrUnix::Inet(addr),
+            weight: target.weight,
+            ext: Default::default(),
+        };
+        m.health_check.check(&probe).await
     }
 
     async fn health_status_change(&self, target: &Backend, healthy: bool) {

@@ -9,6 +9,7 @@
 //! (`prometheus`), the Python SDK and pytest (`python`).
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod http;
 pub mod prometheus;
 pub mod python;

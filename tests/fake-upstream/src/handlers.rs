@@ -485,6 +485,7 @@ fn stream_response(
             if !plan.delay.is_zero() {
                 tokio::time::sleep(plan.delay).await;
             }
+            s.wait_unheld().await;
             let piece = &s.pieces[i];
             yield Ok(frame.event(match spec.kind {
                 ChoiceKind::Chat => &piece.chat_choice,

@@ -243,6 +243,13 @@ impl FakeUpstream {
         self.inner.shared.set_chunk_delay(d);
     }
 
+    /// Holds every stream (those open and those to come) before its next
+    /// content chunk until `false`: a test can act while a stream is
+    /// provably still open.
+    pub fn hold_streams(&self, held: bool) {
+        self.inner.shared.set_held(held);
+    }
+
     /// Whether `/v1/*` requests are stored for [`requests`](Self::requests)
     /// (on by default). The binary turns it off so a long benchmark does not
     /// grow memory; [`request_count`](Self::request_count) keeps counting.
