@@ -122,6 +122,8 @@ pub enum GatewayError {
     UpstreamFailed(String),
     #[error("The upstream for model `{0}` did not answer in time.")]
     UpstreamTimeout(String),
+    #[error("The upstream provider for model `{0}` refused the gateway's own credentials (not your API key); the operator must renew the backend's key.")]
+    UpstreamKeyRefused(String),
     #[error("The gateway could not check the API key right now; retry shortly.")]
     KeyStoreUnavailable,
     #[error("The gateway cannot record usage right now (its database has been unavailable for a while); retry later.")]
@@ -166,6 +168,7 @@ impl GatewayError {
             Self::NoHealthyUpstream(_) => f(503, SERVER, "upstream_unavailable"),
             Self::UpstreamFailed(_) => f(502, SERVER, "upstream_error"),
             Self::UpstreamTimeout(_) => f(504, SERVER, "upstream_timeout"),
+            Self::UpstreamKeyRefused(_) => f(502, SERVER, "upstream_auth_error"),
             Self::KeyStoreUnavailable => f(503, SERVER, "service_unavailable"),
             Self::UsageLedgerFull => f(503, SERVER, "usage_ledger_full"),
             // OpenAI's `type` names the exhausted limit.

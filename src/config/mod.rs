@@ -377,8 +377,13 @@ pub struct HealthCheckConfig {
     pub unhealthy_threshold: usize,
     /// Consecutive good probes before it comes back.
     pub healthy_threshold: usize,
-    /// After a connect error or 5xx, skip the backend for this long (passive ejection).
+    /// After a connect error, a 5xx or a 429 without `retry-after`, skip the
+    /// backend for this long (passive ejection).
     pub eject_secs: u64,
+    /// The longest an upstream's `retry-after` ejects a backend, and how long
+    /// one whose key the provider refuses (401/403) is skipped.
+    #[serde(deserialize_with = "checks::at_least_one_u64")]
+    pub max_eject_secs: u64,
 }
 
 impl Default for HealthCheckConfig {
@@ -391,6 +396,7 @@ impl Default for HealthCheckConfig {
             unhealthy_threshold: 2,
             healthy_threshold: 1,
             eject_secs: 10,
+            max_eject_secs: 300,
         }
     }
 }

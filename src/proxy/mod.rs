@@ -27,6 +27,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::limits::RateInfo;
 use crate::metrics::Ended;
 use crate::state::AppState;
+use crate::upstream::failure;
 use crate::usage::{tokenizer, Counted, Finished, ResponseCounter, UsageRecord};
 use admit::{admit, Admitted};
 pub use ctx::Ctx;
@@ -178,17 +179,45 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if upstream_response.status.is_server_error() {
-            if let (Some(backend), Some(route)) = (&ctx.attempt.backend, &ctx.route) {
-                route.pool.eject(backend);
-                if route.pool.has_untried(&ctx.attempt.tried) {
-                    ctx.attempt.failover = true;
-                    return Error::e_explain(
-                        ErrorType::HTTPStatus(upstream_response.status.as_u16()),
-                        "upstream answered 5xx; trying the next backend",
-                    );
-                }
-            }
+        let (Some(backend), Some(route)) = (&ctx.attempt.backend, &ctx.route) else {
+            return Ok(());
+        };
+        let status = upstream_response.status.as_u16();
+        let judged = failure::judge(
+            status,
+            &upstream_response.headers,
+            route.pool.ejection(),
+            std::time::SystemTime::now(),
+        );
+        let Some(judged) = judged else {
+            backend.key_accepted();
+            return Ok(());
+        };
+        if let Some(how_long) = judged.eject_for {
+            route
+                .pool
+                .eject_for(backend, how_long, &format!("answering {status}"));
+        }
+        if judged.key_refused {
+            backend.set_key_refused(status);
+            ctx.attempt.keys_refused += 1;
+        }
+        // Nothing reached the client yet: another backend may still answer.
+        if judged.retry && route.pool.has_untried(&ctx.attempt.tried) {
+            ctx.attempt.failover = true;
+            return Error::e_explain(
+                ErrorType::HTTPStatus(status),
+                "upstream answered an error worth retrying; trying the next backend",
+            );
+        }
+        if judged.key_refused {
+            // The client's key is fine; the provider refused the gateway's.
+            // Its 401 must not reach the client as if it were about theirs.
+            ctx.attempt.key_refused_last = true;
+            return Error::e_explain(
+                ErrorType::HTTPStatus(status),
+                "the upstream refused the backend's key",
+            );
         }
         Ok(())
     }
@@ -287,6 +316,8 @@ impl ProxyHttp for Gateway {
         let mut e = e.more_context(format!("Peer: {peer}"));
         if ctx.attempt.failover {
             e.set_retry(true);
+        } else if ctx.attempt.key_refused_last {
+            e.set_retry(false);
         } else if ctx.response.is_some() || session.as_ref().retry_buffer_truncated() {
             // Bytes already reached the client: a retry would corrupt the response.
             e.set_retry(false);

@@ -222,8 +222,11 @@ pub struct BackendHealth {
     priority: u32,
     healthy: bool,
     ejected: bool,
-    /// `healthy`, `unhealthy`, `resolving`, `unresolved` or `address_refused`.
+    /// `healthy`, `unhealthy`, `resolving`, `unresolved`, `address_refused` or `key_refused`.
     state: crate::upstream::BackendState,
+    /// With `key_refused`: the provider's status (401 or 403).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_refused_status: Option<u16>,
     /// What the host name resolves to now (new connections go to these).
     addresses: Vec<String>,
     /// Why the last lookup of the host name failed (or was refused).
@@ -259,6 +262,7 @@ pub async fn health(
                             healthy: p.is_healthy(b),
                             ejected: p.is_ejected(b),
                             state: p.state(b),
+                            key_refused_status: b.key_refused(),
                             addresses: addresses.addrs.iter().map(|a| a.to_string()).collect(),
                             dns_error: match &addresses.state {
                                 AddressState::Unresolved(e)

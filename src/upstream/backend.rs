@@ -2,7 +2,7 @@
 //! holds for it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,9 @@ pub struct BackendMeta {
     /// `Bearer <key>`, ready to put in the upstream request.
     pub authorization: Option<String>,
     pub priority: u32,
+    /// The status (401/403) with which the provider last refused the
+    /// backend's key; 0 once an answer was not an error.
+    pub(super) key_refused: AtomicU16,
     /// Passive ejection: monotonic milliseconds until which the backend is skipped.
     pub(super) ejected_until_ms: AtomicU64,
     pub(super) health_check: HttpHealthCheck,
@@ -51,6 +54,29 @@ impl BackendMeta {
         let a = self.addresses.load();
         let n = a.addrs.len();
         (n > 0).then(|| a.addrs[self.addr_cursor.load(Ordering::Relaxed) % n])
+    }
+
+    /// The provider refused this backend's key (revoked, expired, no access).
+    pub fn set_key_refused(&self, status: u16) {
+        if self.key_refused.swap(status, Ordering::Relaxed) == 0 {
+            tracing::error!(backend = %self.display, pool = %self.pool, status, "the provider refuses this backend's key; out of rotation until it answers again");
+        }
+    }
+
+    /// An answer that is not an error: the key works (again).
+    pub fn key_accepted(&self) {
+        if self.key_refused.load(Ordering::Relaxed) != 0 {
+            self.key_refused.store(0, Ordering::Relaxed);
+            tracing::info!(backend = %self.display, pool = %self.pool, "the provider accepts this backend's key again");
+        }
+    }
+
+    /// The status with which the provider last refused the key, if it did.
+    pub fn key_refused(&self) -> Option<u16> {
+        match self.key_refused.load(Ordering::Relaxed) {
+            0 => None,
+            status => Some(status),
+        }
     }
 
     /// Every address and the state of the name, for the admin API.

@@ -9,7 +9,7 @@
 //! ejection), and a request never goes to the same backend twice when failing over.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use pingora::lb::{Backend, Backends, LoadBalancer};
 
 mod backend;
 pub mod discovery;
+pub mod failure;
 mod health;
 pub mod policy;
 
@@ -54,7 +55,7 @@ pub struct Pool {
     pub request_id_header: Option<http::HeaderName>,
     groups: Vec<PriorityGroup>,
     clock: Clock,
-    eject_for: Duration,
+    ejection: failure::Ejection,
 }
 
 impl Pool {
@@ -110,11 +111,21 @@ impl Pool {
         self.groups.iter().flat_map(|g| g.members.iter())
     }
 
-    /// Skips a backend for a while after a connect error or a 5xx.
+    /// Skips a backend for a while after a connect error.
     pub fn eject(&self, backend: &BackendMeta) {
-        let until = self.clock.now_ms() + self.eject_for.as_millis() as u64;
-        backend.ejected_until_ms.store(until, Ordering::Relaxed);
-        tracing::warn!(backend = %backend.display, pool = %backend.pool, secs = self.eject_for.as_secs(), "backend ejected after a failure");
+        self.eject_for(backend, self.ejection.eject, "a failure");
+    }
+
+    /// Skips a backend for `how_long` (never shortening an ejection in force).
+    pub fn eject_for(&self, backend: &BackendMeta, how_long: Duration, after: &str) {
+        let until = self.clock.now_ms() + how_long.as_millis() as u64;
+        backend.ejected_until_ms.fetch_max(until, Ordering::Relaxed);
+        tracing::warn!(backend = %backend.display, pool = %backend.pool, secs = how_long.as_secs_f64(), "backend ejected after {after}");
+    }
+
+    /// How long error answers eject a backend (`health_check.eject_secs`, `max_eject_secs`).
+    pub fn ejection(&self) -> failure::Ejection {
+        self.ejection
     }
 
     pub fn is_ejected(&self, backend: &BackendMeta) -> bool {
@@ -127,6 +138,7 @@ impl Pool {
             AddressState::Pending => BackendState::Resolving,
             AddressState::Unresolved(_) => BackendState::Unresolved,
             AddressState::Refused(_) => BackendState::AddressRefused,
+            _ if backend.key_refused().is_some() => BackendState::KeyRefused,
             AddressState::Resolved | AddressState::Stale(_) if self.is_healthy(backend) => {
                 BackendState::Healthy
             }
@@ -155,6 +167,10 @@ pub enum BackendState {
     Unresolved,
     /// An admin-added server whose name resolves to an address `admin_servers` refuses.
     AddressRefused,
+    /// The provider answered 401 or 403: the backend's key is revoked,
+    /// expired or without access. Skipped for `health_check.max_eject_secs`;
+    /// cleared by its next answer that is not an error.
+    KeyRefused,
 }
 
 /// Milliseconds since the gateway started; monotonic, cheap to share.
@@ -282,6 +298,7 @@ impl Upstreams {
                     host_header,
                     authorization,
                     priority: b.priority,
+                    key_refused: AtomicU16::new(0),
                     ejected_until_ms: AtomicU64::new(0),
                     health_check: check,
                     identity: identity_of(next_id, b.weight),
@@ -333,7 +350,10 @@ impl Upstreams {
                     .and_then(|n| http::HeaderName::from_bytes(n.as_bytes()).ok()),
                 groups,
                 clock,
-                eject_for: Duration::from_secs(hc.eject_secs),
+                ejection: failure::Ejection {
+                    eject: Duration::from_secs(hc.eject_secs),
+                    max: Duration::from_secs(hc.max_eject_secs.max(hc.eject_secs)),
+                },
             }));
         }
         let upstreams = Self {

@@ -88,6 +88,7 @@ pub async fn admin_servers(
                         BackendState::Resolving => ("down", "Resolving its name"),
                         BackendState::Unresolved => ("down", "Name does not resolve"),
                         BackendState::AddressRefused => ("down", "Address refused"),
+                        BackendState::KeyRefused => ("key-refused", "Key refused by the provider"),
                     };
                     let added = servers
                         .iter()

@@ -123,6 +123,11 @@ pub enum Mode {
     /// Answer every request with this status and an OpenAI error body
     /// `{"error":{"message":..,"type":"server_error","param":null,"code":null}}`.
     Fail(u16),
+    /// Answer 429 as a provider whose rate limit is reached: OpenAI's body
+    /// (`type` `requests`, `code` `rate_limit_exceeded`) with `retry-after`
+    /// and `retry-after-ms` (as Azure OpenAI sends them) and
+    /// `x-ratelimit-remaining-requests: 0`.
+    RateLimited { retry_after_secs: u32 },
     /// Accept the request and never respond (until shutdown or the client
     /// gives up).
     Hang,
