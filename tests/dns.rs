@@ -194,3 +194,55 @@ async fn a_moved_backend_is_followed_without_dropping_the_open_stream() {
         .collect();
     assert_eq!(text, "Hello from the fake upstream");
 }
+
+#[tokio::test]
+async fn an_admin_added_server_whose_name_moves_to_a_metadata_address_is_taken_out() {
+    let dns = FakeDns::start().await;
+    let main = fake().await;
+    let added = fake().await;
+    let port = added.addr().port();
+    dns.set("models.internal.test", &["127.0.0.1"]);
+    let gw = gateway()
+        .backend(Backend::new(main.url()))
+        .env("BM_ADMIN_TOKEN", ADMIN_TOKEN)
+        .yaml(&format!(
+            "{}admin_servers:\n  allow_private: true\n",
+            dns_yaml(&dns)
+        ))
+        .start()
+        .await;
+    let url = format!("http://models.internal.test:{port}");
+    let created = reqwest::Client::new()
+        .post(format!("{}/api/admin/servers", gw.side))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"pool": "internal", "url": url, "models": ["internal-model"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let key = gw.create_key("dns", &[]);
+    let resp = gw.chat(&key, &chat_body("internal-model", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(added.request_count(), 1);
+
+    // The name is pointed at the cloud's metadata service: checked on the
+    // next lookup, the server leaves rotation and is never dialled there.
+    dns.set("models.internal.test", &["127.0.0.1", "169.254.169.254"]);
+    Poll::default()
+        .until("the server is refused", || async {
+            backend_health(&gw.side, &url).await["state"] == "address_refused"
+        })
+        .await;
+    let health = backend_health(&gw.side, &url).await;
+    assert_eq!(health["addresses"], serde_json::json!([]), "{health}");
+    assert!(
+        health["dns_error"]
+            .as_str()
+            .unwrap()
+            .contains("169.254.169.254"),
+        "{health}"
+    );
+    let e = common::error_of(gw.chat(&key, &chat_body("internal-model", false)).await).await;
+    assert_eq!(e.status_and_code(), (503, "upstream_unavailable"), "{e:?}");
+    assert_eq!(added.request_count(), 1);
+}
