@@ -160,7 +160,7 @@ pub fn main() -> ExitCode {
                 ),
                 None => String::new(),
             };
-            for warning in cfg.warnings() {
+            for warning in cfg.warnings().into_iter().chain(unresolved_backends(&cfg)) {
                 eprintln!("warning: {warning}");
             }
             println!(
@@ -187,6 +187,37 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Backend host names that do not resolve now. Not an error: the gateway
+/// starts without them (a service may come up later), but a typo shows here.
+fn unresolved_backends(cfg: &Config) -> Vec<String> {
+    let Ok(rt) = server::control_runtime() else {
+        return vec!["cannot start a runtime to look the backends' names up".into()];
+    };
+    rt.block_on(async {
+        let lookups = crate::upstream::discovery::Lookups::new(&cfg.dns);
+        let checks = cfg.pools.iter().enumerate().flat_map(|(i, p)| {
+            let lookups = &lookups;
+            p.backends.iter().enumerate().map(move |(j, b)| async move {
+                let host = &b.url.host;
+                if host.parse::<std::net::IpAddr>().is_ok() {
+                    return None;
+                }
+                let found = tokio::time::timeout(lookups.timeout, lookups.resolver.lookup(host)).await;
+                let reason = match found {
+                    Ok(Ok(found)) if !found.ips.is_empty() => return None,
+                    Ok(Ok(_)) => "no A or AAAA record".to_string(),
+                    Ok(Err(e)) => e,
+                    Err(_) => format!("no answer within {} ms", lookups.timeout.as_millis()),
+                };
+                Some(format!(
+                    "pools[{i}].backends[{j}].url: cannot resolve `{host}`: {reason} (the gateway starts and keeps this backend out of rotation until the name resolves)"
+                ))
+            })
+        });
+        futures_util::future::join_all(checks).await.into_iter().flatten().collect()
+    })
 }
 
 fn keys(cfg: Config, action: KeysAction) -> anyhow::Result<()> {

@@ -125,6 +125,8 @@ pub enum GatewayError {
     /// `backend` is the configured URL (never holds a key).
     #[error("The TLS connection to upstream `{backend}` failed: {reason}.")]
     UpstreamTls { backend: String, reason: String },
+    #[error("The upstream provider for model `{0}` refused the gateway's own credentials (not your API key); the operator must renew the backend's key.")]
+    UpstreamKeyRefused(String),
     #[error("The gateway could not check the API key right now; retry shortly.")]
     KeyStoreUnavailable,
     #[error("The gateway cannot record usage right now (its database has been unavailable for a while); retry later.")]
@@ -170,6 +172,7 @@ impl GatewayError {
             Self::UpstreamFailed(_) => f(502, SERVER, "upstream_error"),
             Self::UpstreamTimeout(_) => f(504, SERVER, "upstream_timeout"),
             Self::UpstreamTls { .. } => f(502, SERVER, "upstream_tls_error"),
+            Self::UpstreamKeyRefused(_) => f(502, SERVER, "upstream_auth_error"),
             Self::KeyStoreUnavailable => f(503, SERVER, "service_unavailable"),
             Self::UsageLedgerFull => f(503, SERVER, "usage_ledger_full"),
             // OpenAI's `type` names the exhausted limit.

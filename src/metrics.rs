@@ -19,6 +19,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// 1 when a backend is in rotation, by pool and backend.
     pub backend_up: IntGaugeVec,
+    /// Addresses a backend's host name resolves to now (0: it does not), by pool and backend.
+    pub backend_addresses: IntGaugeVec,
     pub usage_queue_depth: IntGauge,
     pub usage_shed: IntCounter,
     /// Records the writer read back from the ledger's segments (after the
@@ -119,6 +121,17 @@ impl Metrics {
                     opts(
                         "bluesminds_backend_up",
                         "1 when the backend passes its health checks, else 0",
+                    ),
+                    &["pool", "backend"],
+                )
+                .expect("metric"),
+            ),
+            backend_addresses: register(
+                &r,
+                IntGaugeVec::new(
+                    opts(
+                        "bluesminds_backend_addresses",
+                        "Addresses the backend's host name resolves to now; 0: it does not resolve (or, for a server added through the admin API, only to addresses admin_servers refuses) and the backend is out of rotation",
                     ),
                     &["pool", "backend"],
                 )

@@ -119,6 +119,25 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
         });
     }
 
+    {
+        // Each backend's host name is looked up again when its TTL or
+        // `dns.refresh_secs` runs out; checking every second costs nothing
+        // when none is due, and follows the pools a reload swapped in.
+        let state = state.clone();
+        control.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let now = state.snapshot();
+                if let Err((pool, e)) = now.upstreams.refresh_addresses().await {
+                    tracing::warn!(pool, error = %e, "cannot update the pool's backends");
+                }
+                now.upstreams.report_health(&state.metrics);
+            }
+        });
+    }
+
     // One certificate for both listeners, reloaded on SIGHUP and file change.
     let certs = match &state.boot.tls {
         Some(tls) => {

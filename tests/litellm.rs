@@ -292,8 +292,9 @@ async fn litellm_passes_requests_on_to_its_provider() {
     }
 }
 
-/// The backend key is LiteLLM's master key: without it LiteLLM refuses, and
-/// its answer reaches the client as LiteLLM sent it.
+/// The backend key is LiteLLM's master key: without it LiteLLM refuses with
+/// 401, which the client gets as 502 `upstream_auth_error` (the gateway's key
+/// was refused, not the client's).
 #[tokio::test]
 async fn litellm_refuses_a_gateway_without_its_master_key() {
     let shared = litellm::shared();
@@ -310,9 +311,10 @@ async fn litellm_refuses_a_gateway_without_its_master_key() {
     )
     .await;
     let e = common::error_of(resp).await;
-    assert_eq!(e.status, 401, "{e:?}");
+    assert_eq!(e.status_and_code(), (502, "upstream_auth_error"), "{e:?}");
     let rows = gw.wait_usage_rows(1).await;
-    assert_eq!(rows[0].status, 401);
+    assert_eq!(rows[0].status, 502);
+    assert_eq!(rows[0].error_code.as_deref(), Some("upstream_auth_error"));
 }
 
 /// Two LiteLLM replicas; one is killed. No request fails, the health checks

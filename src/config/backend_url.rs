@@ -1,7 +1,5 @@
 //! Backend URLs, parsed once when the config is read.
 
-use std::net::{SocketAddr, ToSocketAddrs};
-
 /// Where a backend's path takes the request's model.
 pub const MODEL_PLACEHOLDER: &str = "{model}";
 const MODEL_STAND_IN: &str = "bm-model-placeholder-5f0c";
@@ -82,21 +80,6 @@ impl BackendUrl {
         } else {
             format!("{host}:{}", self.port)
         }
-    }
-
-    pub fn resolve(&self) -> Result<SocketAddr, String> {
-        self.resolve_all()?
-            .into_iter()
-            .next()
-            .ok_or_else(|| format!("`{}` resolves to no address", self.host))
-    }
-
-    /// Every address the host resolves to (blocking; build time only).
-    pub fn resolve_all(&self) -> Result<Vec<SocketAddr>, String> {
-        Ok((self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve `{}`: {e}", self.host))?
-            .collect())
     }
 }
 

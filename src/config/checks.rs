@@ -72,6 +72,26 @@ pub fn sync_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     Ok(n)
 }
 
+/// `10.96.0.10` (port 53) or `127.0.0.1:5353`.
+pub fn name_servers<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<std::net::SocketAddr>, D::Error> {
+    let items = Vec::<String>::deserialize(d)?;
+    items
+        .iter()
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<std::net::SocketAddr>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                .or_else(|_| {
+                    refuse::<D, _>(format!(
+                        "`{s}` is not an IP address or IP:port (name servers are given by address)"
+                    ))
+                })
+        })
+        .collect()
+}
+
 pub fn absolute_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
     if !s.starts_with('/') {

@@ -34,6 +34,9 @@ pub struct Config {
     pub usage: UsageConfig,
     #[serde(default)]
     pub health_check: HealthCheckConfig,
+    /// How backend host names are resolved.
+    #[serde(default)]
+    pub dns: DnsConfig,
     #[serde(default)]
     pub pools: Vec<PoolConfig>,
     /// Model name -> price in USD per 1M tokens.
@@ -384,8 +387,13 @@ pub struct HealthCheckConfig {
     pub unhealthy_threshold: usize,
     /// Consecutive good probes before it comes back.
     pub healthy_threshold: usize,
-    /// After a connect error or 5xx, skip the backend for this long (passive ejection).
+    /// After a connect error, a 5xx or a 429 without `retry-after`, skip the
+    /// backend for this long (passive ejection).
     pub eject_secs: u64,
+    /// The longest an upstream's `retry-after` ejects a backend, and how long
+    /// one whose key the provider refuses (401/403) is skipped.
+    #[serde(deserialize_with = "checks::at_least_one_u64")]
+    pub max_eject_secs: u64,
 }
 
 impl Default for HealthCheckConfig {
@@ -398,6 +406,35 @@ impl Default for HealthCheckConfig {
             unhealthy_threshold: 2,
             healthy_threshold: 1,
             eject_secs: 10,
+            max_eject_secs: 300,
+        }
+    }
+}
+
+/// Backend host names are resolved in the background (all A and AAAA records)
+/// and again every `refresh_secs`, or sooner when a record's TTL runs out: a
+/// provider that moves its addresses is followed without a reload. A name that
+/// does not resolve keeps only its backend out of rotation.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    #[serde(deserialize_with = "checks::at_least_one_u64")]
+    pub refresh_secs: u64,
+    /// A lookup that takes longer counts as failed (and is tried again soon).
+    #[serde(deserialize_with = "checks::millis_50_to_60000")]
+    pub timeout_ms: u64,
+    /// Name servers to ask instead of `/etc/resolv.conf`'s: `10.96.0.10` or
+    /// `127.0.0.1:5353` (UDP, TCP for long answers). `/etc/hosts` still applies.
+    #[serde(deserialize_with = "checks::name_servers")]
+    pub nameservers: Vec<SocketAddr>,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            refresh_secs: 30,
+            timeout_ms: 2000,
+            nameservers: Vec::new(),
         }
     }
 }

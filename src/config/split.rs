@@ -104,6 +104,7 @@ impl BootConfig {
 pub struct LiveConfig {
     pub proxy: ProxySettings,
     pub health_check: HealthCheckConfig,
+    pub dns: DnsConfig,
     pub pools: Vec<PoolConfig>,
     pub prices: HashMap<String, Price>,
     pub limits: LimitSettings,
@@ -189,6 +190,7 @@ impl Config {
                 read_timeout: std::time::Duration::from_secs(server.read_timeout_secs),
             },
             health_check: self.health_check,
+            dns: self.dns,
             pools: self.pools,
             prices: self.prices,
             limits: self.limits,

@@ -376,3 +376,25 @@ fn verify_false_is_a_warning() {
         "{w:?}"
     );
 }
+
+#[test]
+fn dns_name_servers_are_addresses_with_an_optional_port() {
+    let c = Config::from_yaml(
+        &format!(
+            "{GOOD}dns:\n  refresh_secs: 10\n  nameservers: [\"10.96.0.10\", \"127.0.0.1:5353\"]\n"
+        ),
+        "t.yaml",
+    )
+    .unwrap();
+    let ns: Vec<String> = c.dns.nameservers.iter().map(|a| a.to_string()).collect();
+    assert_eq!(ns, ["10.96.0.10:53", "127.0.0.1:5353"]);
+    assert_eq!(c.dns.refresh_secs, 10);
+    assert_eq!(
+        Config::from_yaml(GOOD, "t.yaml").unwrap().dns.refresh_secs,
+        30
+    );
+    let bad = format!("{GOOD}dns:\n  nameservers: [\"dns.example\"]\n");
+    let e = Config::from_yaml(&bad, "t.yaml").unwrap_err().to_string();
+    assert!(e.contains("dns.nameservers"), "{e}");
+    assert!(e.contains("dns.example"), "{e}");
+}

@@ -76,8 +76,12 @@ pub struct Attempt {
     /// Whether any backend tried so far passed its health checks.
     pub tried_healthy: bool,
     pub backend: Option<Arc<BackendMeta>>,
-    /// Set by upstream_response_filter when a 5xx should go to the next backend.
+    /// Set by upstream_response_filter when an error answer should go to the next backend.
     pub failover: bool,
+    /// Backends tried that refused their own key (401/403).
+    pub keys_refused: usize,
+    /// The last backend tried refused its key; the client gets a 502 for it.
+    pub key_refused_last: bool,
     /// No backend was left to try.
     pub exhausted: bool,
     /// The last TLS failure of a backend tried: its URL and why. A request
@@ -137,6 +141,12 @@ impl Ctx {
                 // Read to its end without the client: the answer is whole, and
                 // the record still says the client left.
                 r.abandoned_bytes.map(|_| GatewayError::ClientClosedRequest)
+            } else if self.attempt.key_refused_last
+                || (self.attempt.exhausted
+                    && self.attempt.keys_refused == self.attempt.tried.len()
+                    && self.attempt.keys_refused > 0)
+            {
+                Some(GatewayError::UpstreamKeyRefused(self.model().to_string()))
             } else if self.attempt.exhausted {
                 let model = self.model().to_string();
                 // Every backend failed its health checks and then this request too:

@@ -22,8 +22,9 @@ static REQUEST: [HeaderName; 5] = [
 ];
 
 /// Upstream headers every client gets: framing, type and caching, the
-/// backoff hint, and what OpenAI itself reports about the request.
-static RESPONSE: [HeaderName; 10] = [
+/// backoff hints (the OpenAI SDK reads `x-should-retry` before the status),
+/// and what OpenAI itself reports about the request.
+static RESPONSE: [HeaderName; 11] = [
     header::CONTENT_TYPE,
     header::CONTENT_LENGTH,
     header::TRANSFER_ENCODING,
@@ -31,6 +32,7 @@ static RESPONSE: [HeaderName; 10] = [
     header::CACHE_CONTROL,
     header::DATE,
     header::RETRY_AFTER,
+    HeaderName::from_static("x-should-retry"),
     header::VARY,
     HeaderName::from_static("openai-processing-ms"),
     HeaderName::from_static("openai-version"),

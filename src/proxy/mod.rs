@@ -22,12 +22,13 @@ use bytes::Bytes;
 use http::header;
 use pingora::http::ResponseHeader;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::limits::RateInfo;
 use crate::metrics::Ended;
 use crate::state::AppState;
+use crate::upstream::failure;
 use crate::usage::{tokenizer, Counted, Finished, ResponseCounter, UsageRecord, UsageSource};
 use admit::{admit, Admitted};
 pub use ctx::Ctx;
@@ -81,16 +82,22 @@ impl ProxyHttp for Gateway {
         let Some(route) = &ctx.route else {
             return Error::e_explain(ErrorType::InternalError, "no route after admission");
         };
-        let Some((backend, healthy)) = route.pool.select(&ctx.attempt.tried) else {
-            ctx.attempt.exhausted = true;
-            return Error::e_explain(ErrorType::ConnectNoRoute, "no usable backend");
-        };
         let attempt = &mut ctx.attempt;
-        attempt.tried_healthy |= healthy;
-        attempt.tried.push(backend.id);
+        let (backend, addr) = loop {
+            let Some((backend, healthy)) = route.pool.select(&attempt.tried) else {
+                attempt.exhausted = true;
+                return Error::e_explain(ErrorType::ConnectNoRoute, "no usable backend");
+            };
+            attempt.tried.push(backend.id);
+            // A lookup may have just taken its address away.
+            if let Some(addr) = backend.current_addr() {
+                attempt.tried_healthy |= healthy;
+                break (backend, addr);
+            }
+        };
         attempt.failover = false;
         let proxy = &ctx.snapshot.config.proxy;
-        let peer = backend.peer(proxy.connect_timeout, proxy.read_timeout);
+        let peer = backend.peer(addr, proxy.connect_timeout, proxy.read_timeout);
         attempt.backend = Some(backend);
         Ok(Box::new(peer))
     }
@@ -199,17 +206,45 @@ impl ProxyHttp for Gateway {
             // An answer came over its TLS connection: whatever failed before is fixed.
             backend.clear_tls_failure();
         }
-        if upstream_response.status.is_server_error() {
-            if let (Some(backend), Some(route)) = (&ctx.attempt.backend, &ctx.route) {
-                route.pool.eject(backend);
-                if route.pool.has_untried(&ctx.attempt.tried) {
-                    ctx.attempt.failover = true;
-                    return Error::e_explain(
-                        ErrorType::HTTPStatus(upstream_response.status.as_u16()),
-                        "upstream answered 5xx; trying the next backend",
-                    );
-                }
-            }
+        let (Some(backend), Some(route)) = (&ctx.attempt.backend, &ctx.route) else {
+            return Ok(());
+        };
+        let status = upstream_response.status.as_u16();
+        let judged = failure::judge(
+            status,
+            &upstream_response.headers,
+            route.pool.ejection(),
+            std::time::SystemTime::now(),
+        );
+        let Some(judged) = judged else {
+            backend.key_accepted();
+            return Ok(());
+        };
+        if let Some(how_long) = judged.eject_for {
+            route
+                .pool
+                .eject_for(backend, how_long, &format!("answering {status}"));
+        }
+        if judged.key_refused {
+            backend.set_key_refused(status);
+            ctx.attempt.keys_refused += 1;
+        }
+        // Nothing reached the client yet: another backend may still answer.
+        if judged.retry && route.pool.has_untried(&ctx.attempt.tried) {
+            ctx.attempt.failover = true;
+            return Error::e_explain(
+                ErrorType::HTTPStatus(status),
+                "upstream answered an error worth retrying; trying the next backend",
+            );
+        }
+        if judged.key_refused {
+            // The client's key is fine; the provider refused the gateway's.
+            // Its 401 must not reach the client as if it were about theirs.
+            ctx.attempt.key_refused_last = true;
+            return Error::e_explain(
+                ErrorType::HTTPStatus(status),
+                "the upstream refused the backend's key",
+            );
         }
         Ok(())
     }
@@ -296,7 +331,7 @@ impl ProxyHttp for Gateway {
     fn fail_to_connect(
         &self,
         _session: &mut Session,
-        _peer: &HttpPeer,
+        peer: &HttpPeer,
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
@@ -305,6 +340,9 @@ impl ProxyHttp for Gateway {
         if let Some(route) = &ctx.route {
             if let Some(backend) = &ctx.attempt.backend {
                 route.pool.eject(backend);
+                if let Some(addr) = peer.address().as_inet() {
+                    backend.address_failed(*addr);
+                }
             }
             more = route.pool.has_untried(&ctx.attempt.tried);
         }
@@ -324,6 +362,8 @@ impl ProxyHttp for Gateway {
         let mut e = e.more_context(format!("Peer: {peer}"));
         if ctx.attempt.failover {
             e.set_retry(true);
+        } else if ctx.attempt.key_refused_last {
+            e.set_retry(false);
         } else if ctx.response.is_some() || session.as_ref().retry_buffer_truncated() {
             // Bytes already reached the client: a retry would corrupt the response.
             e.set_retry(false);

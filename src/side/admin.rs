@@ -14,6 +14,7 @@ use crate::config::BackendUrl;
 use crate::limits::quota::period_start;
 use crate::state::AppState;
 use crate::store::{now_ms, NewServer, ServerRecord, UserRecord};
+use crate::upstream::discovery::AddressState;
 use crate::upstream::policy;
 
 #[derive(Serialize)]
@@ -87,10 +88,16 @@ async fn check_policy(state: &AppState, r: &ServerRequest) -> Result<(), SideErr
     let snapshot = state.snapshot();
     let policy = &snapshot.config.admin_servers;
     let url = BackendUrl::parse(r.url.trim()).map_err(|m| SideError::invalid(m, Some("url")))?;
-    let lookup = tokio::net::lookup_host((url.host.as_str(), url.port));
+    // The resolver the proxy dials with, so the addresses checked are the ones used.
+    let resolver = snapshot.upstreams.resolver();
+    let lookup = resolver.lookup(&url.host);
     let addrs: Vec<std::net::SocketAddr> =
         match tokio::time::timeout(std::time::Duration::from_secs(5), lookup).await {
-            Ok(Ok(addrs)) => addrs.collect(),
+            Ok(Ok(found)) => found
+                .ips
+                .iter()
+                .map(|ip| std::net::SocketAddr::new(*ip, url.port))
+                .collect(),
             Ok(Err(e)) => {
                 return Err(SideError::invalid(
                     format!("cannot resolve `{}`: {e}", url.host),
@@ -215,6 +222,16 @@ pub struct BackendHealth {
     priority: u32,
     healthy: bool,
     ejected: bool,
+    /// `healthy`, `unhealthy`, `resolving`, `unresolved`, `address_refused` or `key_refused`.
+    state: crate::upstream::BackendState,
+    /// With `key_refused`: the provider's status (401 or 403).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_refused_status: Option<u16>,
+    /// What the host name resolves to now (new connections go to these).
+    addresses: Vec<String>,
+    /// Why the last lookup of the host name failed (or was refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -237,11 +254,23 @@ pub async fn health(
                 name: p.name.clone(),
                 backends: p
                     .backends()
-                    .map(|b| BackendHealth {
-                        url: b.display.clone(),
-                        priority: b.priority,
-                        healthy: p.is_healthy(b),
-                        ejected: p.is_ejected(b),
+                    .map(|b| {
+                        let addresses = b.addresses();
+                        BackendHealth {
+                            url: b.display.clone(),
+                            priority: b.priority,
+                            healthy: p.is_healthy(b),
+                            ejected: p.is_ejected(b),
+                            state: p.state(b),
+                            key_refused_status: b.key_refused(),
+                            addresses: addresses.addrs.iter().map(|a| a.to_string()).collect(),
+                            dns_error: match &addresses.state {
+                                AddressState::Unresolved(e)
+                                | AddressState::Stale(e)
+                                | AddressState::Refused(e) => Some(e.clone()),
+                                _ => None,
+                            },
+                        }
                     })
                     .collect(),
             })

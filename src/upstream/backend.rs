@@ -2,18 +2,19 @@
 //! holds for it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use pingora::lb::health_check::HttpHealthCheck;
 use pingora::lb::Backend;
 use pingora::protocols::l4::socket::SocketAddr as InetOrUnix;
 use pingora::upstreams::peer::HttpPeer;
 
+use super::discovery::Addresses;
 use super::transport::Transport;
-use crate::config::BackendUrl;
+use crate::config::{AdminServersConfig, BackendUrl};
 
 /// One upstream server as the proxy sees it.
 pub struct BackendMeta {
@@ -23,7 +24,12 @@ pub struct BackendMeta {
     /// The configured URL, for logs and usage records (never holds the API key).
     pub display: String,
     pub url: BackendUrl,
-    pub addr: SocketAddr,
+    /// What the host name resolves to now (see `discovery`).
+    pub(super) addresses: ArcSwap<Addresses>,
+    /// Which of the addresses new connections go to; moves on when one fails.
+    pub(super) addr_cursor: AtomicUsize,
+    /// Admin-added servers: the policy every address they resolve to must pass.
+    pub(super) admin_policy: Option<AdminServersConfig>,
     pub host_header: String,
     /// Its key header, static headers, query, path template and model names.
     pub shape: super::shape::Shape,
@@ -33,13 +39,14 @@ pub struct BackendMeta {
     /// Why its last TLS handshake failed, until one succeeds (a probe or a
     /// request that got an answer).
     pub(super) tls_failure: ArcSwapOption<String>,
+    /// The status (401/403) with which the provider last refused the
+    /// backend's key; 0 once an answer was not an error.
+    pub(super) key_refused: AtomicU16,
     /// Passive ejection: monotonic milliseconds until which the backend is skipped.
     pub(super) ejected_until_ms: AtomicU64,
     pub(super) health_check: HttpHealthCheck,
     /// What Pingora's load balancer holds for this backend (see `identity_of`).
     pub(super) identity: Backend,
-    /// The real address, for the active health check.
-    pub(super) probe_target: Backend,
 }
 
 impl BackendMeta {
@@ -62,13 +69,62 @@ impl BackendMeta {
         self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
     }
 
-    pub fn peer(&self, connect_timeout: Duration, read_timeout: Duration) -> HttpPeer {
+    /// The address new connections go to; `None` while the name does not
+    /// resolve (or resolves only to refused addresses).
+    pub fn current_addr(&self) -> Option<SocketAddr> {
+        let a = self.addresses.load();
+        let n = a.addrs.len();
+        (n > 0).then(|| a.addrs[self.addr_cursor.load(Ordering::Relaxed) % n])
+    }
+
+    /// The provider refused this backend's key (revoked, expired, no access).
+    pub fn set_key_refused(&self, status: u16) {
+        if self.key_refused.swap(status, Ordering::Relaxed) == 0 {
+            tracing::error!(backend = %self.display, pool = %self.pool, status, "the provider refuses this backend's key; out of rotation until it answers again");
+        }
+    }
+
+    /// An answer that is not an error: the key works (again).
+    pub fn key_accepted(&self) {
+        if self.key_refused.load(Ordering::Relaxed) != 0 {
+            self.key_refused.store(0, Ordering::Relaxed);
+            tracing::info!(backend = %self.display, pool = %self.pool, "the provider accepts this backend's key again");
+        }
+    }
+
+    /// The status with which the provider last refused the key, if it did.
+    pub fn key_refused(&self) -> Option<u16> {
+        match self.key_refused.load(Ordering::Relaxed) {
+            0 => None,
+            status => Some(status),
+        }
+    }
+
+    /// Every address and the state of the name, for the admin API.
+    pub fn addresses(&self) -> Arc<Addresses> {
+        self.addresses.load_full()
+    }
+
+    /// A connection to `addr` failed: the next one tries the backend's next
+    /// address (a name with a dead IPv6 address, or one CDN node down).
+    pub fn address_failed(&self, addr: SocketAddr) {
+        if self.current_addr() == Some(addr) {
+            self.addr_cursor.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn peer(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+    ) -> HttpPeer {
         let sni = if self.url.tls {
             self.url.host.clone()
         } else {
             String::new()
         };
-        let mut peer = HttpPeer::new(self.addr, self.url.tls, sni);
+        let mut peer = HttpPeer::new(addr, self.url.tls, sni);
         peer.options.connection_timeout = Some(connect_timeout);
         peer.options.total_connection_timeout = Some(connect_timeout * 2);
         peer.options.read_timeout = Some(read_timeout);

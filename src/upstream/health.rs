@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::lb::health_check::HealthCheck;
 use pingora::lb::Backend;
+use pingora::protocols::l4::socket::SocketAddr as InetOrUnix;
 
 use super::backend::{id_of, BackendMeta};
 
@@ -28,7 +29,20 @@ impl HealthCheck for PerBackendCheck {
         let Some(m) = self.member(target) else {
             return Ok(());
         };
-        let result = m.health_check.check(&m.probe_target).await;
+        // Probed where requests go now; a backend with no address is out of
+        // rotation through discovery already, and fails here too.
+        let Some(addr) = m.current_addr() else {
+            return pingora::Error::e_explain(
+                pingora::ErrorType::ConnectNoRoute,
+                "the backend's host name does not resolve",
+            );
+        };
+        let probe = Backend {
+            addr: InetOrUnix::Inet(addr),
+            weight: target.weight,
+            ext: Default::default(),
+        };
+        let result = m.health_check.check(&probe).await;
         match &result {
             Ok(()) => m.clear_tls_failure(),
             Err(e) => {

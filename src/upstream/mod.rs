@@ -2,23 +2,25 @@
 //! which one takes the next request.
 //!
 //! Each pool splits its backends into priority groups; each group is a Pingora
-//! `LoadBalancer` (weighted round robin) with active HTTP health checks. A group is
+//! `LoadBalancer` (weighted round robin) with active HTTP health checks, whose
+//! service discovery keeps the members' host names resolved (`discovery`). A group is
 //! used only when every lower-numbered group has no usable backend. On top of the
 //! active checks, a backend that fails a request is ejected for a while (passive
 //! ejection), and a request never goes to the same backend twice when failing over.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pingora::lb::discovery;
+use arc_swap::ArcSwap;
 use pingora::lb::health_check::HttpHealthCheck;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
-use pingora::protocols::l4::socket::SocketAddr as InetOrUnix;
 
 mod backend;
+pub mod discovery;
+pub mod failure;
 mod health;
 pub mod policy;
 mod shape;
@@ -26,6 +28,7 @@ mod transport;
 
 pub use backend::BackendMeta;
 use backend::{id_of, identity_of};
+use discovery::{AddressState, Addresses, GroupDiscovery, Lookups};
 use health::PerBackendCheck;
 pub use transport::{tls_reason, Transport, TransportError};
 
@@ -55,7 +58,7 @@ pub struct Pool {
     pub request_id_header: Option<http::HeaderName>,
     groups: Vec<PriorityGroup>,
     clock: Clock,
-    eject_for: Duration,
+    ejection: failure::Ejection,
 }
 
 impl Pool {
@@ -88,8 +91,11 @@ impl Pool {
             return None;
         }
         self.groups.iter().find_map(|group| {
+            // Even in panic mode a backend needs an address to be dialled.
             let accept = |b: &Backend, _healthy: bool| {
-                group.member(b).is_some_and(|m| !tried.contains(&m.id))
+                group
+                    .member(b)
+                    .is_some_and(|m| !tried.contains(&m.id) && m.current_addr().is_some())
             };
             let b = group.lb.select_with(b"", 256, accept)?;
             group.member(&b).map(|m| (m.clone(), false))
@@ -101,22 +107,46 @@ impl Pool {
         self.groups
             .iter()
             .flat_map(|g| g.members.iter())
-            .any(|m| !tried.contains(&m.id))
+            .any(|m| !tried.contains(&m.id) && m.current_addr().is_some())
     }
 
     pub fn backends(&self) -> impl Iterator<Item = &Arc<BackendMeta>> {
         self.groups.iter().flat_map(|g| g.members.iter())
     }
 
-    /// Skips a backend for a while after a connect error or a 5xx.
+    /// Skips a backend for a while after a connect error.
     pub fn eject(&self, backend: &BackendMeta) {
-        let until = self.clock.now_ms() + self.eject_for.as_millis() as u64;
-        backend.ejected_until_ms.store(until, Ordering::Relaxed);
-        tracing::warn!(backend = %backend.display, pool = %backend.pool, secs = self.eject_for.as_secs(), "backend ejected after a failure");
+        self.eject_for(backend, self.ejection.eject, "a failure");
+    }
+
+    /// Skips a backend for `how_long` (never shortening an ejection in force).
+    pub fn eject_for(&self, backend: &BackendMeta, how_long: Duration, after: &str) {
+        let until = self.clock.now_ms() + how_long.as_millis() as u64;
+        backend.ejected_until_ms.fetch_max(until, Ordering::Relaxed);
+        tracing::warn!(backend = %backend.display, pool = %backend.pool, secs = how_long.as_secs_f64(), "backend ejected after {after}");
+    }
+
+    /// How long error answers eject a backend (`health_check.eject_secs`, `max_eject_secs`).
+    pub fn ejection(&self) -> failure::Ejection {
+        self.ejection
     }
 
     pub fn is_ejected(&self, backend: &BackendMeta) -> bool {
         backend.is_ejected(self.clock.now_ms())
+    }
+
+    /// What the admin API shows: why a backend is out of rotation, if it is.
+    pub fn state(&self, backend: &BackendMeta) -> BackendState {
+        match backend.addresses.load().state {
+            AddressState::Pending => BackendState::Resolving,
+            AddressState::Unresolved(_) => BackendState::Unresolved,
+            AddressState::Refused(_) => BackendState::AddressRefused,
+            _ if backend.key_refused().is_some() => BackendState::KeyRefused,
+            AddressState::Resolved | AddressState::Stale(_) if self.is_healthy(backend) => {
+                BackendState::Healthy
+            }
+            AddressState::Resolved | AddressState::Stale(_) => BackendState::Unhealthy,
+        }
     }
 
     /// Whether the backend is in rotation (health-checked and enabled).
@@ -125,6 +155,25 @@ impl Pool {
             g.members.iter().any(|m| m.id == backend.id) && g.lb.backends().ready(&backend.identity)
         })
     }
+}
+
+/// A backend's state as the admin API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendState {
+    Healthy,
+    /// Fails its health checks.
+    Unhealthy,
+    /// Its host name has not been looked up yet.
+    Resolving,
+    /// Its host name does not resolve.
+    Unresolved,
+    /// An admin-added server whose name resolves to an address `admin_servers` refuses.
+    AddressRefused,
+    /// The provider answered 401 or 403: the backend's key is revoked,
+    /// expired or without access. Skipped for `health_check.max_eject_secs`;
+    /// cleared by its next answer that is not an error.
+    KeyRefused,
 }
 
 /// Milliseconds since the gateway started; monotonic, cheap to share.
@@ -157,6 +206,7 @@ pub struct Upstreams {
     pools: Vec<Arc<Pool>>,
     routes: Vec<(ModelMatch, usize)>,
     exact: HashMap<String, usize>,
+    lookups: Lookups,
 }
 
 /// Why the pools could not be built (a reload is then rejected as a whole).
@@ -173,9 +223,19 @@ pub enum UpstreamError {
 }
 
 impl Upstreams {
-    /// Builds the pools from config plus the servers added through the admin API;
-    /// resolves host names once (blocking DNS, at build time only).
+    /// Builds the pools from config plus the servers added through the admin API,
+    /// and looks every backend's host name up once (in parallel, each bounded by
+    /// `dns.timeout_ms`); a name that does not resolve leaves its backend out of
+    /// rotation until a later lookup finds it (`refresh_addresses`).
     pub async fn build(cfg: &LiveConfig, servers: &[ServerRecord]) -> Result<Self, UpstreamError> {
+        Self::build_with(cfg, servers, Lookups::new(&cfg.dns)).await
+    }
+
+    pub async fn build_with(
+        cfg: &LiveConfig,
+        servers: &[ServerRecord],
+        lookups: Lookups,
+    ) -> Result<Self, UpstreamError> {
         let hc = &cfg.health_check;
         let clock = Clock::new();
         let pool_configs = merged_pools(&cfg.pools, servers);
@@ -193,19 +253,16 @@ impl Upstreams {
                     reason,
                 };
                 let url = b.url.clone();
-                let addrs = url.resolve_all().map_err(failed)?;
                 if b.from_admin_api {
-                    // Stored before the policy, or the policy tightened since.
-                    let key_env = b.api_key_env.as_deref();
-                    let checked = policy::check_server(&cfg.admin_servers, &url, key_env, &addrs);
-                    if let Err(refused) = checked {
-                        tracing::error!(backend = %b.url, pool = %pc.name, reason = %refused.message, "admin-added server refused by admin_servers; it is left out");
-                        continue;
+                    // Stored before the policy, or the policy tightened since. Its
+                    // addresses are checked on every lookup (`discovery`).
+                    if let Some(var) = b.api_key_env.as_deref() {
+                        if let Err(refused) = policy::check_key_env(&cfg.admin_servers, var) {
+                            tracing::error!(backend = %b.url, pool = %pc.name, reason = %refused.message, "admin-added server refused by admin_servers; it is left out");
+                            continue;
+                        }
                     }
                 }
-                let addr = *addrs
-                    .first()
-                    .ok_or_else(|| failed(format!("`{}` resolves to no address", url.host)))?;
                 let shape = shape::Shape::build(b).map_err(failed)?;
                 let transport = Transport::load(b).map_err(|e| failed(e.to_string()))?;
                 if !transport.verifies() {
@@ -233,35 +290,36 @@ impl Upstreams {
                         .insert_header(name.clone(), value.clone())
                         .map_err(|e| failed(e.to_string()))?;
                 }
+                let admin_policy = b.from_admin_api.then(|| cfg.admin_servers.clone());
                 let meta = Arc::new(BackendMeta {
                     id: next_id,
                     pool: pc.name.clone(),
                     display: b.url.to_string(),
+                    addresses: ArcSwap::from_pointee(Addresses::initial(&url, &admin_policy)),
+                    addr_cursor: AtomicUsize::new(0),
+                    admin_policy,
                     url,
-                    addr,
                     host_header,
                     shape,
                     priority: b.priority,
                     transport,
                     tls_failure: Default::default(),
+                    key_refused: AtomicU16::new(0),
                     ejected_until_ms: AtomicU64::new(0),
                     health_check: check,
                     identity: identity_of(next_id, b.weight),
-                    probe_target: Backend {
-                        addr: InetOrUnix::Inet(addr),
-                        weight: b.weight,
-                        ext: Default::default(),
-                    },
                 });
                 next_id += 1;
                 by_priority.entry(b.priority).or_default().push(meta);
             }
             let mut groups = Vec::new();
             for (_, members) in by_priority {
-                let set: BTreeSet<Backend> = members.iter().map(|m| m.identity.clone()).collect();
-                let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(
-                    discovery::Static::new(set),
-                ));
+                let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(
+                    GroupDiscovery {
+                        members: members.clone(),
+                        lookups: lookups.clone(),
+                    },
+                )));
                 if hc.enabled {
                     lb.set_health_check(Box::new(PerBackendCheck {
                         members: members.clone(),
@@ -269,10 +327,6 @@ impl Upstreams {
                         unhealthy_threshold: hc.unhealthy_threshold.max(1),
                     }));
                 }
-                lb.update().await.map_err(|e| UpstreamError::Balancer {
-                    pool: pc.name.clone(),
-                    reason: e.to_string(),
-                })?;
                 groups.push(PriorityGroup { lb, members });
             }
             for m in &pc.models {
@@ -302,14 +356,47 @@ impl Upstreams {
                     .and_then(|n| http::HeaderName::from_bytes(n.as_bytes()).ok()),
                 groups,
                 clock,
-                eject_for: Duration::from_secs(hc.eject_secs),
+                ejection: failure::Ejection {
+                    eject: Duration::from_secs(hc.eject_secs),
+                    max: Duration::from_secs(hc.max_eject_secs.max(hc.eject_secs)),
+                },
             }));
         }
-        Ok(Self {
+        let upstreams = Self {
             pools,
             routes,
             exact,
-        })
+            lookups,
+        };
+        upstreams
+            .refresh_addresses()
+            .await
+            .map_err(|(pool, e)| UpstreamError::Balancer {
+                pool,
+                reason: e.to_string(),
+            })?;
+        Ok(upstreams)
+    }
+
+    /// Looks up again every host name that is due (its TTL or `dns.refresh_secs`
+    /// ran out, or it failed last time), all in parallel. Backends keep their
+    /// identity: only where their next connections go changes.
+    pub async fn refresh_addresses(&self) -> Result<(), (String, pingora::BError)> {
+        let updates = self.pools.iter().flat_map(|p| {
+            p.groups
+                .iter()
+                .map(move |g| async move { g.lb.update().await.map_err(|e| (p.name.clone(), e)) })
+        });
+        futures_util::future::join_all(updates)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// The resolver backends are looked up with (the admin API checks a new
+    /// server's addresses with it too).
+    pub fn resolver(&self) -> Arc<dyn discovery::Resolve> {
+        self.lookups.resolver.clone()
     }
 
     /// The pool serving `model`: an exact name wins, then the first matching pattern
@@ -346,15 +433,22 @@ impl Upstreams {
         &self.pools
     }
 
-    /// Publishes each backend's state as `bluesminds_backend_up`.
+    /// Publishes each backend's state as `bluesminds_backend_up` and
+    /// `bluesminds_backend_addresses`.
     pub fn report_health(&self, metrics: &crate::metrics::Metrics) {
         metrics.backend_up.reset();
+        metrics.backend_addresses.reset();
         for p in &self.pools {
             for b in p.backends() {
+                let labels = [p.name.as_str(), b.display.as_str()];
                 metrics
                     .backend_up
-                    .with_label_values(&[&p.name, &b.display])
+                    .with_label_values(&labels)
                     .set(i64::from(p.is_healthy(b)));
+                metrics
+                    .backend_addresses
+                    .with_label_values(&labels)
+                    .set(b.addresses.load().addrs.len() as i64);
             }
         }
     }

@@ -10,6 +10,7 @@
 //! proxy (`litellm`).
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod http;
 pub mod litellm;
 pub mod prometheus;

@@ -12,6 +12,7 @@ use super::{format, initial, page, unavailable, Chrome, PageAdmin};
 use crate::limits::quota::period_start;
 use crate::state::AppState;
 use crate::store::now_ms;
+use crate::upstream::BackendState;
 
 struct BackendView {
     url: String,
@@ -80,12 +81,14 @@ pub async fn admin_servers(
             let backends: Vec<BackendView> = p
                 .backends()
                 .map(|b| {
-                    let (state, state_label) = if !p.is_healthy(b) {
-                        ("down", "Down")
-                    } else if p.is_ejected(b) {
-                        ("ejected", "Ejected")
-                    } else {
-                        ("healthy", "Healthy")
+                    let (state, state_label) = match p.state(b) {
+                        BackendState::Healthy if p.is_ejected(b) => ("ejected", "Ejected"),
+                        BackendState::Healthy => ("healthy", "Healthy"),
+                        BackendState::Unhealthy => ("down", "Down"),
+                        BackendState::Resolving => ("down", "Resolving its name"),
+                        BackendState::Unresolved => ("down", "Name does not resolve"),
+                        BackendState::AddressRefused => ("down", "Address refused"),
+                        BackendState::KeyRefused => ("key-refused", "Key refused by the provider"),
                     };
                     let added = servers
                         .iter()

@@ -159,7 +159,20 @@ async fn v1_gate(State(s): AppState, req: Request, next: Next) -> Response {
     let mode = s.mode();
     match mode {
         Mode::Normal | Mode::NoUsage => {}
-        Mode::Fail(status) => return ApiError::injected(status).into_response(),
+        Mode::Fail(status) => {
+            return with_configured_headers(&s, ApiError::injected(status).into_response())
+        }
+        Mode::RateLimited { retry_after_secs } => {
+            let mut resp = ApiError::rate_limited(retry_after_secs).into_response();
+            let h = resp.headers_mut();
+            h.insert("retry-after", retry_after_secs.into());
+            h.insert(
+                "retry-after-ms",
+                (u64::from(retry_after_secs) * 1000).into(),
+            );
+            h.insert("x-ratelimit-remaining-requests", 0.into());
+            return with_configured_headers(&s, resp);
+        }
         // Never answer; the connection task is aborted on shutdown (or the
         // client gives up).
         Mode::Hang => std::future::pending().await,
@@ -176,7 +189,12 @@ async fn v1_gate(State(s): AppState, req: Request, next: Next) -> Response {
         }
     }
     parts.extensions.insert(mode);
-    let mut resp = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let resp = next.run(Request::from_parts(parts, Body::from(body))).await;
+    with_configured_headers(&s, resp)
+}
+
+/// `FakeConfig::response_headers`, on answers and injected errors alike.
+fn with_configured_headers(s: &Shared, mut resp: Response) -> Response {
     for (name, value) in &s.response_headers {
         resp.headers_mut().append(name.clone(), value.clone());
     }
@@ -641,6 +659,7 @@ fn stream_response(
             if !plan.delay.is_zero() {
                 tokio::time::sleep(plan.delay).await;
             }
+            s.wait_unheld().await;
             let piece = &s.pieces[i];
             yield Ok(frame.event(match spec.kind {
                 ChoiceKind::Chat => &piece.chat_choice,
@@ -805,13 +824,15 @@ struct ModeBody {
     status: u16,
     #[serde(default)]
     after_chunks: usize,
+    #[serde(default)]
+    retry_after_secs: u32,
 }
 
 fn default_fail_status() -> u16 {
     500
 }
 
-/// `POST /_control/mode` `{"mode":"normal"|"fail"|"hang"|"no_usage"|"die_mid_stream","status":500,"after_chunks":2}`
+/// `POST /_control/mode` `{"mode":"normal"|"fail"|"rate_limited"|"hang"|"no_usage"|"die_mid_stream","status":500,"retry_after_secs":20,"after_chunks":2}`
 async fn control_mode(State(s): AppState, body: Bytes) -> Response {
     let b: ModeBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
@@ -820,6 +841,9 @@ async fn control_mode(State(s): AppState, body: Bytes) -> Response {
     let mode = match b.mode.as_str() {
         "normal" => Mode::Normal,
         "fail" => Mode::Fail(b.status),
+        "rate_limited" => Mode::RateLimited {
+            retry_after_secs: b.retry_after_secs,
+        },
         "hang" => Mode::Hang,
         "no_usage" => Mode::NoUsage,
         "die_mid_stream" => Mode::DieMidStream {
@@ -827,7 +851,7 @@ async fn control_mode(State(s): AppState, body: Bytes) -> Response {
         },
         other => {
             return ApiError::invalid_request(format!(
-                "unknown mode {other:?}; expected normal, fail, hang, no_usage or die_mid_stream"
+                "unknown mode {other:?}; expected normal, fail, rate_limited, hang, no_usage or die_mid_stream"
             ))
             .into_response()
         }
@@ -879,6 +903,10 @@ async fn control_stats(State(s): AppState) -> Response {
     let (name, extra) = match s.mode() {
         Mode::Normal => ("normal", None),
         Mode::Fail(status) => ("fail", Some(("status", u64::from(status)))),
+        Mode::RateLimited { retry_after_secs } => (
+            "rate_limited",
+            Some(("retry_after_secs", u64::from(retry_after_secs))),
+        ),
         Mode::Hang => ("hang", None),
         Mode::NoUsage => ("no_usage", None),
         Mode::DieMidStream { after_chunks } => (

@@ -168,6 +168,11 @@ pub enum Mode {
     /// Answer every request with this status and an OpenAI error body
     /// `{"error":{"message":..,"type":"server_error","param":null,"code":null}}`.
     Fail(u16),
+    /// Answer 429 as a provider whose rate limit is reached: OpenAI's body
+    /// (`type` `requests`, `code` `rate_limit_exceeded`) with `retry-after`
+    /// and `retry-after-ms` (as Azure OpenAI sends them) and
+    /// `x-ratelimit-remaining-requests: 0`.
+    RateLimited { retry_after_secs: u32 },
     /// Accept the request and never respond (until shutdown or the client
     /// gives up).
     Hang,
@@ -386,6 +391,13 @@ impl FakeUpstream {
     /// Changes the default chunk delay for requests arriving afterwards.
     pub fn set_chunk_delay(&self, d: Duration) {
         self.inner.shared.set_chunk_delay(d);
+    }
+
+    /// Holds every stream (those open and those to come) before its next
+    /// content chunk until `false`: a test can act while a stream is
+    /// provably still open.
+    pub fn hold_streams(&self, held: bool) {
+        self.inner.shared.set_held(held);
     }
 
     /// Whether `/v1/*` requests are stored for [`requests`](Self::requests)

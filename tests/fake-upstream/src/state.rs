@@ -44,6 +44,8 @@ pub struct Shared {
     mode: Mutex<Mode>,
     health_ok: AtomicBool,
     chunk_delay_ns: AtomicU64,
+    /// While `true`, streams wait before each content chunk.
+    held: tokio::sync::watch::Sender<bool>,
     recording: AtomicBool,
     request_count: AtomicUsize,
     /// Streams sent to their last event (see `FakeUpstream::completed_streams`).
@@ -115,6 +117,7 @@ impl Shared {
             mode: Mutex::new(Mode::Normal),
             health_ok: AtomicBool::new(true),
             chunk_delay_ns: AtomicU64::new(duration_to_ns(cfg.chunk_delay)),
+            held: tokio::sync::watch::channel(false).0,
             recording: AtomicBool::new(true),
             request_count: AtomicUsize::new(0),
             completed_streams: AtomicUsize::new(0),
@@ -144,6 +147,18 @@ impl Shared {
     pub fn set_chunk_delay(&self, d: Duration) {
         self.chunk_delay_ns
             .store(duration_to_ns(d), Ordering::Relaxed);
+    }
+
+    pub fn set_held(&self, held: bool) {
+        self.held.send_replace(held);
+    }
+    /// Returns once streams are not held.
+    pub async fn wait_unheld(&self) {
+        if !*self.held.borrow() {
+            return;
+        }
+        let mut rx = self.held.subscribe();
+        let _ = rx.wait_for(|held| !*held).await;
     }
 
     pub fn set_recording(&self, on: bool) {

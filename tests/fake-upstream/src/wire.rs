@@ -539,6 +539,21 @@ impl ApiError {
         }
     }
 
+    /// What OpenAI answers when an organization's request rate is reached.
+    pub fn rate_limited(retry_after_secs: u32) -> Self {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "Rate limit reached for requests per min (RPM): Limit 3, Used 3, Requested 1. \
+                 Please try again in {retry_after_secs}s. Visit \
+                 https://platform.openai.com/account/rate-limits to learn more."
+            ),
+            kind: "requests",
+            param: None,
+            code: Some("rate_limit_exceeded"),
+        }
+    }
+
     pub fn not_found(method: &str, path: &str) -> Self {
         ApiError {
             status: StatusCode::NOT_FOUND,
