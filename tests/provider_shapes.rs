@@ -121,14 +121,13 @@ async fn an_azure_shaped_backend_gets_its_key_version_and_deployment_path() {
     }
     assert_eq!(body_model(&seen[0]), "prod-4o");
 
-    // What Azure says to the wrong shapes reaches the client as Azure said it.
+    // Azure refuses a key in the wrong header with 401: the gateway's key was
+    // refused, not the client's (502 upstream_auth_error, see
+    // upstream_failures.rs). Its 404 for a missing api-version reaches the
+    // client as Azure said it.
     let refused = chat(&gw, &key, "bearer-4o", false).await;
-    assert_eq!(refused.status(), 401);
-    let v: Value = refused.json().await.unwrap();
-    assert!(v["error"]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("Access denied"));
+    let e = common::error_of(refused).await;
+    assert_eq!(e.status_and_code(), (502, "upstream_auth_error"), "{e:?}");
     let refused = chat(&gw, &key, "unversioned-4o", false).await;
     assert_eq!(refused.status(), 404);
     let v: Value = refused.json().await.unwrap();
@@ -145,7 +144,7 @@ async fn an_azure_shaped_backend_gets_its_key_version_and_deployment_path() {
             ("gpt-4o", 200),
             ("gpt-4o", 200),
             ("text-embedding-3-small", 200),
-            ("bearer-4o", 401),
+            ("bearer-4o", 502),
             ("unversioned-4o", 404),
         ]
     );
