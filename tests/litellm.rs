@@ -37,13 +37,7 @@ async fn gateway_for(litellm: &LiteLlm, extra: Vec<Backend<'static>>) -> Gateway
 }
 
 async fn post(gw: &Gateway, key: &str, path: &str, body: Value) -> reqwest::Response {
-    common::client()
-        .post(gw.url(path))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    gw.post_json(key, path, &body).await
 }
 
 async fn json_of(resp: reqwest::Response) -> Value {

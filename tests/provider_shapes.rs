@@ -152,13 +152,7 @@ async fn an_azure_shaped_backend_gets_its_key_version_and_deployment_path() {
 }
 
 async fn gw_post(gw: &Gateway, key: &str, path: &str, body: Value) -> reqwest::Response {
-    common::client()
-        .post(gw.url(path))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    gw.post_json(key, path, &body).await
 }
 
 #[tokio::test]

@@ -698,6 +698,22 @@ impl Gateway {
             .await
             .expect("the gateway answers")
     }
+
+    /// POST a JSON body to a proxy path with a key, as a client would.
+    pub async fn post_json(
+        &self,
+        key: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        client()
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
 }
 
 impl Gateway {
