@@ -38,9 +38,11 @@ const RAW_KEEP: usize = 64 * 1024;
 /// `completion_tokens` the reasoning ones (the details split them out).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
-    #[serde(default)]
+    /// `input_tokens`/`output_tokens`: the names in gpt-image-1's and
+    /// gpt-4o-transcribe's `usage` (images and audio reference).
+    #[serde(default, alias = "input_tokens")]
     pub prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, alias = "output_tokens")]
     pub completion_tokens: u64,
     #[serde(default)]
     pub prompt_tokens_details: Option<PromptDetails>,
@@ -208,6 +210,12 @@ impl ResponseCounter {
             served_model: None,
             model_looked: false,
         }
+    }
+
+    /// Whether the body is JSON or SSE, read as it passes (other bodies, such
+    /// as audio, are not looked at).
+    pub fn reads_body(&self) -> bool {
+        self.kind != Kind::Other
     }
 
     /// True when the response framing may change (so `content-length` must go).
