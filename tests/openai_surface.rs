@@ -170,9 +170,10 @@ async fn every_endpoint_reaches_its_upstream_path_and_is_recorded() {
     assert_eq!(up.requests()[6].json().unwrap(), rerank);
 
     // One record per request, named for its endpoint; tokens only where the
-    // answer reported them.
+    // answer reported them. (Records are written as requests end, not
+    // necessarily in order.)
     let rows = gw.wait_usage_rows(7).await;
-    let seen: Vec<(&str, &str, i64, i64, &str)> = rows
+    let mut seen: Vec<(&str, &str, i64, i64, &str)> = rows
         .iter()
         .map(|r| {
             (
@@ -184,20 +185,23 @@ async fn every_endpoint_reaches_its_upstream_path_and_is_recorded() {
             )
         })
         .collect();
+    seen.sort();
+    let transcribed = (
+        "audio.transcriptions",
+        "gpt-4o-transcribe",
+        4,
+        5,
+        "upstream",
+    );
+    let image = ("images.generations", "gpt-image-1", 6, 272, "upstream");
     assert_eq!(
         seen,
         [
-            ("images.generations", "gpt-image-1", 6, 272, "upstream"),
-            ("images.generations", "dall-e-3", 0, 0, "none"),
-            (
-                "audio.transcriptions",
-                "gpt-4o-transcribe",
-                4,
-                5,
-                "upstream"
-            ),
+            transcribed,
             ("audio.transcriptions", "whisper-1", 0, 0, "none"),
             ("audio.translations", "whisper-1", 0, 0, "none"),
+            ("images.generations", "dall-e-3", 0, 0, "none"),
+            image,
             ("moderations", "omni-moderation-latest", 0, 0, "none"),
             ("rerank", "rerank-english-v3.0", 0, 0, "none"),
         ]
@@ -205,11 +209,14 @@ async fn every_endpoint_reaches_its_upstream_path_and_is_recorded() {
     assert!(rows.iter().all(|r| r.status == 200 && r.key_id.is_some()));
 }
 
+/// The audio crosses untouched, even from a backend with its own name for
+/// the model (whose JSON answers get the public name back) and with bytes
+/// that look like a usage report.
 #[tokio::test]
 async fn speech_arrives_byte_for_byte() {
     let up = fake().await;
     let gw = gateway()
-        .backend(Backend::new(up.url()))
+        .backend_with(Backend::new(up.url()), &["models: {tts-1: tts-1-hd}"])
         .models(MODELS)
         .start()
         .await;
@@ -220,7 +227,7 @@ async fn speech_arrives_byte_for_byte() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "audio/mpeg");
     let audio = resp.bytes().await.unwrap();
-    let expected = fake_upstream::surface::speech_bytes(input);
+    let expected = fake_upstream::surface::speech_bytes("tts-1-hd", input);
     assert!(expected.len() > 64 * 1024, "spans many reads");
     assert!(
         audio[..] == expected[..],
@@ -229,7 +236,7 @@ async fn speech_arrives_byte_for_byte() {
         expected.len()
     );
     assert_eq!(up.requests()[0].path, "/v1/audio/speech");
-    // Its bytes look like a usage report; they are audio, not counted.
+    assert_eq!(up.requests()[0].json().unwrap()["model"], "tts-1-hd");
     let rows = gw.wait_usage_rows(1).await;
     assert_eq!(rows[0].endpoint, "audio.speech");
     assert_eq!(rows[0].model.as_deref(), Some("tts-1"));

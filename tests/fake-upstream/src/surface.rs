@@ -92,14 +92,18 @@ struct SpeechRequest {
     response_format: Option<String>,
 }
 
-/// The bytes `/v1/audio/speech` answers for `input`: an MP3 frame header, then
-/// every byte value (so a gateway that treats them as text breaks them), then
-/// text that looks like JSON and SSE, repeated past one read buffer.
-pub fn speech_bytes(input: &str) -> Vec<u8> {
+/// The bytes `/v1/audio/speech` answers for `model` and `input`: an MP3 frame
+/// header, then every byte value (so a gateway that treats them as text breaks
+/// them), then text that looks like JSON and SSE naming the model, repeated
+/// past one read buffer.
+pub fn speech_bytes(model: &str, input: &str) -> Vec<u8> {
     let mut out = b"\xff\xfb\x90\x64".to_vec();
     for round in 0..200u32 {
         out.extend((0..=255u8).map(|b| b.wrapping_add(round as u8)));
-        out.extend_from_slice(b"data: {\"model\":\"tts-1\",\"usage\":{\"prompt_tokens\":9}}\n\n");
+        out.extend_from_slice(
+            format!("data: {{\"model\":\"{model}\",\"usage\":{{\"prompt_tokens\":9}}}}\n\n")
+                .as_bytes(),
+        );
         out.extend_from_slice(input.as_bytes());
     }
     out
@@ -112,9 +116,9 @@ pub async fn speech(body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return *e,
     };
-    if req.model.as_deref().is_none_or(str::is_empty) {
+    let Some(model) = req.model.filter(|m| !m.is_empty()) else {
         return ApiError::missing_param("model").into_response();
-    }
+    };
     let Some(input) = req.input else {
         return ApiError::missing_param("input").into_response();
     };
@@ -136,7 +140,7 @@ pub async fn speech(body: Bytes) -> Response {
             .into_response()
         }
     };
-    let audio = Bytes::from(speech_bytes(&input));
+    let audio = Bytes::from(speech_bytes(&model, &input));
     let chunks: Vec<Result<Bytes, std::io::Error>> = audio
         .chunks(7000)
         .map(|c| Ok(Bytes::copy_from_slice(c)))
