@@ -381,3 +381,44 @@ async fn a_key_limited_to_other_models_is_refused_on_every_endpoint() {
         ]
     );
 }
+
+/// The official openai SDK (tests/python/test_openai_surface.py): its
+/// multipart uploads, binary speech answers and typed results.
+#[tokio::test]
+async fn the_official_openai_sdk_uses_every_endpoint() {
+    let up = fake().await;
+    let gw = gateway()
+        .backend(Backend::new(up.url()))
+        .models(MODELS)
+        .start()
+        .await;
+    let key = gw.create_key("sdk", &[]);
+    let (ok, out) = common::python::run_pytest(
+        "test_openai_surface.py",
+        &[("BM_BASE_URL", &gw.url("/v1")), ("BM_API_KEY", &key)],
+    )
+    .await;
+    assert!(
+        ok,
+        "the SDK tests failed:\n{out}\ngateway log:\n{}",
+        gw.log()
+    );
+    assert!(out.contains("5 passed"), "{out}");
+    let rows = gw.wait_usage_rows(6).await;
+    let mut endpoints: Vec<(&str, i64)> = rows
+        .iter()
+        .map(|r| (r.endpoint.as_str(), r.status))
+        .collect();
+    endpoints.sort();
+    assert_eq!(
+        endpoints,
+        [
+            ("audio.speech", 200),
+            ("audio.transcriptions", 200),
+            ("audio.transcriptions", 404),
+            ("audio.translations", 200),
+            ("images.generations", 200),
+            ("moderations", 200),
+        ]
+    );
+}
