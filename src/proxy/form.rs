@@ -70,10 +70,14 @@ fn boundary(content_type: Option<&str>) -> Result<&str, GatewayError> {
 
 /// The `name` parameter of a part's `Content-Disposition: form-data` header.
 /// Parameters are split outside quoted strings, so a file name holding
-/// `; name="model"` is not taken for the field's name.
+/// `; name="model"` is not taken for the field's name. What parsers may read
+/// differently is refused, since the upstream's reading must be the
+/// gateway's: a second `Content-Disposition`, a second `name`, or an
+/// RFC 5987 `name*` (some take the last of each, some decode `name*`).
 fn field_name(headers: &[u8]) -> Result<Option<String>, GatewayError> {
     let headers =
         std::str::from_utf8(headers).map_err(|_| malformed("a part header is not UTF-8"))?;
+    let mut found: Option<Option<String>> = None;
     for line in headers.split("\r\n").filter(|l| !l.is_empty()) {
         let Some((name, value)) = line.split_once(':') else {
             return Err(malformed("a part header has no colon"));
@@ -81,22 +85,28 @@ fn field_name(headers: &[u8]) -> Result<Option<String>, GatewayError> {
         if !name.trim().eq_ignore_ascii_case("content-disposition") {
             continue;
         }
-        let params = split_params(value)?;
-        let mut params = params.into_iter();
+        if found.is_some() {
+            return Err(malformed("a part has two Content-Disposition headers"));
+        }
+        let mut params = split_params(value)?.into_iter();
         if !params
             .next()
             .is_some_and(|(kind, _)| kind.eq_ignore_ascii_case("form-data"))
         {
             return Err(malformed("a part is not form-data"));
         }
+        let mut field = None;
         for (key, value) in params {
-            if key.eq_ignore_ascii_case("name") {
-                return Ok(Some(value));
+            if key.eq_ignore_ascii_case("name*") {
+                return Err(malformed("a part is named with `name*`; use `name`"));
+            }
+            if key.eq_ignore_ascii_case("name") && field.replace(value).is_some() {
+                return Err(malformed("a part has two names"));
             }
         }
-        return Ok(None);
+        found = Some(field);
     }
-    Ok(None)
+    Ok(found.flatten())
 }
 
 /// `form-data; name="a"; filename="b"` as `(key, unquoted value)` pairs, the
@@ -339,6 +349,19 @@ mod tests {
                 b"--XyZ\r\nContent-Disposition: form-data; name=\"model\r\n\r\nm\r\n--XyZ--",
             ),
             (Some(CT), b"--XyZ\r\nno colon\r\n\r\nm\r\n--XyZ--"),
+            // Read differently by other parsers: refused, not guessed.
+            (
+                Some(CT),
+                b"--XyZ\r\nContent-Disposition: form-data; name=\"language\"\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nm\r\n--XyZ--",
+            ),
+            (
+                Some(CT),
+                b"--XyZ\r\nContent-Disposition: form-data; name=\"language\"; name=\"model\"\r\n\r\nm\r\n--XyZ--",
+            ),
+            (
+                Some(CT),
+                b"--XyZ\r\nContent-Disposition: form-data; name*=utf-8''model\r\n\r\nm\r\n--XyZ--",
+            ),
         ] {
             let e = read(ct, body).unwrap_err();
             assert_eq!(
@@ -351,15 +374,20 @@ mod tests {
         }
     }
 
-    /// Arbitrary bytes never panic (slicing at computed offsets).
+    /// Cut or altered forms never panic (slicing at computed offsets).
     #[test]
-    fn truncations_never_panic() {
+    fn truncations_and_edits_never_panic() {
         let body = form(&[
             ("form-data; name=\"file\"; filename=\"a\"", "abc"),
             ("form-data; name=\"model\"", "m"),
         ]);
         for n in 0..body.len() {
             let _ = read(Some(CT), &body[..n]);
+            for byte in [b'\r', b'\n', b'-', b'"', b';', b'\\', b'=', 0xff] {
+                let mut edited = body.clone();
+                edited[n] = byte;
+                let _ = read(Some(CT), &edited);
+            }
         }
     }
 }
