@@ -73,7 +73,8 @@ fn boundary(content_type: Option<&str>) -> Result<&str, GatewayError> {
 /// `; name="model"` is not taken for the field's name. What parsers may read
 /// differently is refused, since the upstream's reading must be the
 /// gateway's: a second `Content-Disposition`, a second `name`, or an
-/// RFC 5987 `name*` (some take the last of each, some decode `name*`).
+/// RFC 5987 `name*` (some take the last of each, some decode `name*`), or
+/// a transfer encoding.
 fn field_name(headers: &[u8]) -> Result<Option<String>, GatewayError> {
     let headers =
         std::str::from_utf8(headers).map_err(|_| malformed("a part header is not UTF-8"))?;
@@ -82,7 +83,17 @@ fn field_name(headers: &[u8]) -> Result<Option<String>, GatewayError> {
         let Some((name, value)) = line.split_once(':') else {
             return Err(malformed("a part header has no colon"));
         };
-        if !name.trim().eq_ignore_ascii_case("content-disposition") {
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("content-transfer-encoding") {
+            // Some parsers decode base64 or quoted-printable parts: the
+            // gateway would route by the encoded text.
+            let plain = ["7bit", "8bit", "binary"];
+            if !plain.iter().any(|p| value.trim().eq_ignore_ascii_case(p)) {
+                return Err(malformed("a part has a Content-Transfer-Encoding"));
+            }
+            continue;
+        }
+        if !name.eq_ignore_ascii_case("content-disposition") {
             continue;
         }
         if found.is_some() {
@@ -361,6 +372,10 @@ mod tests {
             (
                 Some(CT),
                 b"--XyZ\r\nContent-Disposition: form-data; name*=utf-8''model\r\n\r\nm\r\n--XyZ--",
+            ),
+            (
+                Some(CT),
+                b"--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\nContent-Transfer-Encoding: base64\r\n\r\nbQ==\r\n--XyZ--",
             ),
         ] {
             let e = read(ct, body).unwrap_err();
