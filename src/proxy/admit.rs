@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::ctx::{Admission, Ctx, Route};
-use super::request::{inspect, strip_routing_fields, Endpoint};
+use super::request::{inspect, inspect_form, strip_routing_fields, Endpoint};
 use super::respond::write_json;
 use crate::auth::ApiKey;
 use crate::error::GatewayError;
@@ -94,7 +94,16 @@ pub async fn admit(
         Ok(body) => body?,
         Err(_) => return Err(GatewayError::BodyTimeout(proxy.body_timeout.as_secs())),
     };
-    let inspected = inspect(&endpoint, body)?;
+    let (inspected, form_routing_field) = if endpoint.is_form() {
+        let content_type = session
+            .req_header()
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        inspect_form(content_type, body)?
+    } else {
+        (inspect(&endpoint, body)?, None)
+    };
     ctx.admission.model = Some(inspected.model.clone());
     ctx.admission.stream = inspected.stream;
 
@@ -112,10 +121,21 @@ pub async fn admit(
     if in_credits && !ctx.snapshot.prices.is_priced(&inspected.model) {
         return Err(GatewayError::ModelNotPriced(inspected.model));
     }
-    let estimate = estimate_tokens(inspected.body.len(), inspected.max_tokens);
+    let estimate = if endpoint.counts_text_tokens() {
+        estimate_tokens(inspected.body.len(), inspected.max_tokens)
+    } else {
+        0
+    };
     ctx.admission.estimate = estimate;
     take_tokens(ctx, estimate)?;
     let body = if inspected.routing && !pool.allow_routing_fields {
+        if let Some(field) = form_routing_field {
+            // Removing a part would mean rewriting the upload; refusing is plain.
+            return Err(GatewayError::invalid(
+                format!("The form field `{field}` would make the upstream route or bill this request other than by its `model`; this gateway does not accept it."),
+                Some(field),
+            ));
+        }
         strip_routing_fields(&inspected.body)?
     } else {
         inspected.body
@@ -124,6 +144,7 @@ pub async fn admit(
         pool,
         body,
         injected_usage: inspected.injected_usage,
+        form_model: inspected.form_model,
     });
     Ok(Admitted::Proxy)
 }

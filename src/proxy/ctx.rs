@@ -67,6 +67,8 @@ pub struct Route {
     pub body: Bytes,
     /// The gateway added `stream_options.include_usage`; the client must not see its chunk.
     pub injected_usage: bool,
+    /// Where a form body's `model` value is (a backend's own name goes there).
+    pub form_model: Option<std::ops::Range<usize>>,
 }
 
 #[derive(Default)]

@@ -9,6 +9,7 @@
 
 mod admit;
 mod ctx;
+mod form;
 mod headers;
 mod rename;
 pub mod request;
@@ -118,8 +119,10 @@ impl ProxyHttp for Gateway {
         let model = ctx.admission.model.as_deref().unwrap_or_default();
         let upstream_model = shape.upstream_model(model);
         // Per attempt: the next backend may name the model another way.
-        ctx.attempt.body = upstream_model
-            .map(|m| rename::with_model(&route.body, m).unwrap_or_else(|| route.body.clone()));
+        ctx.attempt.body = upstream_model.map(|m| match &route.form_model {
+            Some(span) => rename::in_form(&route.body, span.clone(), m),
+            None => rename::with_model(&route.body, m).unwrap_or_else(|| route.body.clone()),
+        });
         ctx.attempt.rename = upstream_model.map(|m| rename::ModelRename::new(m, model));
         let target = shape.target(
             &backend.url.base_path,
@@ -261,6 +264,10 @@ impl ProxyHttp for Gateway {
             .and_then(|v| v.to_str().ok());
         let injected_usage = ctx.route.as_ref().is_some_and(|r| r.injected_usage);
         let counter = ResponseCounter::new(content_type, injected_usage);
+        if !counter.reads_body() {
+            // Audio and other binary answers go through untouched.
+            ctx.attempt.rename = None;
+        }
         if counter.rewrites_body() || ctx.attempt.rename.is_some() {
             upstream_response.remove_header(&header::CONTENT_LENGTH);
             if !session.is_http2() {
@@ -415,7 +422,13 @@ impl ProxyHttp for Gateway {
                 .is_some_and(|r| r.status.is_success());
             if let Some(u) = r.counter.usage() {
                 counted = Counted::from_upstream(u);
-            } else if status_ok {
+            } else if status_ok
+                && ctx
+                    .admission
+                    .endpoint
+                    .as_ref()
+                    .is_some_and(Endpoint::counts_text_tokens)
+            {
                 // No usage from the upstream: count locally, off the async threads.
                 let body = prompt_body.unwrap_or_default();
                 let text = r.counter.reply_text().to_string();

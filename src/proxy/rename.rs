@@ -29,6 +29,16 @@ pub fn with_model(body: &Bytes, model: &str) -> Option<Bytes> {
     Some(out.into())
 }
 
+/// `body` with the form value at `span` (a `multipart/form-data` field's
+/// content, taken as is by the upstream) replaced by `model`.
+pub fn in_form(body: &Bytes, span: std::ops::Range<usize>, model: &str) -> Bytes {
+    let mut out = Vec::with_capacity(body.len() + model.len());
+    out.extend_from_slice(&body[..span.start]);
+    out.extend_from_slice(model.as_bytes());
+    out.extend_from_slice(&body[span.end..]);
+    out.into()
+}
+
 const KEY: &[u8] = b"\"model\"";
 /// Whitespace allowed around the colon (OpenAI's JSON answers are indented).
 const MAX_SPACE: usize = 16;

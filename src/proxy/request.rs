@@ -18,6 +18,13 @@ pub enum Endpoint {
     Embeddings,
     ListModels,
     GetModel(String),
+    ImagesGenerations,
+    AudioSpeech,
+    AudioTranscriptions,
+    AudioTranslations,
+    Moderations,
+    /// The Cohere/Jina shape LiteLLM serves: `model`, `query`, `documents`.
+    Rerank,
 }
 
 impl Endpoint {
@@ -28,6 +35,12 @@ impl Endpoint {
             "/v1/completions" => (Self::Completions, "POST"),
             "/v1/embeddings" => (Self::Embeddings, "POST"),
             "/v1/models" => (Self::ListModels, "GET"),
+            "/v1/images/generations" => (Self::ImagesGenerations, "POST"),
+            "/v1/audio/speech" => (Self::AudioSpeech, "POST"),
+            "/v1/audio/transcriptions" => (Self::AudioTranscriptions, "POST"),
+            "/v1/audio/translations" => (Self::AudioTranslations, "POST"),
+            "/v1/moderations" => (Self::Moderations, "POST"),
+            "/v1/rerank" => (Self::Rerank, "POST"),
             _ => match path.strip_prefix("/v1/models/") {
                 Some(id) if !id.is_empty() => (Self::GetModel(percent_decode(id)), "GET"),
                 _ => {
@@ -54,11 +67,31 @@ impl Endpoint {
             Self::Embeddings => "embeddings",
             Self::ListModels => "models.list",
             Self::GetModel(_) => "models.retrieve",
+            Self::ImagesGenerations => "images.generations",
+            Self::AudioSpeech => "audio.speech",
+            Self::AudioTranscriptions => "audio.transcriptions",
+            Self::AudioTranslations => "audio.translations",
+            Self::Moderations => "moderations",
+            Self::Rerank => "rerank",
         }
     }
 
-    /// Endpoints whose request carries a JSON body naming a model.
+    /// Endpoints whose request carries a body naming a model.
     pub fn has_body(&self) -> bool {
+        !matches!(self, Self::ListModels | Self::GetModel(_))
+    }
+
+    /// Endpoints whose body is `multipart/form-data` (see `form`), not JSON.
+    pub fn is_form(&self) -> bool {
+        matches!(self, Self::AudioTranscriptions | Self::AudioTranslations)
+    }
+
+    /// Endpoints billed in text tokens: the tokenizer counts an answer without
+    /// `usage`, and admission estimates tokens from the body. The others
+    /// (images, audio, moderations, rerank) count as requests, with the tokens
+    /// only of an answer that reports them: a local count of audio bytes or an
+    /// image prompt would be a number no provider bills.
+    pub fn counts_text_tokens(&self) -> bool {
         matches!(
             self,
             Self::ChatCompletions | Self::Completions | Self::Embeddings
@@ -89,6 +122,30 @@ pub struct Inspected {
     pub body: Bytes,
     /// Whether the body has a field of `ROUTING_FIELDS`.
     pub routing: bool,
+    /// A form's `model` value in the body (JSON bodies are renamed by parsing).
+    pub form_model: Option<std::ops::Range<usize>>,
+}
+
+/// Reads a form body (see `form`): a routing field in a form is refused
+/// rather than removed unless the pool allows it (`allow_routing_fields`),
+/// which admission decides.
+pub fn inspect_form(
+    content_type: Option<&str>,
+    body: Bytes,
+) -> Result<(Inspected, Option<&'static str>), GatewayError> {
+    let form = super::form::read(content_type, &body)?;
+    Ok((
+        Inspected {
+            model: form.model,
+            stream: form.stream,
+            injected_usage: false,
+            max_tokens: None,
+            body,
+            routing: form.routing_field.is_some(),
+            form_model: Some(form.model_span),
+        },
+        form.routing_field,
+    ))
 }
 
 /// Request fields with which OpenRouter (`models`, `route`), LiteLLM
@@ -255,6 +312,7 @@ pub fn inspect(endpoint: &Endpoint, body: Bytes) -> Result<Inspected, GatewayErr
             max_tokens,
             body,
             routing,
+            form_model: None,
         });
     }
     let body = if view.stream_options.is_none() {
@@ -295,6 +353,7 @@ pub fn inspect(endpoint: &Endpoint, body: Bytes) -> Result<Inspected, GatewayErr
         max_tokens,
         body,
         routing,
+        form_model: None,
     })
 }
 
@@ -392,6 +451,19 @@ mod tests {
             Endpoint::route("POST", "/v1/nope").unwrap_err().status(),
             404
         );
+        for (path, name) in [
+            ("/v1/images/generations", "images.generations"),
+            ("/v1/audio/speech", "audio.speech"),
+            ("/v1/audio/transcriptions/", "audio.transcriptions"),
+            ("/v1/audio/translations", "audio.translations"),
+            ("/v1/moderations", "moderations"),
+            ("/v1/rerank", "rerank"),
+        ] {
+            let e = Endpoint::route("POST", path).unwrap();
+            assert_eq!(e.as_str(), name);
+            assert!(e.has_body() && !e.counts_text_tokens());
+            assert_eq!(Endpoint::route("GET", path).unwrap_err().status(), 405);
+        }
     }
 
     #[test]

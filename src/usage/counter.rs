@@ -37,15 +37,43 @@ const RAW_KEEP: usize = 64 * 1024;
 /// OpenAI's `usage`: `prompt_tokens` include the cached ones and
 /// `completion_tokens` the reasoning ones (the details split them out).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "UsageWire")]
 pub struct Usage {
-    #[serde(default)]
     pub prompt_tokens: u64,
-    #[serde(default)]
     pub completion_tokens: u64,
-    #[serde(default)]
     pub prompt_tokens_details: Option<PromptDetails>,
-    #[serde(default)]
     pub completion_tokens_details: Option<CompletionDetails>,
+}
+
+/// `usage` as it arrives. `input_tokens`/`output_tokens` are the names in
+/// gpt-image-1's and gpt-4o-transcribe's answers (OpenAI's images and audio
+/// reference); they count when the chat names are absent. Separate fields,
+/// not serde aliases: an answer that had both would fail as a duplicate.
+#[derive(Deserialize)]
+struct UsageWire {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+impl From<UsageWire> for Usage {
+    fn from(w: UsageWire) -> Self {
+        Self {
+            prompt_tokens: w.prompt_tokens.or(w.input_tokens).unwrap_or(0),
+            completion_tokens: w.completion_tokens.or(w.output_tokens).unwrap_or(0),
+            prompt_tokens_details: w.prompt_tokens_details,
+            completion_tokens_details: w.completion_tokens_details,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -208,6 +236,12 @@ impl ResponseCounter {
             served_model: None,
             model_looked: false,
         }
+    }
+
+    /// Whether the body is JSON or SSE, read as it passes (other bodies, such
+    /// as audio, are not looked at).
+    pub fn reads_body(&self) -> bool {
+        self.kind != Kind::Other
     }
 
     /// True when the response framing may change (so `content-length` must go).
@@ -513,6 +547,41 @@ mod tests {
         "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2,\"total_tokens\":9}}\n\n",
         "data: [DONE]\n\n",
     ];
+
+    /// Images and audio name their tokens `input_tokens`/`output_tokens`; an
+    /// answer with both namings keeps the chat ones (and is not refused as
+    /// a duplicate field).
+    #[test]
+    fn input_and_output_tokens_are_read() {
+        let mut c = ResponseCounter::new(Some("application/json"), false);
+        feed(
+            &mut c,
+            &[
+                r#"{"text":"hi","usage":{"type":"tokens","input_tokens":14,"input_token_details":{"audio_tokens":14},"output_tokens":3,"total_tokens":17}}"#,
+            ],
+        );
+        assert_eq!(
+            (
+                c.usage().unwrap().prompt_tokens,
+                c.usage().unwrap().completion_tokens
+            ),
+            (14, 3)
+        );
+        let mut c = ResponseCounter::new(Some("application/json"), false);
+        feed(
+            &mut c,
+            &[
+                r#"{"usage":{"prompt_tokens":5,"completion_tokens":2,"input_tokens":9,"output_tokens":9}}"#,
+            ],
+        );
+        assert_eq!(
+            (
+                c.usage().unwrap().prompt_tokens,
+                c.usage().unwrap().completion_tokens
+            ),
+            (5, 2)
+        );
+    }
 
     #[test]
     fn sse_passthrough_is_untouched_and_counts() {

@@ -18,6 +18,7 @@ use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{unix_now, Plan, Shared};
+use crate::surface;
 use crate::wire::{
     json_response, json_value, ApiError, ChatRequest, ChatUsage, CompletionRequest,
     CompletionUsage, EmbeddingRequest, EmbeddingUsage, EncodingFormat, InputDigest, StreamFlag,
@@ -44,6 +45,18 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/chat/completions", openai(post(chat_completions)))
         .route("/v1/completions", openai(post(completions)))
         .route("/v1/embeddings", openai(post(embeddings)))
+        .route("/v1/images/generations", openai(post(surface::images)))
+        .route("/v1/audio/speech", openai(post(surface::speech)))
+        .route(
+            "/v1/audio/transcriptions",
+            openai(post(surface::transcriptions)),
+        )
+        .route(
+            "/v1/audio/translations",
+            openai(post(surface::translations)),
+        )
+        .route("/v1/moderations", openai(post(surface::moderations)))
+        .route("/v1/rerank", openai(post(surface::rerank)))
         // Azure OpenAI's paths; `v1_gate` lets them through only in that mode.
         .route(
             "/openai/deployments/{deployment}/chat/completions",

@@ -63,6 +63,7 @@ use tokio_rustls::TlsAcceptor;
 
 mod handlers;
 mod state;
+pub mod surface;
 pub mod wire;
 
 pub use handlers::embedding_vector;

@@ -570,3 +570,73 @@ async fn control_endpoints_switch_modes() {
     assert_eq!(stats["after_chunks"], 2);
     assert_eq!(stats["requests"], 1);
 }
+
+/// The surface endpoints refuse what OpenAI refuses, with its error shape:
+/// the gateway's tests rely on a form without its file or model failing.
+#[tokio::test]
+async fn surface_endpoints_are_as_strict_as_openai() {
+    let up = start().await;
+    let c = client();
+    let url = |p: &str| format!("{}{p}", up.url());
+    let form = |parts: &[(&str, &str)]| {
+        let mut body = String::new();
+        for (disposition, value) in parts {
+            body.push_str(&format!(
+                "--b\r\nContent-Disposition: form-data; {disposition}\r\n\r\n{value}\r\n"
+            ));
+        }
+        body.push_str("--b--\r\n");
+        body
+    };
+    let post_form = |body: String| {
+        c.post(url("/v1/audio/transcriptions"))
+            .header("content-type", "multipart/form-data; boundary=b")
+            .body(body)
+            .send()
+    };
+    for (parts, param) in [
+        (vec![("name=\"model\"", "whisper-1")], "file"),
+        (vec![("name=\"file\"; filename=\"a.mp3\"", "x")], "model"),
+    ] {
+        let resp = post_form(form(&parts)).await.unwrap();
+        assert_eq!(resp.status(), 400);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["param"], param, "{v}");
+    }
+    let ok = form(&[
+        ("name=\"file\"; filename=\"a.mp3\"", "x"),
+        ("name=\"model\"", "gpt-4o-transcribe"),
+    ]);
+    let v: Value = post_form(ok).await.unwrap().json().await.unwrap();
+    assert_eq!(v["text"], "Hello from the transcribed audio.");
+    assert_eq!(v["usage"]["type"], "tokens");
+
+    let resp = c
+        .post(url("/v1/images/generations"))
+        .json(&json!({"model": "dall-e-3"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = c
+        .post(url("/v1/audio/speech"))
+        .json(&json!({"model": "tts-1", "input": "hi", "voice": "alloy", "response_format": "wav"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "audio/wav");
+    assert_eq!(
+        &resp.bytes().await.unwrap()[..],
+        &fake_upstream::surface::speech_bytes("tts-1", "hi")[..]
+    );
+    let resp = c
+        .post(url("/v1/rerank"))
+        .json(&json!({"model": "rerank-english-v3.0", "query": "q"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["param"],
+        "documents"
+    );
+}
