@@ -39,16 +39,6 @@ fn form(fields: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
-async fn post_json(gw: &Gateway, key: &str, path: &str, body: &Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(gw.url(path))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn post_form(gw: &Gateway, key: &str, path: &str, body: Vec<u8>) -> reqwest::Response {
     reqwest::Client::new()
         .post(gw.url(path))
@@ -75,13 +65,13 @@ async fn every_endpoint_reaches_its_upstream_path_and_is_recorded() {
 
     // Images: gpt-image-1 reports its tokens; DALL·E reports none.
     let image = json!({"model": "gpt-image-1", "prompt": "a blue whale in a teacup"});
-    let resp = post_json(&gw, &key, "/v1/images/generations", &image).await;
+    let resp = gw.post_json(&key, "/v1/images/generations", &image).await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert!(v["data"][0]["b64_json"].is_string(), "{v}");
     assert_eq!(v["usage"]["input_tokens"], 6);
     let dalle = json!({"model": "dall-e-3", "prompt": "a whale", "response_format": "url"});
-    let resp = post_json(&gw, &key, "/v1/images/generations", &dalle).await;
+    let resp = gw.post_json(&key, "/v1/images/generations", &dalle).await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert!(v["data"][0]["url"].is_string(), "{v}");
@@ -119,7 +109,7 @@ async fn every_endpoint_reaches_its_upstream_path_and_is_recorded() {
 
     let moderation =
         json!({"model": "omni-moderation-latest", "input": ["hello", "I will kill it"]});
-    let resp = post_json(&gw, &key, "/v1/moderations", &moderation).await;
+    let resp = gw.post_json(&key, "/v1/moderations", &moderation).await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["results"][0]["flagged"], false);
@@ -132,7 +122,7 @@ async fn every_endpoint_reaches_its_upstream_path_and_is_recorded() {
         "documents": ["a red fox", "the blue whale sings", "whale"],
         "top_n": 2,
     });
-    let resp = post_json(&gw, &key, "/v1/rerank", &rerank).await;
+    let resp = gw.post_json(&key, "/v1/rerank", &rerank).await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     let order: Vec<u64> = v["results"]
@@ -223,7 +213,7 @@ async fn speech_arrives_byte_for_byte() {
     let key = gw.create_key("speech", &[]);
     let input = "The quick brown fox";
     let body = json!({"model": "tts-1", "input": input, "voice": "alloy"});
-    let resp = post_json(&gw, &key, "/v1/audio/speech", &body).await;
+    let resp = gw.post_json(&key, "/v1/audio/speech", &body).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "audio/mpeg");
     let audio = resp.bytes().await.unwrap();
@@ -295,13 +285,13 @@ async fn a_form_routes_by_its_model_field_and_a_missing_one_is_refused() {
         assert_eq!(v["error"]["param"], "model", "{v}");
     }
     // JSON to a form endpoint is not a form.
-    let resp = post_json(
-        &gw,
-        &key,
-        "/v1/audio/transcriptions",
-        &json!({"model": "whisper-1"}),
-    )
-    .await;
+    let resp = gw
+        .post_json(
+            &key,
+            "/v1/audio/transcriptions",
+            &json!({"model": "whisper-1"}),
+        )
+        .await;
     assert_eq!(resp.status(), 400);
     let v: Value = resp.json().await.unwrap();
     assert!(
@@ -355,7 +345,7 @@ async fn a_key_limited_to_other_models_is_refused_on_every_endpoint() {
         ),
     ];
     for (path, body) in &json_calls {
-        let resp = post_json(&gw, &key, path, body).await;
+        let resp = gw.post_json(&key, path, body).await;
         assert_eq!(resp.status(), 404, "{path}");
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["error"]["code"], "model_not_found", "{path}: {v}");
