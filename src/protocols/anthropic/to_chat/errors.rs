@@ -7,23 +7,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::wire::{ErrorBody, ErrorObject};
-
-/// Anthropic's error `type` for an HTTP status ("other 4XX" are
-/// `invalid_request_error`, per the reference).
-pub(super) fn error_type(status: u16) -> &'static str {
-    match status {
-        401 => "authentication_error",
-        402 => "billing_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        408 | 504 => "timeout_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        503 | 529 => "overloaded_error",
-        400..=499 => "invalid_request_error",
-        _ => "api_error",
-    }
-}
+use crate::protocols::anthropic::error_type;
 
 /// The message of an upstream error body, whatever its dialect.
 pub(super) fn upstream_message(body: &[u8]) -> Option<String> {
