@@ -189,6 +189,8 @@ fn number(req: &Map<String, Value>, field: &'static str) -> Result<Option<Value>
     }
 }
 
+const BILLING_HEADER: &str = "x-anthropic-billing-header:";
+
 /// `system`: a string or a list of text blocks (their `cache_control` only
 /// steers Anthropic's prompt cache), joined into one system message.
 fn system_text(system: Option<&Value>) -> Result<Option<String>, GatewayError> {
@@ -200,6 +202,11 @@ fn system_text(system: Option<&Value>) -> Result<Option<String>, GatewayError> {
             let mut texts = Vec::with_capacity(blocks.len());
             for (i, b) in blocks.iter().enumerate() {
                 match (block_type(b), b.get("text").and_then(Value::as_str)) {
+                    // Claude Code's first system block is metadata for
+                    // Anthropic's billing that changes with every request
+                    // (`cch=`); left in, it would start every prompt with
+                    // new text and defeat the backend's prefix cache.
+                    ("text", Some(t)) if t.starts_with(BILLING_HEADER) => {}
                     ("text", Some(t)) => texts.push(t),
                     ("text", None) => {
                         return Err(invalid(
