@@ -439,15 +439,14 @@ impl ProxyHttp for Gateway {
         let status = err.status();
         let client_gone = e.esource() == &ErrorSource::Downstream;
         if !client_gone && session.response_written().is_none() {
-            if let Err(write_err) =
-                write_json(
-                    session,
-                    ctx,
-                    status,
-                    err.render(ctx.protocol(), &ctx.request_id),
-                    &err.headers(),
-                )
-                .await
+            if let Err(write_err) = write_json(
+                session,
+                ctx,
+                status,
+                err.render(ctx.protocol(), &ctx.request_id),
+                &err.headers(),
+            )
+            .await
             {
                 tracing::debug!(error = %write_err, "could not send the error response");
             }
