@@ -45,6 +45,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/chat/completions", openai(post(chat_completions)))
         .route("/v1/completions", openai(post(completions)))
         .route("/v1/embeddings", openai(post(embeddings)))
+        .route("/v1/messages", openai(post(crate::anthropic::messages)))
+        .route(
+            "/v1/messages/count_tokens",
+            openai(post(crate::anthropic::count_tokens)),
+        )
         .route("/v1/images/generations", openai(post(surface::images)))
         .route("/v1/audio/speech", openai(post(surface::speech)))
         .route(
@@ -170,8 +175,16 @@ async fn v1_gate(State(s): AppState, req: Request, next: Next) -> Response {
     }
 
     let mode = s.mode();
+    // An Anthropic fake fails in Anthropic's shape.
+    let anthropic = matches!(s.provider, Provider::Anthropic { .. });
     match mode {
         Mode::Normal | Mode::NoUsage => {}
+        Mode::Fail(status) if anthropic => {
+            return with_configured_headers(&s, crate::anthropic::injected(status))
+        }
+        Mode::RateLimited { retry_after_secs } if anthropic => {
+            return with_configured_headers(&s, crate::anthropic::rate_limited(retry_after_secs))
+        }
         Mode::Fail(status) => {
             return with_configured_headers(&s, ApiError::injected(status).into_response())
         }
@@ -485,7 +498,7 @@ fn wants_usage(opts: Option<&StreamOptions>, mode: Mode) -> bool {
 
 /// A non-stream response takes as long as the stream would have: one delay
 /// per content chunk (slept in one go — same total, fewer timer wakeups).
-async fn sleep_for_chunks(plan: Plan) {
+pub(crate) async fn sleep_for_chunks(plan: Plan) {
     let total = plan
         .delay
         .saturating_mul(u32::try_from(plan.chunks).unwrap_or(u32::MAX));

@@ -13,6 +13,7 @@
 //! | `POST /v1/chat/completions` | chat completion, streaming (SSE) or not |
 //! | `POST /v1/completions` | legacy text completion, streaming or not |
 //! | `POST /v1/embeddings` | deterministic vectors, `float` or `base64` |
+//! | `POST /v1/messages`, `POST /v1/messages/count_tokens` | with [`Provider::Anthropic`] only: Anthropic's Messages API, JSON or its event stream (see [`anthropic`] for its rules) |
 //! | `POST /openai/deployments/{d}/chat/completions`, `.../completions`, `.../embeddings` | with [`Provider::Azure`] only: Azure OpenAI's paths (the same answers) |
 //! | `POST /_control/mode`, `/_control/health`, `/_control/chunk_delay`, `GET /_control/stats` | run-time knobs for out-of-process users |
 //! | anything else | 404 in OpenAI's error envelope |
@@ -61,6 +62,7 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
+pub mod anthropic;
 mod handlers;
 mod state;
 pub mod surface;
@@ -98,6 +100,10 @@ pub struct FakeConfig {
     /// Chat usage: this many of the prompt tokens reported as read from the
     /// prompt cache (`prompt_tokens_details.cached_tokens`, at most the prompt).
     pub cached_tokens: usize,
+    /// Anthropic usage: this many of the prompt tokens reported as written to
+    /// the prompt cache (`cache_creation_input_tokens`, at most the prompt
+    /// less the cached ones). `cached_tokens` is `cache_read_input_tokens`.
+    pub cache_creation_tokens: usize,
     /// Chat usage: reasoning tokens, added to `completion_tokens` and reported
     /// in `completion_tokens_details.reasoning_tokens`, as o-series models do.
     pub reasoning_tokens: usize,
@@ -138,8 +144,9 @@ pub enum Provider {
     /// errors: <https://docs.anthropic.com/en/api/errors>): the key in
     /// `x-api-key` (else 401 `authentication_error`) and an
     /// `anthropic-version` header (else 400 `invalid_request_error`), errors
-    /// as `{"type":"error","error":{"type","message"}}`. Only the headers: the
-    /// endpoints stay OpenAI's.
+    /// (injected ones too) as `{"type":"error","error":{"type","message"}}`.
+    /// Serves `/v1/messages` (see [`anthropic`]); the OpenAI endpoints stay
+    /// too, behind the same headers.
     Anthropic { version: String },
 }
 
@@ -152,6 +159,7 @@ impl Default for FakeConfig {
             api_key: None,
             response_headers: Vec::new(),
             cached_tokens: 0,
+            cache_creation_tokens: 0,
             reasoning_tokens: 0,
             served_model: None,
             strict_request_id: false,

@@ -35,6 +35,7 @@ pub struct Shared {
     pub response_headers: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
     /// See the `FakeConfig` fields of the same names.
     pub cached_tokens: usize,
+    pub cache_creation_tokens: usize,
     pub reasoning_tokens: usize,
     pub served_model: Option<String>,
     pub strict_request_id: bool,
@@ -111,6 +112,7 @@ impl Shared {
                 })
                 .collect(),
             cached_tokens: cfg.cached_tokens,
+            cache_creation_tokens: cfg.cache_creation_tokens,
             reasoning_tokens: cfg.reasoning_tokens,
             served_model: cfg.served_model.clone(),
             strict_request_id: cfg.strict_request_id,

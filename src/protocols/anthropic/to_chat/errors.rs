@@ -48,7 +48,10 @@ pub(super) fn translate(status: u16, body: &[u8]) -> Bytes {
 pub(super) fn stream_error(error: &Value) -> (&'static str, String) {
     let status = error
         .get("code")
-        .and_then(|c| c.as_u64().or_else(|| c.as_str().and_then(|s| s.parse().ok())))
+        .and_then(|c| {
+            c.as_u64()
+                .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
+        })
         .and_then(|c| u16::try_from(c).ok())
         .unwrap_or(500);
     let message = error
@@ -91,10 +94,15 @@ mod tests {
             v,
             serde_json::json!({"type":"error","error":{"type":"rate_limit_error","message":"Rate limit reached"}})
         );
-        let vllm = br#"{"object":"error","message":"model not found","type":"NotFoundError","code":404}"#;
+        let vllm =
+            br#"{"object":"error","message":"model not found","type":"NotFoundError","code":404}"#;
         assert_eq!(upstream_message(vllm).unwrap(), "model not found");
-        assert_eq!(upstream_message(br#"{"detail":"Not Found"}"#).unwrap(), "Not Found");
-        let v: Value = serde_json::from_slice(&translate(502, b"<html>Bad gateway</html>")).unwrap();
+        assert_eq!(
+            upstream_message(br#"{"detail":"Not Found"}"#).unwrap(),
+            "Not Found"
+        );
+        let v: Value =
+            serde_json::from_slice(&translate(502, b"<html>Bad gateway</html>")).unwrap();
         assert_eq!(v["error"]["type"], "api_error");
         assert_eq!(v["error"]["message"], "<html>Bad gateway</html>");
         let (kind, msg) = stream_error(&serde_json::json!({"message":"boom","code":"429"}));

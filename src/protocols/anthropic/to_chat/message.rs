@@ -55,15 +55,20 @@ pub(super) fn translate(body: &[u8], message_id: &str) -> Option<Translated> {
         .and_then(|m| m.content.as_deref())
         .unwrap_or("")
         .to_owned();
-    let refusal = msg.and_then(|m| m.refusal.as_deref()).filter(|r| !r.is_empty());
+    let refusal = msg
+        .and_then(|m| m.refusal.as_deref())
+        .filter(|r| !r.is_empty());
     if let Some(r) = refusal {
         text.push_str(r);
     }
     let finish = choice
         .and_then(|c| c.finish_reason.as_deref())
         .unwrap_or("stop");
-    let (mut stop, stop_sequence) =
-        stop_reason(finish, !tools.is_empty(), choice.and_then(|c| c.stop_reason.as_ref()));
+    let (mut stop, stop_sequence) = stop_reason(
+        finish,
+        !tools.is_empty(),
+        choice.and_then(|c| c.stop_reason.as_ref()),
+    );
     if refusal.is_some() {
         stop = "refusal";
     }

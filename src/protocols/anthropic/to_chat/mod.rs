@@ -31,7 +31,6 @@ use crate::error::GatewayError;
 use crate::protocols::AnswerTranslator;
 use crate::usage::tokenizer;
 
-
 /// The Chat Completions body for a Messages request body (the model name is
 /// kept; the gateway renames it for the backend). A stream asks for usage.
 pub fn request(body: &[u8]) -> Result<Bytes, GatewayError> {

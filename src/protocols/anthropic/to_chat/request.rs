@@ -70,8 +70,9 @@ const REFUSED_FIELDS: &[(&str, &str)] = &[
 ];
 
 pub(super) fn translate(body: &[u8], purpose: Purpose) -> Result<ChatRequest, GatewayError> {
-    let root: Value = serde_json::from_slice(body)
-        .map_err(|e| GatewayError::invalid(format!("The request body is not valid JSON: {e}"), None))?;
+    let root: Value = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::invalid(format!("The request body is not valid JSON: {e}"), None)
+    })?;
     let Value::Object(req) = root else {
         return Err(GatewayError::invalid(
             "The request body must be a JSON object.",
@@ -123,7 +124,12 @@ pub(super) fn translate(body: &[u8], purpose: Purpose) -> Result<ChatRequest, Ga
                 .map(|(i, t)| tool(i, t))
                 .collect::<Result<Vec<_>, _>>()?,
         ),
-        Some(_) => return Err(invalid("tools: Input should be a valid list".into(), "tools")),
+        Some(_) => {
+            return Err(invalid(
+                "tools: Input should be a valid list".into(),
+                "tools",
+            ))
+        }
     };
     let (tool_choice, parallel_tool_calls) = match (&tools, req.get("tool_choice")) {
         // Chat Completions refuses `tool_choice` without tools.
@@ -509,15 +515,18 @@ fn tool_choice(choice: &Value) -> Result<(Option<Value>, Option<bool>), GatewayE
                 ))
             }
         },
-        other => {
-            return Err(invalid(
-                format!("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none', not `{other}`"),
-                "tool_choice",
-            ))
-        }
+        other => return Err(invalid(
+            format!(
+                "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none', not `{other}`"
+            ),
+            "tool_choice",
+        )),
     };
-    let parallel = (choice.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true))
-        .then_some(false);
+    let parallel = (choice
+        .get("disable_parallel_tool_use")
+        .and_then(Value::as_bool)
+        == Some(true))
+    .then_some(false);
     Ok((Some(mapped), parallel))
 }
 
@@ -534,10 +543,7 @@ fn reasoning_effort(thinking: Option<&Value>) -> Result<Option<&'static str>, Ga
                 .get("budget_tokens")
                 .and_then(Value::as_u64)
                 .ok_or_else(|| {
-                    invalid(
-                        "thinking.budget_tokens: Field required".into(),
-                        "thinking",
-                    )
+                    invalid("thinking.budget_tokens: Field required".into(), "thinking")
                 })?;
             Ok(Some(match budget {
                 0..=2047 => "low",

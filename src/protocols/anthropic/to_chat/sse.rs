@@ -83,11 +83,16 @@ mod tests {
 
     #[test]
     fn splits_events_across_chunks_and_line_endings() {
-        let all = events(&[b"data: {\"a\":1}\n\n: keep-alive\n\ndata: x\r\ndata: y\r\n\r\ndata: [DONE]"]);
+        let all =
+            events(&[b"data: {\"a\":1}\n\n: keep-alive\n\ndata: x\r\ndata: y\r\n\r\ndata: [DONE]"]);
         assert_eq!(all, ["{\"a\":1}", "x\ny", "[DONE]"]);
         let body = b"event: x\ndata: one\n\ndata:two\n\n";
         for cut in 0..body.len() {
-            assert_eq!(events(&[&body[..cut], &body[cut..]]), ["one", "two"], "{cut}");
+            assert_eq!(
+                events(&[&body[..cut], &body[cut..]]),
+                ["one", "two"],
+                "{cut}"
+            );
         }
     }
 }

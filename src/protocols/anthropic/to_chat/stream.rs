@@ -275,12 +275,13 @@ impl ChatStream {
         if let Some(id) = call.id.as_deref().filter(|i| !i.is_empty()) {
             tool.id.get_or_insert_with(|| id.to_owned());
         }
-        if let Some(name) = function.and_then(|f| f.name.as_deref()).filter(|n| !n.is_empty()) {
+        if let Some(name) = function
+            .and_then(|f| f.name.as_deref())
+            .filter(|n| !n.is_empty())
+        {
             tool.name.get_or_insert_with(|| name.to_owned());
         }
-        let arguments = function
-            .and_then(|f| f.arguments.as_deref())
-            .unwrap_or("");
+        let arguments = function.and_then(|f| f.arguments.as_deref()).unwrap_or("");
         let Some(index) = self.tool_block(pos, out) else {
             self.tools[pos].pending.push_str(arguments);
             return;

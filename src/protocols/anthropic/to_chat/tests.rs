@@ -12,7 +12,9 @@ use super::*;
 use crate::protocols::AnswerTranslator;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/anthropic").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/anthropic")
+        .join(name)
 }
 
 fn read(name: &str) -> Vec<u8> {
@@ -44,7 +46,13 @@ fn pretty(v: &[u8]) -> Vec<u8> {
 const MSG_ID: &str = "msg_0192f0c45a7e7cc39b1e3f2f0d7b8a11";
 
 /// The whole answer through `Answer`, the upstream's body cut at `cuts`.
-fn translate(status: u16, content_type: &str, stream: bool, body: &[u8], cuts: &[usize]) -> Vec<u8> {
+fn translate(
+    status: u16,
+    content_type: &str,
+    stream: bool,
+    body: &[u8],
+    cuts: &[usize],
+) -> Vec<u8> {
     let mut a = Answer::new("claude-sonnet-4-5-20250929", stream, MSG_ID);
     a.on_header(status, Some(content_type));
     let mut out = Vec::new();
@@ -64,7 +72,10 @@ fn stream_golden(input: &str, expected: &str) {
     golden(expected, &whole);
     // A byte at a time, and every split in two: the same events.
     let bytewise: Vec<usize> = (1..body.len()).collect();
-    assert_eq!(translate(200, "text/event-stream", true, &body, &bytewise), whole);
+    assert_eq!(
+        translate(200, "text/event-stream", true, &body, &bytewise),
+        whole
+    );
     for cut in 0..=body.len() {
         assert_eq!(
             translate(200, "text/event-stream", true, &body, &[cut]),
@@ -84,7 +95,11 @@ fn events(sse: &[u8]) -> Vec<(String, Value)> {
             let (name, data) = e.split_once('\n').unwrap();
             let name = name.strip_prefix("event: ").unwrap().to_owned();
             let data: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
-            assert_eq!(data["type"], name.as_str(), "event name and data type agree");
+            assert_eq!(
+                data["type"],
+                name.as_str(),
+                "event name and data type agree"
+            );
             (name, data)
         })
         .collect()
@@ -121,7 +136,16 @@ fn conversation_with_tools_images_and_results() {
     // Tool results go right after the calls, the user's text after them.
     assert_eq!(
         roles,
-        ["system", "user", "assistant", "tool", "tool", "user", "assistant", "tool"]
+        [
+            "system",
+            "user",
+            "assistant",
+            "tool",
+            "tool",
+            "user",
+            "assistant",
+            "tool"
+        ]
     );
     assert_eq!(v["tool_choice"], "required");
     assert_eq!(v["parallel_tool_calls"], false);
@@ -134,7 +158,10 @@ fn claude_code_answer_stream() {
     stream_golden("claude_code.chat.sse", "claude_code.anthropic.sse");
     let ev = events(&read("claude_code.anthropic.sse"));
     let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(&names[..3], ["message_start", "ping", "content_block_start"]);
+    assert_eq!(
+        &names[..3],
+        ["message_start", "ping", "content_block_start"]
+    );
     assert_eq!(&names[names.len() - 2..], ["message_delta", "message_stop"]);
     let (_, delta) = &ev[ev.len() - 2];
     assert_eq!(delta["delta"]["stop_reason"], "tool_use");
@@ -153,7 +180,10 @@ fn claude_code_answer_stream() {
                 .push_str(d["delta"]["partial_json"].as_str().unwrap());
         }
     }
-    let parsed: Vec<Value> = inputs.values().map(|s| serde_json::from_str(s).unwrap()).collect();
+    let parsed: Vec<Value> = inputs
+        .values()
+        .map(|s| serde_json::from_str(s).unwrap())
+        .collect();
     assert_eq!(
         parsed,
         [
@@ -185,7 +215,9 @@ fn stream_cut_mid_tool_call_ends_with_an_error_event() {
     let (last, data) = ev.last().unwrap();
     assert_eq!(last, "error");
     assert_eq!(data["error"]["type"], "api_error");
-    assert!(!ev.iter().any(|(n, _)| n == "message_stop" || n == "message_delta"));
+    assert!(!ev
+        .iter()
+        .any(|(n, _)| n == "message_stop" || n == "message_delta"));
 }
 
 #[test]
@@ -205,7 +237,10 @@ fn json_answer_becomes_a_message_or_a_stream() {
     let v: Value = serde_json::from_slice(&msg).unwrap();
     assert_eq!(v["id"], MSG_ID);
     assert_eq!(v["stop_reason"], "tool_use");
-    assert_eq!(v["content"][1]["input"], json!({"city": "Paris", "unit": "celsius"}));
+    assert_eq!(
+        v["content"][1]["input"],
+        json!({"city": "Paris", "unit": "celsius"})
+    );
     // Broken arguments: an empty input (see message::tool_input).
     assert_eq!(v["content"][2]["input"], json!({}));
     assert_eq!(
@@ -224,7 +259,10 @@ fn upstream_errors_take_anthropic_shape() {
     let body = br#"{"error":{"message":"The model `gpt-x` does not exist","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#;
     for stream in [false, true] {
         let mut a = Answer::new("claude-x", stream, MSG_ID);
-        assert_eq!(a.on_header(404, Some("application/json")), "application/json");
+        assert_eq!(
+            a.on_header(404, Some("application/json")),
+            "application/json"
+        );
         let out = translate(404, "application/json", stream, body, &[10, 50]);
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
@@ -237,11 +275,20 @@ fn upstream_errors_take_anthropic_shape() {
 #[test]
 fn content_types_follow_the_client() {
     let mut a = Answer::new("m", true, MSG_ID);
-    assert_eq!(a.on_header(200, Some("text/event-stream")), "text/event-stream");
+    assert_eq!(
+        a.on_header(200, Some("text/event-stream")),
+        "text/event-stream"
+    );
     let mut a = Answer::new("m", false, MSG_ID);
-    assert_eq!(a.on_header(200, Some("application/json")), "application/json");
+    assert_eq!(
+        a.on_header(200, Some("application/json")),
+        "application/json"
+    );
     let mut a = Answer::new("m", true, MSG_ID);
-    assert_eq!(a.on_header(200, Some("application/json")), "text/event-stream");
+    assert_eq!(
+        a.on_header(200, Some("application/json")),
+        "text/event-stream"
+    );
     assert_eq!(a.on_header(429, None), "application/json");
 }
 
@@ -260,10 +307,14 @@ fn base() -> Value {
 fn untranslatable_requests_are_refused_naming_the_field() {
     let mut b = base();
     b.as_object_mut().unwrap().remove("max_tokens");
-    assert_eq!(refused(b), ("max_tokens: Field required".into(), Some("max_tokens")));
+    assert_eq!(
+        refused(b),
+        ("max_tokens: Field required".into(), Some("max_tokens"))
+    );
 
     let mut b = base();
-    b["messages"][0]["content"] = json!([{"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}]);
+    b["messages"][0]["content"] =
+        json!([{"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}]);
     let (msg, param) = refused(b);
     assert_eq!(param, Some("messages"));
     assert!(msg.starts_with("messages.0.content.0.type:"), "{msg}");
@@ -276,9 +327,13 @@ fn untranslatable_requests_are_refused_naming_the_field() {
     assert!(msg.contains("web_search_20250305"), "{msg}");
 
     let mut b = base();
-    b["messages"][0]["content"] = json!([{"type": "image", "source": {"type": "file", "file_id": "file_1"}}]);
+    b["messages"][0]["content"] =
+        json!([{"type": "image", "source": {"type": "file", "file_id": "file_1"}}]);
     let (msg, _) = refused(b);
-    assert!(msg.starts_with("messages.0.content.0.source.type:"), "{msg}");
+    assert!(
+        msg.starts_with("messages.0.content.0.source.type:"),
+        "{msg}"
+    );
 
     let mut b = base();
     b["mcp_servers"] = json!([{"type": "url", "url": "https://mcp.example.com", "name": "x"}]);
@@ -334,8 +389,12 @@ fn count_tokens_counts_system_messages_and_tools() {
     // Counted as the chat prompt it becomes: 3 + (3 + 2).
     assert_eq!(n, 8);
     let mut with_system = plain.clone();
-    with_system["system"] = json!([{"type": "text", "text": "Hello world", "cache_control": {"type": "ephemeral"}}]);
-    assert_eq!(count_tokens("gpt-4o-mini", with_system.to_string().as_bytes()).unwrap(), 13);
+    with_system["system"] =
+        json!([{"type": "text", "text": "Hello world", "cache_control": {"type": "ephemeral"}}]);
+    assert_eq!(
+        count_tokens("gpt-4o-mini", with_system.to_string().as_bytes()).unwrap(),
+        13
+    );
     let mut with_tools = plain.clone();
     with_tools["tools"] = json!([{"name": "get_weather", "description": "Weather for a city", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
     assert!(count_tokens("gpt-4o-mini", with_tools.to_string().as_bytes()).unwrap() > n + 15);

@@ -135,10 +135,16 @@ impl From<&ChatUsage> for Usage {
         let prompt = u.prompt_tokens.unwrap_or(0);
         let read = u
             .cache_read_input_tokens
-            .or(u.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens))
+            .or(u
+                .prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cached_tokens))
             .unwrap_or(0)
             .min(prompt);
-        let written = u.cache_creation_input_tokens.unwrap_or(0).min(prompt - read);
+        let written = u
+            .cache_creation_input_tokens
+            .unwrap_or(0)
+            .min(prompt - read);
         Usage {
             input_tokens: prompt - read - written,
             cache_creation_input_tokens: written,
