@@ -515,12 +515,14 @@ fn tool_choice(choice: &Value) -> Result<(Option<Value>, Option<bool>), GatewayE
                 ))
             }
         },
-        other => return Err(invalid(
-            format!(
+        other => {
+            return Err(invalid(
+                format!(
                 "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none', not `{other}`"
             ),
-            "tool_choice",
-        )),
+                "tool_choice",
+            ))
+        }
     };
     let parallel = (choice
         .get("disable_parallel_tool_use")
