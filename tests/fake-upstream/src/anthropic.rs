@@ -121,22 +121,25 @@ fn openai_not_found(path: &str) -> Response {
 }
 
 /// The request, checked as the API checks it.
-fn parse(body: &[u8], count_only: bool) -> Result<Map<String, Value>, Response> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| invalid(&format!("There was an error parsing the body: {e}")))?;
+fn parse(body: &[u8], count_only: bool) -> Result<Map<String, Value>, Box<Response>> {
+    let refuse = |message: &str| Err(Box::new(invalid(message)));
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return refuse(&format!("There was an error parsing the body: {e}")),
+    };
     let Value::Object(req) = v else {
-        return Err(invalid("Input should be a valid dictionary"));
+        return refuse("Input should be a valid dictionary");
     };
     if !req.get("model").is_some_and(Value::is_string) {
-        return Err(invalid("model: Field required"));
+        return refuse("model: Field required");
     }
     if !count_only && !req.get("max_tokens").is_some_and(Value::is_u64) {
-        return Err(invalid("max_tokens: Field required"));
+        return refuse("max_tokens: Field required");
     }
     match req.get("messages") {
         Some(Value::Array(m)) if !m.is_empty() => Ok(req),
-        Some(Value::Array(_)) => Err(invalid("messages: at least one message is required")),
-        _ => Err(invalid("messages: Field required")),
+        Some(Value::Array(_)) => refuse("messages: at least one message is required"),
+        _ => refuse("messages: Field required"),
     }
 }
 
@@ -245,7 +248,7 @@ pub async fn count_tokens(State(s): State<Arc<Shared>>, body: Bytes) -> Response
             StatusCode::OK,
             json!({"input_tokens": prompt_tokens(&req)}).to_string(),
         ),
-        Err(refused) => refused,
+        Err(refused) => *refused,
     }
 }
 
@@ -261,7 +264,7 @@ pub async fn messages(
     }
     let req = match parse(&body, false) {
         Ok(r) => r,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let model = req["model"].as_str().unwrap_or_default().to_owned();
     let plan = s.plan(req["max_tokens"].as_u64(), &headers);

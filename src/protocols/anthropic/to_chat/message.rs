@@ -142,13 +142,13 @@ impl Translated {
         for (index, block) in self.blocks().into_iter().enumerate() {
             let arguments;
             let (start, delta) = match block {
-                Block::Text { text } => (Block::Text { text: "" }, Delta::TextDelta { text }),
+                Block::Text { text } => (Block::Text { text: "" }, Delta::Text { text }),
                 Block::Thinking { thinking, .. } => (
                     Block::Thinking {
                         thinking: "",
                         signature: "",
                     },
-                    Delta::ThinkingDelta { thinking },
+                    Delta::Thinking { thinking },
                 ),
                 Block::ToolUse { id, name, input } => {
                     arguments = input.to_string();
@@ -158,7 +158,7 @@ impl Translated {
                             name,
                             input: &empty,
                         },
-                        Delta::InputJsonDelta {
+                        Delta::InputJson {
                             partial_json: &arguments,
                         },
                     )

@@ -11,6 +11,7 @@
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::error::GatewayError;
 
@@ -176,12 +177,24 @@ pub(super) fn translate(body: &[u8], purpose: Purpose) -> Result<ChatRequest, Ga
             .and_then(|m| m.get("user_id"))
             .and_then(Value::as_str)
             .filter(|u| !u.is_empty())
-            .map(str::to_owned),
+            .map(openai_user),
         stream: stream.then_some(true),
         // The usage chunk is what bills a translated stream and fills the
         // client's `message_delta.usage`.
         stream_options: stream.then(|| json!({"include_usage": true})),
     })
+}
+
+/// `metadata.user_id` as Chat's `user`. OpenAI refuses a `user` over 64
+/// characters (OpenRouter over 128), and Claude Code's ids are longer (~150,
+/// or a JSON object in newer versions): a longer id is sent as its SHA-256,
+/// which still tells one user from another.
+fn openai_user(id: &str) -> String {
+    if id.len() <= 64 {
+        id.to_owned()
+    } else {
+        hex::encode(Sha256::digest(id.as_bytes()))
+    }
 }
 
 fn number(req: &Map<String, Value>, field: &'static str) -> Result<Option<Value>, GatewayError> {

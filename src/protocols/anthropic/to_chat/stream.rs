@@ -222,7 +222,7 @@ impl ChatStream {
         };
         Event::ContentBlockDelta {
             index,
-            delta: Delta::TextDelta { text },
+            delta: Delta::Text { text },
         }
         .write(out);
     }
@@ -244,7 +244,7 @@ impl ChatStream {
         };
         Event::ContentBlockDelta {
             index,
-            delta: Delta::ThinkingDelta { thinking },
+            delta: Delta::Thinking { thinking },
         }
         .write(out);
     }
@@ -292,7 +292,7 @@ impl ChatStream {
             // where the SDKs accumulate it.
             Event::ContentBlockDelta {
                 index,
-                delta: Delta::InputJsonDelta {
+                delta: Delta::InputJson {
                     partial_json: arguments,
                 },
             }
@@ -326,7 +326,7 @@ impl ChatStream {
         if !pending.is_empty() {
             Event::ContentBlockDelta {
                 index,
-                delta: Delta::InputJsonDelta {
+                delta: Delta::InputJson {
                     partial_json: &pending,
                 },
             }

@@ -120,6 +120,8 @@ fn claude_code_request_becomes_a_chat_request() {
     assert_eq!(v["reasoning_effort"], "high");
     assert_eq!(v["tools"].as_array().unwrap().len(), 3);
     assert!(v.get("context_management").is_none());
+    // Claude Code's 150-character user id, hashed to fit OpenAI's 64.
+    assert_eq!(v["user"].as_str().unwrap().len(), 64);
 }
 
 #[test]
