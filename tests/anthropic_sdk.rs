@@ -240,3 +240,37 @@ async fn claude_codes_request_goes_through_to_an_openai_backend() {
     assert_eq!((rows[0].status, rows[0].stream), (200, true));
     assert!(rows[0].prompt_tokens > 20, "{:?}", rows[0]);
 }
+
+/// An OpenAI backend that dies mid-answer: what reaches the client never
+/// ends as a whole Message, whether the gateway gets to send its `error`
+/// event or the connection is cut.
+#[tokio::test]
+async fn a_translated_stream_cut_by_the_backend_never_completes() {
+    use futures_util::StreamExt;
+    let up = openai_fake().await;
+    up.set_mode(fake_upstream::Mode::DieMidStream { after_chunks: 2 });
+    let gw = start(&up, false).await;
+    let key = gw.create_key("cut", &[]);
+    let resp = common::client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", &key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&serde_json::json!({
+            "model": MODEL, "max_tokens": 100, "stream": true,
+            "messages": [{"role": "user", "content": "Say hello to the tests"}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = Vec::new();
+    let mut chunks = resp.bytes_stream();
+    while let Some(Ok(chunk)) = chunks.next().await {
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8_lossy(&body);
+    println!("{text}");
+    assert!(text.contains("\"text\":\"from \""), "{text}");
+    assert!(!text.contains("message_stop"), "{text}");
+    assert!(!text.contains("message_delta"), "{text}");
+}
