@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::limits::{openai_duration, LimitKind};
+use crate::protocols::Protocol;
 
 fn rate_limit_message(
     kind: LimitKind,
@@ -116,6 +117,11 @@ pub enum GatewayError {
     ModelNotFound(String),
     #[error("The model `{0}` has no price, and your plan is limited in credits; ask the operator to price it, or use a priced model.")]
     ModelNotPriced(String),
+    #[error("The model `{model}` is not available on `{endpoint}`: its backends speak another API (a model served by Anthropic-speaking backends is available on /v1/messages only).")]
+    ProtocolNotServed {
+        model: String,
+        endpoint: &'static str,
+    },
     #[error("No healthy upstream is available for model `{0}`; every backend of its pool is down. Retry later.")]
     NoHealthyUpstream(String),
     #[error("The upstream for model `{0}` could not be reached or failed before answering.")]
@@ -167,6 +173,9 @@ impl GatewayError {
             // 403 like a model the key may not use: retrying cannot help.
             Self::ModelNotPriced(_) => {
                 f(403, INVALID, "model_not_priced").with_param(Some("model"))
+            }
+            Self::ProtocolNotServed { .. } => {
+                f(400, INVALID, "unsupported_endpoint").with_param(Some("model"))
             }
             Self::NoHealthyUpstream(_) => f(503, SERVER, "upstream_unavailable"),
             Self::UpstreamFailed(_) => f(502, SERVER, "upstream_error"),
@@ -247,6 +256,28 @@ impl GatewayError {
 
     pub fn to_json(&self) -> Bytes {
         error_json(&self.to_string(), &self.facts())
+    }
+
+    /// The error as `protocol` shapes it: OpenAI's JSON, or Anthropic's
+    /// (which carries the request id in the body too).
+    pub fn render(&self, protocol: Protocol, request_id: &str) -> Bytes {
+        match protocol {
+            Protocol::OpenAi => self.to_json(),
+            Protocol::Anthropic => crate::protocols::anthropic::error_json(
+                &self.anthropic_message(),
+                &self.facts(),
+                Some(request_id),
+            ),
+        }
+    }
+
+    /// Anthropic's SDKs and Claude Code send the key in `x-api-key`; the
+    /// message says so where OpenAI's says `Authorization`.
+    fn anthropic_message(&self) -> String {
+        match self {
+            Self::MissingApiKey => "x-api-key header is required (or `Authorization: Bearer bm_...`).".into(),
+            other => other.to_string(),
+        }
     }
 }
 

@@ -89,7 +89,7 @@ fn backend_auth_headers_query_and_models() {
     );
     let c = Config::from_yaml(&ok, "t.yaml").unwrap();
     let b = &c.pools[0].backends[1];
-    assert_eq!(b.auth, BackendAuth::ApiKey);
+    assert_eq!(b.auth(), BackendAuth::ApiKey);
     assert_eq!(
         b.headers["x-extra"],
         HeaderSource::Env("BM_TEST_SHAPE_KEY".into())

@@ -34,21 +34,27 @@ const MODEL_HEAD: usize = 4096;
 /// SSE payloads kept unparsed per stream (see `ResponseCounter::raw`).
 const RAW_KEEP: usize = 64 * 1024;
 
-/// OpenAI's `usage`: `prompt_tokens` include the cached ones and
-/// `completion_tokens` the reasoning ones (the details split them out).
+/// A `usage` object in any protocol's words, normalized: `prompt_tokens`
+/// include the cached ones and those written to a cache, `completion_tokens`
+/// the reasoning ones.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(from = "UsageWire")]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
-    pub prompt_tokens_details: Option<PromptDetails>,
-    pub completion_tokens_details: Option<CompletionDetails>,
+    cached: u64,
+    cache_write: u64,
+    reasoning: u64,
 }
 
-/// `usage` as it arrives. `input_tokens`/`output_tokens` are the names in
-/// gpt-image-1's and gpt-4o-transcribe's answers (OpenAI's images and audio
-/// reference); they count when the chat names are absent. Separate fields,
-/// not serde aliases: an answer that had both would fail as a duplicate.
+/// `usage` as it arrives. Chat Completions: `prompt_tokens`,
+/// `completion_tokens` and their `*_details`. The Responses API, gpt-image-1
+/// and gpt-4o-transcribe: `input_tokens` (the cached ones included),
+/// `output_tokens` and their `*_details`. Anthropic: `input_tokens` *without*
+/// the `cache_creation_input_tokens` and `cache_read_input_tokens` beside it
+/// (<https://docs.anthropic.com/en/api/messages>), which LiteLLM also adds to
+/// chat usage, where `prompt_tokens` already counts them. Separate fields, not
+/// serde aliases: an answer that had both names would fail as a duplicate.
 #[derive(Deserialize)]
 struct UsageWire {
     #[serde(default)]
@@ -60,48 +66,105 @@ struct UsageWire {
     #[serde(default)]
     output_tokens: Option<u64>,
     #[serde(default)]
-    prompt_tokens_details: Option<PromptDetails>,
+    cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
-    completion_tokens_details: Option<CompletionDetails>,
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<Details>,
+    #[serde(default)]
+    completion_tokens_details: Option<Details>,
+    #[serde(default)]
+    input_tokens_details: Option<Details>,
+    #[serde(default)]
+    output_tokens_details: Option<Details>,
+}
+
+/// The parts of `*_tokens_details` the gateway stores (`null` members are
+/// as good as absent).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+struct Details {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
 }
 
 impl From<UsageWire> for Usage {
     fn from(w: UsageWire) -> Self {
+        let cache_write = w.cache_creation_input_tokens.unwrap_or(0);
+        let cache_read = w.cache_read_input_tokens.unwrap_or(0);
+        let prompt = match (w.prompt_tokens, w.input_tokens) {
+            (Some(p), _) => p,
+            // Anthropic's `input_tokens` leave out what the cache served or stored.
+            (None, Some(i)) if w.cache_creation_input_tokens.is_some() || w.cache_read_input_tokens.is_some() => {
+                i.saturating_add(cache_write).saturating_add(cache_read)
+            }
+            (None, i) => i.unwrap_or(0),
+        };
+        let completion = w.completion_tokens.or(w.output_tokens).unwrap_or(0);
+        let detail = |a: Option<Details>, b: Option<Details>, f: fn(Details) -> Option<u64>| {
+            a.and_then(f).or_else(|| b.and_then(f))
+        };
+        let cached = detail(w.prompt_tokens_details, w.input_tokens_details, |d| d.cached_tokens)
+            .unwrap_or(cache_read);
+        let reasoning = detail(w.completion_tokens_details, w.output_tokens_details, |d| {
+            d.reasoning_tokens
+        })
+        .unwrap_or(0);
         Self {
-            prompt_tokens: w.prompt_tokens.or(w.input_tokens).unwrap_or(0),
-            completion_tokens: w.completion_tokens.or(w.output_tokens).unwrap_or(0),
-            prompt_tokens_details: w.prompt_tokens_details,
-            completion_tokens_details: w.completion_tokens_details,
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cached: cached.min(prompt),
+            cache_write: cache_write.min(prompt.saturating_sub(cached.min(prompt))),
+            reasoning: reasoning.min(completion),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct PromptDetails {
-    #[serde(default)]
-    pub cached_tokens: Option<u64>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct CompletionDetails {
-    #[serde(default)]
-    pub reasoning_tokens: Option<u64>,
-}
-
 impl Usage {
+    /// Of `prompt_tokens`: read from the provider's prompt cache.
     pub fn cached_tokens(&self) -> u64 {
-        self.prompt_tokens_details
-            .and_then(|d| d.cached_tokens)
-            .unwrap_or(0)
-            .min(self.prompt_tokens)
+        self.cached
     }
 
-    pub fn reasoning_tokens(&self) -> u64 {
-        self.completion_tokens_details
-            .and_then(|d| d.reasoning_tokens)
-            .unwrap_or(0)
-            .min(self.completion_tokens)
+    /// Of `prompt_tokens`: written to the provider's prompt cache (Anthropic).
+    pub fn cache_write_tokens(&self) -> u64 {
+        self.cache_write
     }
+
+    /// Of `completion_tokens`: reasoning.
+    pub fn reasoning_tokens(&self) -> u64 {
+        self.reasoning
+    }
+
+    /// A later report of the same answer on top of an earlier one: Anthropic
+    /// streams the input side in `message_start` and the cumulative output in
+    /// each `message_delta` (which may repeat the input side too).
+    fn merge(self, later: Usage) -> Usage {
+        if later.prompt_tokens > 0 {
+            return later;
+        }
+        Usage {
+            completion_tokens: later.completion_tokens,
+            reasoning: later.reasoning,
+            ..self
+        }
+    }
+}
+
+/// Where a protocol puts usage in its answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI's Chat Completions (and completions, embeddings...): `usage`
+    /// at the top of the body or of a stream chunk.
+    #[default]
+    Chat,
+    /// Anthropic's Messages: `usage` at the top of a message, in
+    /// `message_start`'s `message`, and in `message_delta` (cumulative).
+    Messages,
+    /// OpenAI's Responses: `usage` in the response object, which streams
+    /// carry in `response.completed`, `response.incomplete` and `response.failed`.
+    Responses,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +176,7 @@ enum Kind {
 
 pub struct ResponseCounter {
     kind: Kind,
+    dialect: Dialect,
     strip_usage_event: bool,
     /// JSON: the body (or its tail once past JSON_KEEP). SSE: bytes not yet split into events.
     buf: BytesMut,
@@ -142,6 +206,61 @@ struct ChunkView<'a> {
     usage: Option<Usage>,
     #[serde(borrow, default)]
     choices: Option<Vec<ChoiceView<'a>>>,
+}
+
+/// What one event or body says, in any dialect.
+struct Payload {
+    model: Option<String>,
+    usage: Option<Usage>,
+    /// False for the usage-only chunk the gateway asked for itself.
+    keep: bool,
+}
+
+/// An Anthropic stream event (<https://docs.anthropic.com/en/api/messages-streaming>):
+/// `message_start` has the `message` with the input side of `usage`;
+/// `content_block_delta` a `delta` with `text`, `partial_json` (tool input)
+/// or `thinking`; `message_delta` the cumulative `usage`.
+#[derive(Deserialize)]
+struct MessagesEvent<'a> {
+    #[serde(borrow, default)]
+    message: Option<Envelope<'a>>,
+    #[serde(borrow, default)]
+    delta: Option<BlockDelta<'a>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+/// Anthropic's `message` or the Responses API's `response` object.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct BlockDelta<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    partial_json: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    thinking: Option<Cow<'a, str>>,
+}
+
+/// A Responses stream event
+/// (<https://platform.openai.com/docs/api-reference/responses-streaming>):
+/// text and function arguments arrive as `delta` strings, the usage in the
+/// `response` of `response.completed` / `.incomplete` / `.failed`.
+#[derive(Deserialize)]
+struct ResponsesEvent<'a> {
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    delta: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    response: Option<Envelope<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -225,6 +344,7 @@ impl ResponseCounter {
         };
         Self {
             kind,
+            dialect: Dialect::Chat,
             strip_usage_event: strip_usage_event && kind == Kind::Sse,
             buf: BytesMut::new(),
             json_truncated: false,
@@ -236,6 +356,12 @@ impl ResponseCounter {
             served_model: None,
             model_looked: false,
         }
+    }
+
+    /// Reads usage where `dialect` puts it (Chat Completions' by default).
+    pub fn with_dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
+        self
     }
 
     /// Whether the body is JSON or SSE, read as it passes (other bodies, such
@@ -345,19 +471,80 @@ impl ResponseCounter {
             self.raw_full = true;
             self.parse_raw();
         }
-        let Ok(chunk) = serde_json::from_slice::<ChunkView<'_>>(&data) else {
+        let Some(event) = self.read_payload(&data) else {
             return true;
         };
-        push_choice_text(&mut self.text, chunk.choices.as_deref());
-        match chunk.usage {
+        match event.usage {
             Some(u) => {
-                self.usage = Some(u);
-                if let Some(m) = chunk.model {
-                    self.served_model = Some(m.into_owned());
+                self.usage = Some(match self.usage {
+                    Some(earlier) if self.dialect == Dialect::Messages => earlier.merge(u),
+                    _ => u,
+                });
+                if let Some(m) = event.model {
+                    self.served_model = Some(m);
                 }
-                !chunk.choices.as_deref().is_some_and(carry_nothing)
+                event.keep
             }
-            None => true,
+            None => {
+                if self.served_model.is_none() {
+                    self.served_model = event.model;
+                }
+                true
+            }
+        }
+    }
+
+    /// One event's payload in this counter's dialect: its generated text goes
+    /// into `text`; its model and usage are returned (None: not JSON).
+    fn read_payload(&mut self, data: &[u8]) -> Option<Payload> {
+        let text = &mut self.text;
+        match self.dialect {
+            Dialect::Chat => {
+                let chunk = serde_json::from_slice::<ChunkView<'_>>(data).ok()?;
+                push_choice_text(text, chunk.choices.as_deref());
+                Some(Payload {
+                    // The usage chunk the gateway asked for carries nothing else.
+                    keep: chunk.usage.is_none()
+                        || !chunk.choices.as_deref().is_some_and(carry_nothing),
+                    usage: chunk.usage,
+                    model: chunk.model.map(Cow::into_owned),
+                })
+            }
+            Dialect::Messages => {
+                let event = serde_json::from_slice::<MessagesEvent<'_>>(data).ok()?;
+                if let Some(d) = &event.delta {
+                    for piece in [&d.text, &d.partial_json, &d.thinking].into_iter().flatten() {
+                        push_text(text, piece);
+                    }
+                }
+                let (model, inner_usage) = event
+                    .message
+                    .map_or((None, None), |m| (m.model.map(Cow::into_owned), m.usage));
+                Some(Payload {
+                    keep: true,
+                    usage: event.usage.or(inner_usage),
+                    model,
+                })
+            }
+            Dialect::Responses => {
+                let event = serde_json::from_slice::<ResponsesEvent<'_>>(data).ok()?;
+                let counted_delta = event.kind.as_deref().is_some_and(|k| {
+                    ["output_text.delta", "function_call_arguments.delta", "refusal.delta", "reasoning_text.delta", "reasoning_summary_text.delta"]
+                        .iter()
+                        .any(|suffix| k.ends_with(suffix))
+                });
+                if let Some(d) = event.delta.as_deref().filter(|_| counted_delta) {
+                    push_text(text, d);
+                }
+                let (model, usage) = event
+                    .response
+                    .map_or((None, None), |r| (r.model.map(Cow::into_owned), r.usage));
+                Some(Payload {
+                    keep: true,
+                    usage,
+                    model,
+                })
+            }
         }
     }
 
@@ -365,10 +552,9 @@ impl ResponseCounter {
     fn parse_raw(&mut self) {
         let raw = std::mem::take(&mut self.raw);
         for data in raw.split(|&b| b == 0).filter(|d| !d.is_empty()) {
-            if let Ok(chunk) = serde_json::from_slice::<ChunkView<'_>>(data) {
-                push_choice_text(&mut self.text, chunk.choices.as_deref());
+            if let Some(event) = self.read_payload(data) {
                 if self.served_model.is_none() {
-                    self.served_model = chunk.model.map(Cow::into_owned);
+                    self.served_model = event.model;
                 }
             }
         }
@@ -458,6 +644,12 @@ fn carry_nothing(choices: &[ChoiceView<'_>]) -> bool {
     })
 }
 
+fn push_text(text: &mut String, piece: &str) {
+    if text.len() + piece.len() <= TEXT_KEEP {
+        text.push_str(piece);
+    }
+}
+
 /// Appends the generated text of each choice: the `delta` of chat chunks, the
 /// `message` of chat bodies, `text` in legacy completions.
 fn push_choice_text(text: &mut String, choices: Option<&[ChoiceView<'_>]>) {
@@ -468,9 +660,7 @@ fn push_choice_text(text: &mut String, choices: Option<&[ChoiceView<'_>]>) {
             .flat_map(TextView::pieces)
             .chain(c.text.as_deref());
         for p in pieces {
-            if text.len() + p.len() <= TEXT_KEEP {
-                text.push_str(p);
-            }
+            push_text(text, p);
         }
     }
 }
