@@ -439,17 +439,37 @@ impl ProxyHttp for Gateway {
         let status = err.status();
         let client_gone = e.esource() == &ErrorSource::Downstream;
         if !client_gone && session.response_written().is_none() {
-            if let Err(write_err) =
-                write_json(
-                    session,
-                    ctx,
-                    status,
-                    err.render(ctx.protocol(), &ctx.request_id),
-                    &err.headers(),
-                )
-                .await
+            if let Err(write_err) = write_json(
+                session,
+                ctx,
+                status,
+                err.render(ctx.protocol(), &ctx.request_id),
+                &err.headers(),
+            )
+            .await
             {
                 tracing::debug!(error = %write_err, "could not send the error response");
+            }
+        } else if !client_gone {
+            // The upstream failed after the answer's header went out. A
+            // translated answer still ends in its protocol's terms (the
+            // Responses API: `response.failed`, which clients retry) rather
+            // than stopping mid-stream; the translator knows it was cut
+            // because it never saw the upstream's end.
+            let tail = ctx
+                .response
+                .as_mut()
+                .filter(|r| !r.completed)
+                .and_then(|r| r.translator.as_mut())
+                .and_then(|t| {
+                    let mut body = None;
+                    t.on_body(&mut body, true);
+                    body
+                });
+            if let Some(tail) = tail {
+                if let Err(write_err) = session.write_response_body(Some(tail), true).await {
+                    tracing::debug!(error = %write_err, "could not end the translated answer");
+                }
             }
         }
         FailToProxy {
