@@ -262,3 +262,30 @@ async fn cut_stream_ends_with_response_failed() {
     let rows = gw.wait_usage_rows(1).await;
     assert!(rows[0].completion_tokens > 0, "{:?}", rows[0]);
 }
+
+/// A chat backend's error stays OpenAI's error JSON (the Responses API's
+/// error shape too), status and body as the backend sent them.
+#[tokio::test]
+async fn backend_errors_reach_the_client_as_openai_errors() {
+    let up = fake().await;
+    up.set_mode(Mode::Fail(400));
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let key = gw.create_key("errors", &[]);
+    for stream in [false, true] {
+        let resp = reqwest::Client::new()
+            .post(gw.url("/v1/responses"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"model": "gpt-4o-mini", "input": "hi", "stream": stream}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400);
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "server_error", "{body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("The server had an error"));
+    }
+}
