@@ -275,7 +275,9 @@ impl GatewayError {
     /// message says so where OpenAI's says `Authorization`.
     fn anthropic_message(&self) -> String {
         match self {
-            Self::MissingApiKey => "x-api-key header is required (or `Authorization: Bearer bm_...`).".into(),
+            Self::MissingApiKey => {
+                "x-api-key header is required (or `Authorization: Bearer bm_...`).".into()
+            }
             other => other.to_string(),
         }
     }
@@ -298,5 +300,63 @@ mod tests {
             serde_json::from_slice(&GatewayError::Internal.to_json()).unwrap();
         assert!(v["error"]["code"].is_null());
         assert!(v["error"]["param"].is_null());
+    }
+
+    /// Anthropic's shape and types (<https://docs.anthropic.com/en/api/errors>),
+    /// which its SDKs map to exception classes by status.
+    #[test]
+    fn anthropic_paths_get_anthropics_shape() {
+        let cases = [
+            (GatewayError::MissingApiKey, 401, "authentication_error"),
+            (
+                GatewayError::ModelNotFound("x".into()),
+                404,
+                "not_found_error",
+            ),
+            (
+                GatewayError::invalid("bad", Some("messages")),
+                400,
+                "invalid_request_error",
+            ),
+            (
+                GatewayError::BodyTooLarge { limit: 1 },
+                413,
+                "request_too_large",
+            ),
+            (
+                GatewayError::QuotaExceeded {
+                    what: "tokens",
+                    resets_on: "2027-01-01".into(),
+                },
+                429,
+                "rate_limit_error",
+            ),
+            (
+                GatewayError::NoHealthyUpstream("x".into()),
+                503,
+                "overloaded_error",
+            ),
+            (GatewayError::UpstreamFailed("x".into()), 502, "api_error"),
+            (
+                GatewayError::UpstreamTimeout("x".into()),
+                504,
+                "timeout_error",
+            ),
+        ];
+        for (e, status, kind) in cases {
+            assert_eq!(e.status(), status, "{e:?}");
+            let v: serde_json::Value =
+                serde_json::from_slice(&e.render(Protocol::Anthropic, "req_1")).unwrap();
+            assert_eq!(v["type"], "error", "{e:?}");
+            assert_eq!(v["error"]["type"], kind, "{e:?}");
+            assert!(v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()));
+            assert_eq!(v["request_id"], "req_1");
+        }
+        let openai: serde_json::Value =
+            serde_json::from_slice(&GatewayError::MissingApiKey.render(Protocol::OpenAi, "req_1"))
+                .unwrap();
+        assert_eq!(openai["error"]["code"], "invalid_api_key");
     }
 }

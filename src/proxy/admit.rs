@@ -18,9 +18,9 @@ use crate::error::GatewayError;
 use crate::limits::{estimate_tokens, Ask, QuotaLimits};
 use crate::protocols::anthropic::to_chat;
 use crate::protocols::{Protocol, Serving};
-use crate::upstream::BackendMeta;
 use crate::state::AppState;
 use crate::store::now_ms;
+use crate::upstream::BackendMeta;
 use crate::upstream::Upstreams;
 
 pub enum Admitted {

@@ -12,8 +12,8 @@ use super::rename::ModelRename;
 use super::request::Endpoint;
 use crate::auth::ApiKey;
 use crate::error::GatewayError;
-use crate::protocols::{AnswerTranslator, Protocol, Translation};
 use crate::limits::{Permit, RateInfo};
+use crate::protocols::{AnswerTranslator, Protocol, Translation};
 use crate::state::Snapshot;
 use crate::upstream::{tls_reason, BackendMeta, Pool};
 use crate::usage::ResponseCounter;
@@ -163,7 +163,8 @@ impl Ctx {
                 r.abandoned_bytes.map(|_| GatewayError::ClientClosedRequest)
             } else if self.attempt.key_refused_last
                 || (self.attempt.exhausted
-                    && self.attempt.keys_refused + self.attempt.unserved == self.attempt.tried.len()
+                    && self.attempt.keys_refused + self.attempt.unserved
+                        == self.attempt.tried.len()
                     && self.attempt.keys_refused > 0)
             {
                 Some(GatewayError::UpstreamKeyRefused(self.model().to_string()))

@@ -96,7 +96,10 @@ impl From<UsageWire> for Usage {
         let prompt = match (w.prompt_tokens, w.input_tokens) {
             (Some(p), _) => p,
             // Anthropic's `input_tokens` leave out what the cache served or stored.
-            (None, Some(i)) if w.cache_creation_input_tokens.is_some() || w.cache_read_input_tokens.is_some() => {
+            (None, Some(i))
+                if w.cache_creation_input_tokens.is_some()
+                    || w.cache_read_input_tokens.is_some() =>
+            {
                 i.saturating_add(cache_write).saturating_add(cache_read)
             }
             (None, i) => i.unwrap_or(0),
@@ -105,8 +108,10 @@ impl From<UsageWire> for Usage {
         let detail = |a: Option<Details>, b: Option<Details>, f: fn(Details) -> Option<u64>| {
             a.and_then(f).or_else(|| b.and_then(f))
         };
-        let cached = detail(w.prompt_tokens_details, w.input_tokens_details, |d| d.cached_tokens)
-            .unwrap_or(cache_read);
+        let cached = detail(w.prompt_tokens_details, w.input_tokens_details, |d| {
+            d.cached_tokens
+        })
+        .unwrap_or(cache_read);
         let reasoning = detail(w.completion_tokens_details, w.output_tokens_details, |d| {
             d.reasoning_tokens
         })
@@ -513,7 +518,10 @@ impl ResponseCounter {
             Dialect::Messages => {
                 let event = serde_json::from_slice::<MessagesEvent<'_>>(data).ok()?;
                 if let Some(d) = &event.delta {
-                    for piece in [&d.text, &d.partial_json, &d.thinking].into_iter().flatten() {
+                    for piece in [&d.text, &d.partial_json, &d.thinking]
+                        .into_iter()
+                        .flatten()
+                    {
                         push_text(text, piece);
                     }
                 }
@@ -529,9 +537,15 @@ impl ResponseCounter {
             Dialect::Responses => {
                 let event = serde_json::from_slice::<ResponsesEvent<'_>>(data).ok()?;
                 let counted_delta = event.kind.as_deref().is_some_and(|k| {
-                    ["output_text.delta", "function_call_arguments.delta", "refusal.delta", "reasoning_text.delta", "reasoning_summary_text.delta"]
-                        .iter()
-                        .any(|suffix| k.ends_with(suffix))
+                    [
+                        "output_text.delta",
+                        "function_call_arguments.delta",
+                        "refusal.delta",
+                        "reasoning_text.delta",
+                        "reasoning_summary_text.delta",
+                    ]
+                    .iter()
+                    .any(|suffix| k.ends_with(suffix))
                 });
                 if let Some(d) = event.delta.as_deref().filter(|_| counted_delta) {
                     push_text(text, d);
@@ -961,5 +975,114 @@ mod tests {
             .collect();
         feed(&mut c, &chunks);
         assert_eq!(c.usage().unwrap().prompt_tokens, 11);
+    }
+
+    /// Anthropic's stream (<https://docs.anthropic.com/en/api/messages-streaming>):
+    /// the input side in `message_start`, the cumulative output in
+    /// `message_delta`; `input_tokens` leave out the cache's tokens.
+    #[test]
+    fn anthropic_streams_are_counted_with_their_cache_tokens() {
+        let mut c =
+            ResponseCounter::new(Some("text/event-stream"), false).with_dialect(Dialect::Messages);
+        let out = feed(
+            &mut c,
+            &[
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5-20250929\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":100,\"cache_read_input_tokens\":2000,\"output_tokens\":1}}}\n\n",
+                "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+                "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+                "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":15}}\n\n",
+                "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+            ],
+        );
+        assert!(out.contains("message_stop"), "bytes pass through");
+        let u = c.usage().unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (2125, 15));
+        assert_eq!((u.cached_tokens(), u.cache_write_tokens()), (2000, 100));
+        assert_eq!(c.served_model(), Some("claude-sonnet-4-5-20250929"));
+    }
+
+    #[test]
+    fn an_anthropic_message_is_counted_from_its_usage() {
+        let mut c =
+            ResponseCounter::new(Some("application/json"), false).with_dialect(Dialect::Messages);
+        let body = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"cache_creation_input_tokens":0,"cache_read_input_tokens":8,"output_tokens":6}}"#;
+        feed(&mut c, &[body]);
+        let u = c.usage().unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.cached_tokens()),
+            (20, 6, 8)
+        );
+    }
+
+    /// The Responses API reports usage in the final event's `response`, with
+    /// `input_tokens` including the cached ones.
+    #[test]
+    fn responses_streams_are_counted_from_their_final_event() {
+        for last in [
+            "response.completed",
+            "response.incomplete",
+            "response.failed",
+        ] {
+            let mut c = ResponseCounter::new(Some("text/event-stream"), false)
+                .with_dialect(Dialect::Responses);
+            let done = format!("event: {last}\ndata: {{\"type\":\"{last}\",\"sequence_number\":5,\"response\":{{\"id\":\"resp_1\",\"object\":\"response\",\"model\":\"gpt-5-2025-08-07\",\"usage\":{{\"input_tokens\":300,\"input_tokens_details\":{{\"cached_tokens\":256}},\"output_tokens\":40,\"output_tokens_details\":{{\"reasoning_tokens\":32}},\"total_tokens\":340}}}}}}\n\n");
+            feed(
+                &mut c,
+                &[
+                    "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"model\":\"gpt-5\",\"usage\":null}}\n\n",
+                    "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":3,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hi\"}\n\n",
+                    &done,
+                ],
+            );
+            let u = c.usage().unwrap_or_else(|| panic!("{last}: no usage"));
+            assert_eq!((u.prompt_tokens, u.completion_tokens), (300, 40), "{last}");
+            assert_eq!(
+                (u.cached_tokens(), u.reasoning_tokens()),
+                (256, 32),
+                "{last}"
+            );
+            assert_eq!(c.served_model(), Some("gpt-5-2025-08-07"));
+        }
+    }
+
+    /// Without a usage report the text of each dialect is kept for the tokenizer.
+    #[test]
+    fn the_text_of_each_dialect_is_kept_when_no_usage_comes() {
+        let mut c =
+            ResponseCounter::new(Some("text/event-stream"), false).with_dialect(Dialect::Messages);
+        feed(&mut c, &[
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"hmm \"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":1}\"}}\n\n",
+        ]);
+        assert_eq!(c.reply_text(), "hmm {\"a\":1}");
+        let mut c =
+            ResponseCounter::new(Some("text/event-stream"), false).with_dialect(Dialect::Responses);
+        feed(
+            &mut c,
+            &[
+                "data: {\"type\":\"response.output_text.delta\",\"delta\":\"Hel\"}\n\n",
+                "data: {\"type\":\"response.function_call_arguments.delta\",\"delta\":\"{}\"}\n\n",
+                "data: {\"type\":\"response.audio.delta\",\"delta\":\"AAAA\"}\n\n",
+            ],
+        );
+        assert_eq!(c.reply_text(), "Hel{}");
+    }
+
+    /// LiteLLM puts Anthropic's cache fields beside `prompt_tokens`, which
+    /// counts them already: they are not added twice.
+    #[test]
+    fn litellms_cache_fields_in_chat_usage_are_not_added_twice() {
+        let mut c = ResponseCounter::new(Some("application/json"), false);
+        feed(
+            &mut c,
+            &[
+                r#"{"choices":[],"usage":{"prompt_tokens":2100,"completion_tokens":5,"cache_creation_input_tokens":100,"cache_read_input_tokens":1900,"prompt_tokens_details":{"cached_tokens":1900}}}"#,
+            ],
+        );
+        let u = c.usage().unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.cached_tokens(), u.cache_write_tokens()),
+            (2100, 1900, 100)
+        );
     }
 }
