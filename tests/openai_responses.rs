@@ -9,10 +9,9 @@
 mod common;
 
 use common::python::run_pytest;
-use common::{gateway, Backend, Gateway};
+use common::{gateway, Backend};
 use fake_upstream::{FakeConfig, FakeUpstream, Mode};
 use serde_json::Value;
-use sqlx::Row;
 
 /// Requests test_openai_responses.py makes, the refused one last.
 const REQUESTS: usize = 8;
@@ -25,30 +24,6 @@ async fn fake() -> FakeUpstream {
     })
     .await
     .unwrap()
-}
-
-/// (request id, status, prompt, completion, cached, reasoning) per usage row.
-async fn token_rows(gw: &Gateway) -> Vec<(String, i64, i64, i64, i64, i64)> {
-    let pool = gw.db.pool().await;
-    sqlx::query(
-        "SELECT request_id, CAST(status AS BIGINT) AS status, prompt_tokens, completion_tokens, \
-         cached_tokens, reasoning_tokens FROM usage_records ORDER BY id",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| {
-        (
-            r.get("request_id"),
-            r.get("status"),
-            r.get("prompt_tokens"),
-            r.get("completion_tokens"),
-            r.get("cached_tokens"),
-            r.get("reasoning_tokens"),
-        )
-    })
-    .collect()
 }
 
 async fn sdk_against(native: bool) {
@@ -102,18 +77,23 @@ async fn sdk_against(native: bool) {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(answers.len(), REQUESTS);
-    gw.wait_usage_rows(REQUESTS as i64).await;
-    let rows = token_rows(&gw).await;
+    let rows = gw.wait_usage_rows(REQUESTS as i64).await;
     for (row, answer) in rows.iter().zip(&answers) {
-        let (id, status, prompt, completion, cached, reasoning) = row;
+        let id = &row.request_id;
+        assert_eq!(row.endpoint, "responses");
         if answer.is_null() {
-            assert_eq!(*status, 400, "{id}");
+            assert_eq!(row.status, 400, "{id}");
             continue;
         }
-        assert_eq!(*status, 200, "{id}");
+        assert_eq!(row.status, 200, "{id}");
         let n = |k: &str| answer[k].as_i64().unwrap();
         assert_eq!(
-            (*prompt, *completion, *cached, *reasoning),
+            (
+                row.prompt_tokens,
+                row.completion_tokens,
+                row.cached_tokens,
+                row.reasoning_tokens
+            ),
             (
                 n("input_tokens"),
                 n("output_tokens"),
@@ -122,8 +102,14 @@ async fn sdk_against(native: bool) {
             ),
             "row {id} against the answer {answer}"
         );
-        assert_eq!(*cached, 3, "the fake's cached tokens reached the row");
-        assert_eq!(*reasoning, 2, "the fake's reasoning tokens reached the row");
+        assert_eq!(
+            row.cached_tokens, 3,
+            "the fake's cached tokens reached the row"
+        );
+        assert_eq!(
+            row.reasoning_tokens, 2,
+            "the fake's reasoning tokens reached the row"
+        );
     }
 }
 
