@@ -181,6 +181,11 @@ fn completion(m: &mut Machine, body: &[u8], out: &mut Vec<u8>) {
     if let Some(r) = message.get("refusal").filter(|r| r.is_string()) {
         delta.insert("refusal".into(), r.clone());
     }
+    for key in ["reasoning_content", "reasoning"] {
+        if let Some(r) = message.get(key).filter(|r| r.is_string()) {
+            delta.insert(key.into(), r.clone());
+        }
+    }
     if let Some(Value::Array(calls)) = message.get("tool_calls") {
         let calls = calls
             .iter()

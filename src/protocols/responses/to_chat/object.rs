@@ -26,6 +26,32 @@ pub enum OutputItem {
         call_id: String,
         name: String,
     },
+    /// What a reasoning model thought before answering, as open models
+    /// served by vLLM and others send it (`reasoning_content`): OpenAI's
+    /// `reasoning_text` content (there is no summary to give).
+    Reasoning {
+        id: String,
+        status: &'static str,
+        summary: [(); 0],
+        content: Vec<ReasoningText>,
+    },
+}
+
+/// A `reasoning_text` content part.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReasoningText {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub text: String,
+}
+
+impl ReasoningText {
+    pub fn new(text: String) -> Self {
+        Self {
+            kind: "reasoning_text",
+            text,
+        }
+    }
 }
 
 impl OutputItem {
@@ -40,13 +66,17 @@ impl OutputItem {
 
     pub fn id(&self) -> &str {
         match self {
-            Self::Message { id, .. } | Self::FunctionCall { id, .. } => id,
+            Self::Message { id, .. }
+            | Self::FunctionCall { id, .. }
+            | Self::Reasoning { id, .. } => id,
         }
     }
 
     pub fn set_status(&mut self, s: &'static str) {
         match self {
-            Self::Message { status, .. } | Self::FunctionCall { status, .. } => *status = s,
+            Self::Message { status, .. }
+            | Self::FunctionCall { status, .. }
+            | Self::Reasoning { status, .. } => *status = s,
         }
     }
 }

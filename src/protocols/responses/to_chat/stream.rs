@@ -5,7 +5,9 @@
 //! `response.created`, `response.in_progress`, then per output item
 //! `response.output_item.added`, for a message `response.content_part.added`,
 //! `response.output_text.delta`..., `response.output_text.done`,
-//! `response.content_part.done`, for a function call
+//! `response.content_part.done`, for a reasoning item (the chat delta's
+//! `reasoning_content` or `reasoning`) the same with `reasoning_text`, for a
+//! function call
 //! `response.function_call_arguments.delta`..., `.done`, then
 //! `response.output_item.done`; last `response.completed` (or
 //! `response.incomplete` when the answer hit `max_output_tokens` or a content
@@ -28,7 +30,9 @@ use std::io::Write as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::object::{ending, ErrorObject, OutputItem, OutputText, ResponseObject, Usage};
+use super::object::{
+    ending, ErrorObject, OutputItem, OutputText, ReasoningText, ResponseObject, Usage,
+};
 
 pub struct Machine {
     id: String,
@@ -42,6 +46,8 @@ pub struct Machine {
     output: Vec<OutputItem>,
     /// The message item receiving text, as an index in `output`.
     text: Option<usize>,
+    /// The reasoning item receiving reasoning text.
+    reasoning: Option<usize>,
     /// Open function calls: (chat `tool_calls[].index`, index in `output`).
     calls: Vec<(u64, usize)>,
     finish_reason: Option<String>,
@@ -70,6 +76,7 @@ impl Machine {
             created_at: None,
             output: Vec::new(),
             text: None,
+            reasoning: None,
             calls: Vec::new(),
             finish_reason: None,
             usage: None,
@@ -110,6 +117,15 @@ impl Machine {
             return;
         };
         let delta = choice.get("delta").unwrap_or(&Value::Null);
+        // vLLM, DeepSeek and SGLang say `reasoning_content`, OpenRouter and
+        // newer vLLM `reasoning`.
+        for key in ["reasoning_content", "reasoning"] {
+            if let Some(text) = delta.get(key).and_then(Value::as_str) {
+                if !text.is_empty() {
+                    self.reasoning_delta(text, out);
+                }
+            }
+        }
         // A refusal is what the model said, so it is kept as its text
         // (chat's `refusal` has no separate part here).
         for key in ["content", "refusal"] {
@@ -164,7 +180,8 @@ impl Machine {
             return;
         }
         self.start(None, out);
-        for &i in self.text.iter().chain(self.calls.iter().map(|(_, i)| i)) {
+        let open = self.text.iter().chain(&self.reasoning);
+        for &i in open.chain(self.calls.iter().map(|(_, i)| i)) {
             self.output[i].set_status("incomplete");
         }
         self.error = Some(ErrorObject {
@@ -223,6 +240,7 @@ impl Machine {
             Some(i) => i,
             None => {
                 // Text after function calls is a new message item.
+                self.close_reasoning(out);
                 self.close_calls(out);
                 let i = self.output.len();
                 let item = OutputItem::message(format!("msg_{}_{i}", self.base));
@@ -276,6 +294,7 @@ impl Machine {
             None => {
                 // A new call: the text before it, and the call before it
                 // (chat sends calls one after the other), are complete.
+                self.close_reasoning(out);
                 self.close_text(out);
                 self.close_calls(out);
                 let i = self.output.len();
@@ -332,7 +351,88 @@ impl Machine {
         }
     }
 
+    fn reasoning_delta(&mut self, text: &str, out: &mut Vec<u8>) {
+        let index = match self.reasoning {
+            Some(i) => i,
+            None => {
+                self.close_text(out);
+                self.close_calls(out);
+                let i = self.output.len();
+                let item = OutputItem::Reasoning {
+                    id: format!("rs_{}_{i}", self.base),
+                    status: "in_progress",
+                    summary: [],
+                    content: Vec::new(),
+                };
+                self.added(i, &item, out);
+                if self.emit {
+                    Event::begin(out, "response.content_part.added", &mut self.seq)
+                        .field("item_id", item.id())
+                        .field("output_index", &i)
+                        .field("content_index", &0)
+                        .field("part", &ReasoningText::new(String::new()))
+                        .end();
+                }
+                self.output.push(item);
+                self.reasoning = Some(i);
+                i
+            }
+        };
+        let OutputItem::Reasoning { id, content, .. } = &mut self.output[index] else {
+            unreachable!("reasoning goes to a reasoning item");
+        };
+        match content.first_mut() {
+            Some(part) => part.text.push_str(text),
+            None => content.push(ReasoningText::new(text.to_owned())),
+        }
+        if self.emit {
+            Event::begin(out, "response.reasoning_text.delta", &mut self.seq)
+                .field("item_id", id)
+                .field("output_index", &index)
+                .field("content_index", &0)
+                .field("delta", text)
+                .end();
+        }
+    }
+
+    fn close_reasoning(&mut self, out: &mut Vec<u8>) {
+        let Some(index) = self.reasoning.take() else {
+            return;
+        };
+        let item = &mut self.output[index];
+        // Thinking that was cut by the token limit is still whole as far
+        // as it went; only the answer is incomplete.
+        item.set_status("completed");
+        if !self.emit {
+            return;
+        }
+        let OutputItem::Reasoning { id, content, .. } = &*item else {
+            unreachable!("reasoning goes to a reasoning item");
+        };
+        let part = content
+            .first()
+            .cloned()
+            .unwrap_or_else(|| ReasoningText::new(String::new()));
+        Event::begin(out, "response.reasoning_text.done", &mut self.seq)
+            .field("item_id", id)
+            .field("output_index", &index)
+            .field("content_index", &0)
+            .field("text", &part.text)
+            .end();
+        Event::begin(out, "response.content_part.done", &mut self.seq)
+            .field("item_id", id)
+            .field("output_index", &index)
+            .field("content_index", &0)
+            .field("part", &part)
+            .end();
+        Event::begin(out, "response.output_item.done", &mut self.seq)
+            .field("output_index", &index)
+            .field("item", item)
+            .end();
+    }
+
     fn close_open(&mut self, out: &mut Vec<u8>) {
+        self.close_reasoning(out);
         self.close_text(out);
         self.close_calls(out);
     }

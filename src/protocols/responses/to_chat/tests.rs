@@ -135,6 +135,7 @@ fn check_stream(ev: &[(String, Value)]) {
     assert_eq!(response["id"], ev[0].1["response"]["id"]);
     let mut text: HashMap<String, String> = HashMap::new();
     let mut args: HashMap<String, String> = HashMap::new();
+    let mut thought: HashMap<String, String> = HashMap::new();
     let mut open: Vec<String> = Vec::new();
     let mut done: Vec<String> = Vec::new();
     for (name, d) in &ev[2..ev.len() - 1] {
@@ -163,6 +164,21 @@ fn check_stream(ev: &[(String, Value)]) {
                 args.entry(id)
                     .or_default()
                     .push_str(d["delta"].as_str().unwrap());
+            }
+            "response.reasoning_text.delta" => {
+                let id = item_id.unwrap();
+                assert!(open.contains(&id), "delta of an open item");
+                thought
+                    .entry(id)
+                    .or_default()
+                    .push_str(d["delta"].as_str().unwrap());
+            }
+            "response.reasoning_text.done" => {
+                let id = item_id.unwrap();
+                assert_eq!(
+                    d["text"],
+                    json!(thought.get(&id).cloned().unwrap_or_default())
+                );
             }
             "response.output_text.done" => {
                 let id = item_id.unwrap();
@@ -197,6 +213,10 @@ fn check_stream(ev: &[(String, Value)]) {
             "function_call" => assert_eq!(
                 item["arguments"],
                 json!(args.get(id).cloned().unwrap_or_default())
+            ),
+            "reasoning" => assert_eq!(
+                item["content"][0]["text"],
+                json!(thought.get(id).cloned().unwrap_or_default())
             ),
             other => panic!("unexpected item {other}"),
         }
@@ -476,4 +496,29 @@ fn garbage_json_answer_fails() {
     let got: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(got["status"], "failed");
     assert_eq!(got["error"]["code"], "server_error");
+}
+
+#[test]
+fn reasoning_stream() {
+    let ev = golden_stream("reasoning.chat.sse", "reasoning.responses.sse");
+    let fin = &ev.last().unwrap().1["response"];
+    assert_eq!(fin["status"], "completed");
+    let out = fin["output"].as_array().unwrap();
+    assert_eq!(out[0]["type"], "reasoning");
+    assert_eq!(
+        out[0]["content"][0],
+        json!({"type":"reasoning_text","text":"The user greets. Greet back."})
+    );
+    assert_eq!(out[1]["content"][0]["text"], "Hi!");
+    assert_eq!(fin["usage"]["output_tokens_details"]["reasoning_tokens"], 7);
+}
+
+#[test]
+fn reasoning_in_a_json_answer() {
+    let body = br#"{"created":1,"choices":[{"index":0,"message":{"role":"assistant","content":"Hi!","reasoning_content":"Greet back."},"finish_reason":"stop"}]}"#;
+    let (_, out) = answer(200, "application/json", false, &[body]);
+    let got: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(got["output"][0]["type"], "reasoning");
+    assert_eq!(got["output"][0]["content"][0]["text"], "Greet back.");
+    assert_eq!(got["output"][1]["content"][0]["text"], "Hi!");
 }
