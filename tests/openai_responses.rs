@@ -275,3 +275,83 @@ async fn backend_errors_reach_the_client_as_openai_errors() {
             .contains("The server had an error"));
     }
 }
+
+/// The real Codex CLI (`codex exec`, with the config.toml of the README)
+/// against the gateway, when `BLUESMINDS_CODEX` names its binary
+/// (`npm install @openai/codex` puts it in `node_modules/.bin/codex`;
+/// passed with 0.169.0); skipped otherwise. With
+/// `BLUESMINDS_CODEX_NATIVE=1` the backend serves `/v1/responses` itself and
+/// the test prints the request Codex sent, as the backend received it.
+#[tokio::test]
+async fn codex_cli_through_the_gateway() {
+    let Ok(codex) = std::env::var("BLUESMINDS_CODEX") else {
+        eprintln!("BLUESMINDS_CODEX is not set: the Codex CLI test is skipped");
+        return;
+    };
+    let native = std::env::var_os("BLUESMINDS_CODEX_NATIVE").is_some();
+    let up = fake().await;
+    let lines: &[&str] = if native {
+        &["responses_api: native"]
+    } else {
+        &[]
+    };
+    let gw = gateway()
+        .backend_with(Backend::new(up.url()), lines)
+        .models(&["qwen3-coder"])
+        .start()
+        .await;
+    let key = gw.create_key("codex-cli", &[]);
+    let home = gw.dir.path().join("codex-home");
+    let work = gw.dir.path().join("work");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        home.join("config.toml"),
+        format!(
+            "model = \"qwen3-coder\"\nmodel_provider = \"bluesminds\"\nweb_search = \"disabled\"\n\n[model_providers.bluesminds]\nname = \"BluesMinds\"\nbase_url = \"{}\"\nenv_key = \"BLUESMINDS_API_KEY\"\nwire_api = \"responses\"\n",
+            gw.url("/v1")
+        ),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(codex)
+            .args(["exec", "--skip-git-repo-check", "Say hello"])
+            .current_dir(&work)
+            .env("CODEX_HOME", &home)
+            .env("BLUESMINDS_API_KEY", &key)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let sent = up.requests();
+    if native {
+        for r in &sent {
+            println!(
+                "{} {}\n{}",
+                r.method,
+                r.path,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+    }
+    assert!(
+        out.status.success() && stdout.contains("Hello from the fake upstream"),
+        "codex exec failed ({}):\n{stdout}\n{stderr}\ngateway log:\n{}",
+        out.status,
+        gw.log()
+    );
+    let want = if native {
+        "/v1/responses"
+    } else {
+        "/v1/chat/completions"
+    };
+    assert!(!sent.is_empty() && sent.iter().all(|r| r.path == want));
+    let rows = gw.wait_usage_rows(sent.len() as i64).await;
+    assert!(rows
+        .iter()
+        .all(|r| r.status == 200 && r.completion_tokens > 0));
+}

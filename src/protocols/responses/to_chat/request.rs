@@ -4,7 +4,8 @@
 //! items: messages with `input_text` / `input_image` / `input_file` /
 //! `output_text` / `refusal` parts, `function_call` and
 //! `function_call_output`; `reasoning` items are dropped, chat has no place
-//! for them), `tools` (function tools only), `tool_choice`,
+//! for them), `tools` (function tools, also inside a `namespace`),
+//! `tool_choice`,
 //! `parallel_tool_calls`, `max_output_tokens` (as `max_completion_tokens`,
 //! which OpenAI, vLLM and LiteLLM take and OpenAI's reasoning models require
 //! instead of `max_tokens`), `temperature`, `top_p`, `reasoning.effort`
@@ -79,13 +80,23 @@ pub fn request(body: &[u8]) -> Result<Bytes, GatewayError> {
         let tools = tools
             .as_array()
             .ok_or_else(|| bad("tools", "tools must be an array"))?;
-        if !tools.is_empty() {
-            let tools = tools
-                .iter()
-                .enumerate()
-                .map(|(i, t)| function_tool(i, t))
-                .collect::<Result<Vec<_>, _>>()?;
-            chat.insert("tools".into(), Value::Array(tools));
+        let mut functions = Vec::with_capacity(tools.len());
+        for (i, tool) in tools.iter().enumerate() {
+            if tool.get("type").and_then(Value::as_str) == Some("namespace") {
+                // A group of the client's own functions (Codex sends its
+                // sub-agent tools so): each is a chat function of its own.
+                let Some(inner) = tool.get("tools").and_then(Value::as_array) else {
+                    return Err(bad("tools", format!("tools[{i}].tools must be an array")));
+                };
+                for t in inner {
+                    functions.push(function_tool(i, t)?);
+                }
+            } else {
+                functions.push(function_tool(i, tool)?);
+            }
+        }
+        if !functions.is_empty() {
+            chat.insert("tools".into(), Value::Array(functions));
         }
     }
     if let Some(choice) = req.get("tool_choice").filter(|t| !t.is_null()) {

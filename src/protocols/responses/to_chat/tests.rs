@@ -522,3 +522,73 @@ fn reasoning_in_a_json_answer() {
     assert_eq!(got["output"][0]["content"][0]["text"], "Greet back.");
     assert_eq!(got["output"][1]["content"][0]["text"], "Hi!");
 }
+
+#[test]
+fn namespaced_functions_become_chat_functions() {
+    let got = translate(
+        json!({"model":"m","input":"hi","tools":[
+            {"type":"function","name":"exec_command","parameters":{"type":"object"}},
+            {"type":"namespace","name":"multi_agent_v1","description":"Sub-agents","tools":[
+                {"type":"function","name":"close_agent","description":"Close one","strict":false,"parameters":{"type":"object"}}
+            ]}
+        ]})
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let names: Vec<&str> = got["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["exec_command", "close_agent"]);
+    assert_eq!(got["tools"][1]["function"]["description"], "Close one");
+}
+
+/// A request the Codex CLI 0.169.0 really sent (`codex exec`, captured by
+/// the fake backend in `tests/openai_responses.rs`; Codex's long prose is
+/// left out of the file). No `instructions` (its prompt is a developer
+/// message), `client_metadata`, a `namespace` of sub-agent functions, and
+/// by default OpenAI's hosted `web_search`.
+#[test]
+fn codex_cli_capture() {
+    let captured: Value = serde_json::from_slice(&read("codex-cli.request.json")).unwrap();
+    let (message, param) = refused(captured.clone());
+    assert_eq!(param, Some("tools"));
+    assert!(message.contains("`web_search`"), "{message}");
+
+    // `web_search = "disabled"` in Codex's config.toml leaves the tool out.
+    let mut body = captured;
+    body["tools"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|t| t["type"] != "web_search");
+    let got = translate(body.to_string().as_bytes()).unwrap();
+    if bless() {
+        std::fs::write(
+            fixture("codex-cli.chat.json"),
+            serde_json::to_string_pretty(&got).unwrap() + "\n",
+        )
+        .unwrap();
+    }
+    let want: Value = serde_json::from_slice(&read("codex-cli.chat.json")).unwrap();
+    assert_eq!(got, want);
+    let roles: Vec<&str> = got["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "system", "user", "user"]);
+    assert_eq!(got["messages"][3]["content"], "Say hello");
+    let flat = body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tools"].as_array().map_or(1, Vec::len))
+        .sum::<usize>();
+    assert_eq!(got["tools"].as_array().unwrap().len(), flat);
+    assert!(got.get("client_metadata").is_none() && got.get("include").is_none());
+    assert_eq!(got["stream_options"], json!({"include_usage": true}));
+}
