@@ -153,6 +153,15 @@ fn dispatch(m: &mut Machine, data: &mut Vec<u8>, out: &mut Vec<u8>) {
 /// A whole `chat.completion`, as the one chunk that would have streamed it.
 fn completion(m: &mut Machine, body: &[u8], out: &mut Vec<u8>) {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    if let Some(message) = parsed
+        .as_ref()
+        .and_then(|p| p.pointer("/error/message"))
+        .and_then(Value::as_str)
+    {
+        // Some servers report a failure in a 200 answer.
+        m.fail(message.to_owned(), out);
+        return;
+    }
     let Some(c) = parsed.filter(|c| c.get("choices").is_some_and(Value::is_array)) else {
         m.fail(
             "The model's backend answered with something other than a Chat Completions object."

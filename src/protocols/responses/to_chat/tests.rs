@@ -496,6 +496,17 @@ fn garbage_json_answer_fails() {
     let got: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(got["status"], "failed");
     assert_eq!(got["error"]["code"], "server_error");
+    let (_, out) = answer(
+        200,
+        "application/json",
+        false,
+        &[br#"{"error":{"message":"model overloaded"}}"#],
+    );
+    let got: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        (&got["status"], &got["error"]["message"]),
+        (&json!("failed"), &json!("model overloaded"))
+    );
 }
 
 #[test]
