@@ -6,7 +6,8 @@
 //! <https://platform.openai.com/docs/api-reference/responses-streaming>.
 //!
 //! * 400 in OpenAI's error envelope for a body without `model` or `input`
-//!   (`missing_required_parameter`, `param` named), for a function tool
+//!   (`missing_required_parameter`, `param` named), for Chat Completions'
+//!   `max_tokens` or `messages` (`unsupported_parameter`), for a function tool
 //!   without a name, and for a `previous_response_id` this fake did not
 //!   issue with `store` on (`previous_response_not_found`, as OpenAI answers
 //!   an unknown or expired id). Responses are stored (their ids
@@ -64,6 +65,20 @@ pub async fn create(
         }
         Err(e) => return ApiError::bad_json(&e).into_response(),
     };
+    // Chat Completions' names, which OpenAI refuses here with a pointer to
+    // the Responses API's.
+    for (old, new) in [("max_tokens", "max_output_tokens"), ("messages", "input")] {
+        if req.get(old).is_some() {
+            return ApiError {
+                param: Some(old),
+                code: Some("unsupported_parameter"),
+                ..ApiError::invalid_request(format!(
+                    "Unsupported parameter: '{old}'. In the Responses API, this parameter has moved to '{new}'. Try again with the new parameter. See the API documentation for more information: https://platform.openai.com/docs/api-reference/responses/create."
+                ))
+            }
+            .into_response();
+        }
+    }
     let model = match req.get("model").and_then(Value::as_str) {
         Some(m) if !m.is_empty() => m,
         _ => return ApiError::missing_param("model").into_response(),

@@ -208,6 +208,11 @@ async fn refuses_what_openai_refuses() {
             json!({"model": "m", "input": "hi", "previous_response_id": "resp_unknown"}),
             "previous_response_id",
         ),
+        (
+            json!({"model": "m", "input": "hi", "max_tokens": 5}),
+            "max_tokens",
+        ),
+        (json!({"model": "m", "messages": []}), "messages"),
     ] {
         let resp = post(&up, body).await;
         assert_eq!(resp.status(), 400);

@@ -603,3 +603,41 @@ fn codex_cli_capture() {
     assert!(got.get("client_metadata").is_none() && got.get("include").is_none());
     assert_eq!(got["stream_options"], json!({"include_usage": true}));
 }
+
+/// Chat servers differ from OpenAI in small ways the translation must take:
+/// CRLF lines, `data:` without a space, tool calls without `index` or sent
+/// whole in one chunk, text after the calls, no `[DONE]` after the finish.
+#[test]
+fn chat_stream_variants() {
+    let sse = concat!(
+        "data:{\"created\":5,\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\r\n\r\n",
+        ": keep-alive\r\n\r\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"a\",\"arguments\":\"{\\\"x\\\":1}\"}}]}}]}\r\n\r\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"c2\",\"function\":{\"name\":\"b\",\"arguments\":\"{}\"}}]}}]}\r\n\r\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Done.\"}}]}\r\n\r\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\r\n\r\n",
+    );
+    let (_, out) = answer(200, "text/event-stream", true, &[sse.as_bytes()]);
+    let ev = events(&out);
+    check_stream(&ev);
+    let (name, fin) = ev.last().unwrap();
+    assert_eq!(name, "response.completed");
+    let output = fin["response"]["output"].as_array().unwrap();
+    let kinds: Vec<&str> = output.iter().map(|o| o["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["function_call", "function_call", "message"]);
+    assert_eq!(
+        (&output[0]["call_id"], &output[0]["arguments"]),
+        (&json!("c1"), &json!("{\"x\":1}"))
+    );
+    assert_eq!(
+        (&output[1]["call_id"], &output[1]["name"]),
+        (&json!("c2"), &json!("b"))
+    );
+    assert_eq!(output[2]["content"][0]["text"], "Done.");
+    assert_eq!(fin["response"]["created_at"], 5);
+    assert_eq!(
+        fin["response"]["usage"],
+        Value::Null,
+        "the backend sent none"
+    );
+}
