@@ -100,9 +100,19 @@ pub fn request(body: &[u8]) -> Result<Bytes, GatewayError> {
         }
     }
     if let Some(choice) = req.get("tool_choice").filter(|t| !t.is_null()) {
-        chat.insert("tool_choice".into(), tool_choice(choice)?);
+        let choice = tool_choice(choice)?;
+        // OpenAI's chat refuses tool settings without tools; the Responses
+        // API takes them (a client's defaults), so they go only with tools.
+        if chat.contains_key("tools") {
+            chat.insert("tool_choice".into(), choice);
+        }
     }
-    for key in ["parallel_tool_calls", "temperature", "top_p", "user"] {
+    if let Some(p) = req.get("parallel_tool_calls").filter(|v| !v.is_null()) {
+        if chat.contains_key("tools") {
+            chat.insert("parallel_tool_calls".into(), p.clone());
+        }
+    }
+    for key in ["temperature", "top_p", "user"] {
         if let Some(v) = req.get(key).filter(|v| !v.is_null()) {
             chat.insert(key.into(), v.clone());
         }

@@ -247,6 +247,12 @@ fn string_input_and_stream_flag() {
         got,
         json!({"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}})
     );
+    // Tool settings without tools (which OpenAI's chat refuses) stay out.
+    let got = translate(
+        br#"{"model":"m","input":"hi","tool_choice":"auto","parallel_tool_calls":false}"#,
+    )
+    .unwrap();
+    assert!(got.get("tool_choice").is_none() && got.get("parallel_tool_calls").is_none());
     // store absent or false: fine, nothing is stored anyway.
     let got = translate(br#"{"model":"m","input":"hi","store":false,"background":false,"previous_response_id":null}"#).unwrap();
     assert_eq!(got["messages"], json!([{"role":"user","content":"hi"}]));
