@@ -450,6 +450,27 @@ impl ProxyHttp for Gateway {
             {
                 tracing::debug!(error = %write_err, "could not send the error response");
             }
+        } else if !client_gone {
+            // The upstream failed after the answer's header went out. A
+            // translated answer still ends in its protocol's terms (the
+            // Responses API: `response.failed`, which clients retry) rather
+            // than stopping mid-stream; the translator knows it was cut
+            // because it never saw the upstream's end.
+            let tail = ctx
+                .response
+                .as_mut()
+                .filter(|r| !r.completed)
+                .and_then(|r| r.translator.as_mut())
+                .and_then(|t| {
+                    let mut body = None;
+                    t.on_body(&mut body, true);
+                    body
+                });
+            if let Some(tail) = tail {
+                if let Err(write_err) = session.write_response_body(Some(tail), true).await {
+                    tracing::debug!(error = %write_err, "could not end the translated answer");
+                }
+            }
         }
         FailToProxy {
             error_code: if client_gone { 0 } else { status },

@@ -53,8 +53,8 @@ use crate::state::{Plan, Shared};
 use crate::wire::{count_words, json_response};
 use crate::{Mode, Provider};
 
-/// Output tokens of a `tool_use` answer.
-pub const TOOL_USE_TOKENS: usize = 2;
+/// Output tokens of a `tool_use` answer: those of the chat fake's calls.
+pub const TOOL_USE_TOKENS: usize = crate::tools::CALL_TOKENS;
 
 /// `{"type":"error","error":{"type","message"}}` with its status.
 pub fn error(status: StatusCode, kind: &str, message: &str) -> Response {
