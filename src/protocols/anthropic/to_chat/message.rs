@@ -5,6 +5,7 @@
 use bytes::BytesMut;
 use serde_json::{json, Value};
 
+use super::errors::stream_error;
 use super::wire::{stop_reason, Block, ChatAnswer, Delta, Event, Message, StopDelta, Usage};
 
 /// The parts of a Message, owned.
@@ -28,8 +29,26 @@ fn tool_input(arguments: &str) -> Value {
     }
 }
 
-pub(super) fn translate(body: &[u8], message_id: &str) -> Option<Translated> {
-    let answer: ChatAnswer = serde_json::from_slice(body).ok()?;
+/// The Message for a Chat answer, or the error (type, message) it is: a body
+/// that is no Chat answer, or an error object a proxy answered with a 200
+/// (LiteLLM does), which must not pass for an empty reply.
+pub(super) fn translate(
+    body: &[u8],
+    message_id: &str,
+) -> Result<Translated, (&'static str, String)> {
+    let not_chat = || {
+        (
+            "api_error",
+            "The upstream's answer was not a Chat Completions answer.".to_owned(),
+        )
+    };
+    let answer: ChatAnswer = serde_json::from_slice(body).map_err(|_| not_chat())?;
+    if let Some(error) = &answer.error {
+        return Err(stream_error(error));
+    }
+    if answer.choices.is_empty() {
+        return Err(not_chat());
+    }
     let choice = answer.first();
     let msg = choice.and_then(|c| c.message.as_ref());
     let mut tools = Vec::new();
@@ -72,7 +91,7 @@ pub(super) fn translate(body: &[u8], message_id: &str) -> Option<Translated> {
     if refusal.is_some() {
         stop = "refusal";
     }
-    Some(Translated {
+    Ok(Translated {
         thinking: msg.and_then(|m| m.reasoning()).map(str::to_owned),
         text,
         tools,

@@ -94,28 +94,24 @@ impl Answer {
 
     fn translate_json(&self) -> Bytes {
         match message::translate(&self.buf, &self.message_id) {
-            Some(m) if self.stream => {
+            Ok(m) if self.stream => {
                 let mut out = BytesMut::new();
                 m.to_events(&self.message_id, &self.model, &mut out);
                 out.freeze()
             }
-            Some(m) => Bytes::from(m.to_json(&self.message_id, &self.model)),
-            None => {
-                let message = "The upstream's answer was not a Chat Completions answer.";
-                if self.stream {
-                    let mut out = BytesMut::new();
-                    wire::Event::Error {
-                        error: wire::ErrorObject {
-                            kind: "api_error",
-                            message,
-                        },
-                    }
-                    .write(&mut out);
-                    out.freeze()
-                } else {
-                    errors::error_json("api_error", message)
+            Ok(m) => Bytes::from(m.to_json(&self.message_id, &self.model)),
+            Err((kind, message)) if self.stream => {
+                let mut out = BytesMut::new();
+                wire::Event::Error {
+                    error: wire::ErrorObject {
+                        kind,
+                        message: &message,
+                    },
                 }
+                .write(&mut out);
+                out.freeze()
             }
+            Err((kind, message)) => errors::error_json(kind, &message),
         }
     }
 }

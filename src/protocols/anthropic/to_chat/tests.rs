@@ -275,6 +275,23 @@ fn upstream_errors_take_anthropic_shape() {
 }
 
 #[test]
+fn an_error_object_in_a_200_answer_is_no_empty_message() {
+    let body = br#"{"error":{"message":"litellm.APIError: upstream failed","type":null,"param":null,"code":"500"}}"#;
+    let v: Value =
+        serde_json::from_slice(&translate(200, "application/json", false, body, &[])).unwrap();
+    assert_eq!(
+        v,
+        json!({"type": "error", "error": {"type": "api_error", "message": "litellm.APIError: upstream failed"}})
+    );
+    let ev = events(&translate(200, "application/json", true, body, &[]));
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].0, "error");
+    let v: Value =
+        serde_json::from_slice(&translate(200, "application/json", false, b"<html>", &[])).unwrap();
+    assert_eq!(v["error"]["type"], "api_error");
+}
+
+#[test]
 fn content_types_follow_the_client() {
     let mut a = Answer::new("m", true, MSG_ID);
     assert_eq!(
