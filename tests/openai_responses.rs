@@ -276,19 +276,36 @@ async fn backend_errors_reach_the_client_as_openai_errors() {
     }
 }
 
-/// The real Codex CLI (`codex exec`, with the config.toml of the README)
-/// against the gateway, when `BLUESMINDS_CODEX` names its binary
-/// (`npm install @openai/codex` puts it in `node_modules/.bin/codex`;
-/// passed with 0.169.0); skipped otherwise. With
-/// `BLUESMINDS_CODEX_NATIVE=1` the backend serves `/v1/responses` itself and
-/// the test prints the request Codex sent, as the backend received it.
+/// The real Codex CLI: `BLUESMINDS_CODEX`, else the one `.ci/run` installs
+/// (`npm install --prefix target/codex-cli @openai/codex@0.169.0`); `None`
+/// where neither is there (the tests that need it then say so and pass).
+fn codex_cli() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("BLUESMINDS_CODEX") {
+        return Some(path.into());
+    }
+    let installed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/codex-cli/node_modules/.bin/codex");
+    installed.exists().then_some(installed)
+}
+
 #[tokio::test]
-async fn codex_cli_through_the_gateway() {
-    let Ok(codex) = std::env::var("BLUESMINDS_CODEX") else {
-        eprintln!("BLUESMINDS_CODEX is not set: the Codex CLI test is skipped");
+async fn codex_cli_through_the_gateway_to_a_chat_backend() {
+    codex_exec(false).await;
+}
+
+#[tokio::test]
+async fn codex_cli_through_the_gateway_to_a_responses_backend() {
+    codex_exec(true).await;
+}
+
+/// `codex exec` with the config.toml of the README against the gateway;
+/// `native`: the backend serves `/v1/responses` itself (and the request
+/// Codex sent is printed as the backend received it).
+async fn codex_exec(native: bool) {
+    let Some(codex) = codex_cli() else {
+        eprintln!("no Codex CLI (BLUESMINDS_CODEX, target/codex-cli): skipped");
         return;
     };
-    let native = std::env::var_os("BLUESMINDS_CODEX_NATIVE").is_some();
     let up = fake().await;
     let lines: &[&str] = if native {
         &["responses_api: native"]
