@@ -274,3 +274,107 @@ async fn a_translated_stream_cut_by_the_backend_never_completes() {
     assert!(!text.contains("message_stop"), "{text}");
     assert!(!text.contains("message_delta"), "{text}");
 }
+
+/// The real Claude Code CLI: `BLUESMINDS_CLAUDE_CODE`, else one installed
+/// with `npm install --prefix target/claude-code-cli
+/// @anthropic-ai/claude-code@2.1.37` (the last version that runs on Node 20);
+/// `None` where neither is there (the tests that need it say so and pass).
+fn claude_code_cli() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("BLUESMINDS_CLAUDE_CODE") {
+        return Some(path.into());
+    }
+    let installed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/claude-code-cli/node_modules/.bin/claude");
+    installed.exists().then_some(installed)
+}
+
+#[tokio::test]
+async fn claude_code_cli_through_the_gateway_to_an_openai_backend() {
+    claude_code_print(false).await;
+}
+
+#[tokio::test]
+async fn claude_code_cli_through_the_gateway_to_an_anthropic_backend() {
+    claude_code_print(true).await;
+}
+
+/// `claude -p` with the environment of the README against the gateway, in a
+/// fresh home (no login); every model tier named as the pool's model.
+async fn claude_code_print(anthropic: bool) {
+    let Some(claude) = claude_code_cli() else {
+        eprintln!("no Claude Code CLI (BLUESMINDS_CLAUDE_CODE, target/claude-code-cli): skipped");
+        return;
+    };
+    let up = if anthropic {
+        FakeUpstream::start(FakeConfig {
+            api_key: Some("ant-upstream-key".into()),
+            provider: Provider::Anthropic {
+                version: "2023-06-01".into(),
+            },
+            ..FakeConfig::default()
+        })
+        .await
+        .unwrap()
+    } else {
+        openai_fake().await
+    };
+    let gw = start(&up, anthropic).await;
+    let key = gw.create_key("claude-code", &[]);
+    let home = gw.dir.path().join("home");
+    let work = gw.dir.path().join("work");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let base = gw.url("");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(claude)
+            .args(["-p", "Say hello", "--model", MODEL])
+            .current_dir(&work)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("ANTHROPIC_BASE_URL", base)
+            .env("ANTHROPIC_AUTH_TOKEN", &key)
+            .env("ANTHROPIC_DEFAULT_OPUS_MODEL", MODEL)
+            .env("ANTHROPIC_DEFAULT_SONNET_MODEL", MODEL)
+            .env("ANTHROPIC_DEFAULT_HAIKU_MODEL", MODEL)
+            .env("ANTHROPIC_SMALL_FAST_MODEL", MODEL)
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env("DISABLE_AUTOUPDATER", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let sent = up.requests();
+    for r in &sent {
+        println!(
+            "{} {}?{}\n{:?}\n{}",
+            r.method,
+            r.path,
+            r.query,
+            r.headers,
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    assert!(
+        out.status.success() && stdout.contains("Hello from the fake upstream"),
+        "claude -p failed ({}):\n{stdout}\n{stderr}\ngateway log:\n{}",
+        out.status,
+        gw.log()
+    );
+    let want = if anthropic {
+        "/v1/messages"
+    } else {
+        "/v1/chat/completions"
+    };
+    assert!(!sent.is_empty() && sent.iter().all(|r| r.path == want));
+    let rows = gw.wait_usage_rows(sent.len() as i64).await;
+    assert!(
+        rows.iter()
+            .all(|r| r.status == 200 && r.completion_tokens > 0),
+        "{rows:?}"
+    );
+}
