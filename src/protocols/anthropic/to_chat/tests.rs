@@ -129,13 +129,19 @@ fn claude_code_request_becomes_a_chat_request() {
 #[test]
 fn captured_claude_code_request_becomes_a_chat_request() {
     let chat = request(&read("claude_code_2.1.37.captured.request.json")).unwrap();
-    golden("claude_code_2.1.37.captured.request.chat.json", &pretty(&chat));
+    golden(
+        "claude_code_2.1.37.captured.request.chat.json",
+        &pretty(&chat),
+    );
     let v: Value = serde_json::from_slice(&chat).unwrap();
     assert_eq!(v["tools"].as_array().unwrap().len(), 17);
     assert!(!String::from_utf8_lossy(&chat).contains("cache_control"));
     assert!(!String::from_utf8_lossy(&chat).contains("x-anthropic-billing-header"));
     assert_eq!(v["user"].as_str().unwrap().len(), 64);
-    assert_eq!((&v["max_tokens"], &v["temperature"]), (&json!(32000), &json!(1)));
+    assert_eq!(
+        (&v["max_tokens"], &v["temperature"]),
+        (&json!(32000), &json!(1))
+    );
 }
 
 #[test]
