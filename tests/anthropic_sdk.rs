@@ -327,7 +327,14 @@ async fn claude_code_print(anthropic: bool) {
     let base = gw.url("");
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(claude)
-            .args(["-p", "Say hello", "--model", MODEL])
+            // Naming a tool makes the fakes call it (see their docs): Claude
+            // Code runs Glob and sends its result back, a whole round trip.
+            .args([
+                "-p",
+                "Use Glob to find the files, then say hello",
+                "--model",
+                MODEL,
+            ])
             .current_dir(&work)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -370,7 +377,15 @@ async fn claude_code_print(anthropic: bool) {
     } else {
         "/v1/chat/completions"
     };
-    assert!(!sent.is_empty() && sent.iter().all(|r| r.path == want));
+    assert!(sent.len() >= 2 && sent.iter().all(|r| r.path == want));
+    // The tool call went to Claude Code and its result came back.
+    let last = String::from_utf8_lossy(&sent.last().unwrap().body).into_owned();
+    let result = if anthropic {
+        "\"tool_result\""
+    } else {
+        "\"role\":\"tool\""
+    };
+    assert!(last.contains(result), "{last}");
     let rows = gw.wait_usage_rows(sent.len() as i64).await;
     assert!(
         rows.iter()
