@@ -275,17 +275,11 @@ async fn a_translated_stream_cut_by_the_backend_never_completes() {
     assert!(!text.contains("message_delta"), "{text}");
 }
 
-/// The real Claude Code CLI: `BLUESMINDS_CLAUDE_CODE`, else one installed
-/// with `npm install --prefix target/claude-code-cli
-/// @anthropic-ai/claude-code@2.1.37` (the last version that runs on Node 20);
-/// `None` where neither is there (the tests that need it say so and pass).
+/// The real Claude Code CLI: `BLUESMINDS_CLAUDE_CODE`, else the one `.ci/run`
+/// installs (`npm install --prefix target/claude-code-cli
+/// @anthropic-ai/claude-code@2.1.37`, the last version that runs on Node 20).
 fn claude_code_cli() -> Option<std::path::PathBuf> {
-    if let Some(path) = std::env::var_os("BLUESMINDS_CLAUDE_CODE") {
-        return Some(path.into());
-    }
-    let installed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/claude-code-cli/node_modules/.bin/claude");
-    installed.exists().then_some(installed)
+    common::npm_cli("BLUESMINDS_CLAUDE_CODE", "claude-code-cli", "claude")
 }
 
 #[tokio::test]

@@ -277,15 +277,9 @@ async fn backend_errors_reach_the_client_as_openai_errors() {
 }
 
 /// The real Codex CLI: `BLUESMINDS_CODEX`, else the one `.ci/run` installs
-/// (`npm install --prefix target/codex-cli @openai/codex@0.169.0`); `None`
-/// where neither is there (the tests that need it then say so and pass).
+/// (`npm install --prefix target/codex-cli @openai/codex@0.169.0`).
 fn codex_cli() -> Option<std::path::PathBuf> {
-    if let Some(path) = std::env::var_os("BLUESMINDS_CODEX") {
-        return Some(path.into());
-    }
-    let installed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/codex-cli/node_modules/.bin/codex");
-    installed.exists().then_some(installed)
+    common::npm_cli("BLUESMINDS_CODEX", "codex-cli", "codex")
 }
 
 #[tokio::test]

@@ -181,3 +181,106 @@ async fn a_model_behind_anthropic_backends_is_refused_on_openai_paths() {
     }
     assert_eq!(up.request_count(), 0);
 }
+
+/// A pool may mix backends of both protocols: each attempt goes as its
+/// backend speaks, so failover crosses from an Anthropic backend to an
+/// OpenAI one (translated), and OpenAI's paths skip the Anthropic one.
+#[tokio::test]
+async fn failover_crosses_protocols_and_each_attempt_is_shaped_for_its_backend() {
+    let anthropic = fake_upstream::FakeUpstream::start(fake_upstream::FakeConfig {
+        api_key: Some("ant-upstream-key".into()),
+        provider: fake_upstream::Provider::Anthropic {
+            version: "2023-06-01".into(),
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let openai = fake().await;
+    let gw = gateway()
+        .env("BM_TEST_ANTHROPIC_KEY", "ant-upstream-key")
+        .backend_with(
+            Backend {
+                api_key_env: Some("BM_TEST_ANTHROPIC_KEY"),
+                ..Backend::new(anthropic.url())
+            },
+            &["protocol: anthropic"],
+        )
+        .backend(Backend {
+            priority: 1,
+            ..Backend::new(openai.url())
+        })
+        .start()
+        .await;
+    let key = gw.create_key("mixed", &[]);
+    let headers = [
+        ("x-api-key", key.as_str()),
+        ("anthropic-version", "2023-06-01"),
+    ];
+
+    // The Anthropic backend answers first, untranslated.
+    let (status, _, body) = post(&gw, "/v1/messages", &headers, &message("gpt-4o-mini")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["type"], "message");
+    let sent = anthropic.requests();
+    assert_eq!(sent.last().unwrap().path, "/v1/messages");
+    // Its key as Anthropic takes it, never the client's.
+    let keys: Vec<&str> = sent[0]
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "x-api-key" || k == "authorization")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(keys, ["ant-upstream-key"]);
+    assert_eq!(openai.request_count(), 0);
+
+    // Chat never goes to it, even though it is first in line.
+    let chat = gw
+        .chat(&key, &common::chat_body("gpt-4o-mini", false))
+        .await;
+    assert_eq!(chat.status(), 200);
+    assert_eq!(anthropic.request_count(), 1);
+    assert_eq!(
+        openai.requests().last().unwrap().path,
+        "/v1/chat/completions"
+    );
+
+    // With the Anthropic backend down, a Message is translated for the other.
+    anthropic.shutdown().await;
+    let (status, _, body) = post(&gw, "/v1/messages", &headers, &message("gpt-4o-mini")).await;
+    assert_eq!(status, 200, "{body}\n{}", gw.log());
+    assert_eq!(body["type"], "message", "{body}");
+    assert!(
+        body["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    let sent = openai.requests();
+    assert_eq!(sent.last().unwrap().path, "/v1/chat/completions");
+    let upstream_body: Value = serde_json::from_slice(&sent.last().unwrap().body).unwrap();
+    assert_eq!(upstream_body["max_tokens"], 64, "{upstream_body}");
+
+    let rows = gw.wait_usage_rows(3).await;
+    let served: Vec<(&str, i64, bool)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.endpoint.as_str(),
+                r.status,
+                r.backend.as_deref() == Some(openai.url().as_str()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        served,
+        [
+            ("messages", 200, false),
+            ("chat.completions", 200, true),
+            ("messages", 200, true)
+        ]
+    );
+    assert!(rows
+        .iter()
+        .all(|r| r.prompt_tokens > 0 && r.completion_tokens > 0));
+}

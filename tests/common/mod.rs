@@ -18,7 +18,7 @@ pub mod python;
 pub mod wait;
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,21 @@ pub use wait::{eventually, eventually_some, Poll};
 /// A fake OpenAI upstream with the default behaviour, on a free port.
 pub async fn fake() -> FakeUpstream {
     FakeUpstream::start(FakeConfig::default()).await.unwrap()
+}
+
+/// A client CLI from npm for the tests that drive a real one (Codex, Claude
+/// Code): the path in `$env`, else the one `.ci/run` installs with
+/// `npm install --prefix target/<dir>`; `None` where neither is there.
+pub fn npm_cli(env: &str, dir: &str, bin: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
+        return Some(path.into());
+    }
+    let installed = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(dir)
+        .join("node_modules/.bin")
+        .join(bin);
+    installed.exists().then_some(installed)
 }
 
 pub fn free_port() -> u16 {
