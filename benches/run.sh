@@ -375,12 +375,28 @@ timeline_run() {
     hostport=${hostport%%/*}
     for ((i = 1; i < ${#AUTH[@]}; i += 2)); do hdr+=(--header "${AUTH[i]}"); done
     log "$name: timeline, open loop at $rate rps, ${OPEN_S}s (+1 s warm-up)"
-    local before after
+    local before after sched_pid=""
     before=$(upstream_connections)
+    if command -v perf >/dev/null; then
+        # Scheduler events of the whole machine during the run: which tasks
+        # held the proxy's core while its worker waited (benches/sched-blame.py).
+        perf sched record -k CLOCK_MONOTONIC -o "$WORK/$name.sched.data" -- sleep $((OPEN_S + 3)) \
+            >"$WORK/logs/$name.perf-sched.log" 2>&1 &
+        sched_pid=$!
+        sleep 0.5
+    fi
     timeout $((OPEN_S + 90)) taskset -c "$LOAD_CPUS" "$BIN/timeline-load" --addr "$hostport" \
         --path "/${url#http://*/}" --rate "$rate" --duration-s "$OPEN_S" --warmup-s 1 --conns "$CONNS" \
         --body "$BODY" --out "$RAW/$name.timeline.csv" "${hdr[@]}" \
         >"$RAW/$name.timeline.json" 2>>"$WORK/logs/timeline-load.log" || log "$name: timeline run failed"
+    if [ -n "$sched_pid" ]; then
+        wait "$sched_pid" || true
+        local t0
+        t0=$(sed -n 's/^# monotonic_ns_at_t0=//p' "$RAW/$name.timeline.csv")
+        python3 "$ROOT/benches/sched-blame.py" "$WORK/$name.sched.data" "${PID[$name]}" \
+            --from-ns "${t0:-0}" --secs "$OPEN_S" >"$RAW/$name.sched-blame.md" 2>>"$WORK/logs/sched-blame.log" || true
+        rm -f "$WORK/$name.sched.data"
+    fi
     after=$(upstream_connections)
     # Connections the proxy opened to the upstream during the run (health
     # checks included): a pool that keeps its connections opens ~none.
@@ -655,6 +671,15 @@ if [ "$TIMELINE" = 1 ]; then
         echo "\`$COMMAND_LINE\` at $(grep '^git=' "$RAW/meta.env" | cut -d= -f2-), $(date -u '+%Y-%m-%d %H:%M UTC')"
         echo
         python3 "$ROOT/benches/timeline.py" bare="$RAW/bare.timeline.csv" bluesminds="$RAW/bluesminds.timeline.csv"
+        echo
+        for t in bare bluesminds; do
+            if [ -s "$RAW/$t.sched-blame.md" ]; then
+                echo
+                echo "### $t: what held the proxy core while its worker waited to run (\`perf sched\`, benches/sched-blame.py)"
+                echo
+                cat "$RAW/$t.sched-blame.md"
+            fi
+        done
         echo
         echo "Upstream connections opened during the timeline run: bare Pingora $(cat "$RAW/bare.upstream-connections.txt" 2>/dev/null || echo '?'), BluesMinds $(cat "$RAW/bluesminds.upstream-connections.txt" 2>/dev/null || echo '?') (fake upstream's accept count)."
     } >"$OUT/timeline.md" || log "timeline table failed"
