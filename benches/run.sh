@@ -261,8 +261,8 @@ if [ "$PORTKEY" = 1 ]; then
         log "installing @portkey-ai/gateway $PORTKEY_VERSION into $PORTKEY_DIR (npm)"
         rm -rf "$PORTKEY_DIR"
         mkdir -p "$PORTKEY_DIR"
-        # --ignore-scripts: its postinstall (patch-package) patches nothing the
-        # built start-server.js needs.
+        # --ignore-scripts: its postinstall runs patch-package, but the package
+        # ships no patches/ directory (only build/), so there is nothing to apply.
         if timeout 900 npm install --prefix "$PORTKEY_DIR" --no-audit --no-fund --ignore-scripts \
             "@portkey-ai/gateway@$PORTKEY_VERSION" >"$WORK/logs/portkey-install.log" 2>&1 && [ -f "$PORTKEY_JS" ]; then
             touch "$PORTKEY_DIR/.installed-$PORTKEY_VERSION"

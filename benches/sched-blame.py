@@ -54,6 +54,9 @@ def main():
     waiting = {}          # tid -> (since, {comm: seconds})
     running = {}          # cpu -> (tid, comm, since)
     worker_cpu = {}       # tid -> the CPU it last ran on (pinned: its core)
+    first = {}            # tid -> the task on its core when its wait began
+    first_own = collections.Counter()
+    first_other = collections.Counter()
     waits = []
     blame_own = collections.Counter()
     blame_other = collections.Counter()
@@ -66,6 +69,8 @@ def main():
             w = WAKE.search(rest)
             if w and w.group(2) in own and w.group(1).startswith("Pingora") and w.group(2) not in waiting:
                 waiting[w.group(2)] = (t, collections.Counter())
+                cur = running.get(worker_cpu.get(w.group(2)))
+                first[w.group(2)] = (cur[0], cur[1]) if cur else ("?", "idle")
             continue
         if ev != "sched_switch":
             continue
@@ -87,6 +92,7 @@ def main():
             worker_cpu[pp] = cpu
             if st.startswith("R"):
                 waiting[pp] = (t, collections.Counter())
+                first[pp] = (npid, nc)
         if npid in waiting and nc.startswith("Pingora"):
             since, counter = waiting.pop(npid)
             if lo <= since <= hi:
@@ -95,6 +101,8 @@ def main():
                 if d * 1000 >= a.min_ms:
                     for (tid, comm), v in counter.items():
                         (blame_own if tid in own else blame_other)[comm] += v
+                    ftid, fcomm = first.pop(npid, ("?", "?"))
+                    (first_own if ftid in own else first_other)[fcomm] += 1
         running[cpu] = (npid, nc, t)
 
     if not waits:
@@ -116,6 +124,11 @@ def main():
     print(f"| **other processes** | **{sum(blame_other.values()) * 1000:.1f}** |")
     for k, v in blame_other.most_common(8):
         print(f"| &nbsp; {k} | {v * 1000:.1f} |")
+    print()
+    print(f"On the core when each of those waits began (the worker was preempted by it, or woke while it ran): "
+          f"the proxy's own threads {sum(first_own.values())} times ("
+          + ", ".join(f"{k} {v}" for k, v in first_own.most_common(4)) + "), other processes "
+          f"{sum(first_other.values())} times (" + ", ".join(f"{k} {v}" for k, v in first_other.most_common(4)) + ").")
 
 
 if __name__ == "__main__":
