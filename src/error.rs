@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::limits::{openai_duration, LimitKind};
+use crate::protocols::Protocol;
 
 fn rate_limit_message(
     kind: LimitKind,
@@ -116,6 +117,11 @@ pub enum GatewayError {
     ModelNotFound(String),
     #[error("The model `{0}` has no price, and your plan is limited in credits; ask the operator to price it, or use a priced model.")]
     ModelNotPriced(String),
+    #[error("The model `{model}` is not available on `{endpoint}`: its backends speak another API (a model served by Anthropic-speaking backends is available on /v1/messages only).")]
+    ProtocolNotServed {
+        model: String,
+        endpoint: &'static str,
+    },
     #[error("No healthy upstream is available for model `{0}`; every backend of its pool is down. Retry later.")]
     NoHealthyUpstream(String),
     #[error("The upstream for model `{0}` could not be reached or failed before answering.")]
@@ -167,6 +173,9 @@ impl GatewayError {
             // 403 like a model the key may not use: retrying cannot help.
             Self::ModelNotPriced(_) => {
                 f(403, INVALID, "model_not_priced").with_param(Some("model"))
+            }
+            Self::ProtocolNotServed { .. } => {
+                f(400, INVALID, "unsupported_endpoint").with_param(Some("model"))
             }
             Self::NoHealthyUpstream(_) => f(503, SERVER, "upstream_unavailable"),
             Self::UpstreamFailed(_) => f(502, SERVER, "upstream_error"),
@@ -248,6 +257,30 @@ impl GatewayError {
     pub fn to_json(&self) -> Bytes {
         error_json(&self.to_string(), &self.facts())
     }
+
+    /// The error as `protocol` shapes it: OpenAI's JSON, or Anthropic's
+    /// (which carries the request id in the body too).
+    pub fn render(&self, protocol: Protocol, request_id: &str) -> Bytes {
+        match protocol {
+            Protocol::OpenAi => self.to_json(),
+            Protocol::Anthropic => crate::protocols::anthropic::error_json(
+                &self.anthropic_message(),
+                &self.facts(),
+                Some(request_id),
+            ),
+        }
+    }
+
+    /// Anthropic's SDKs and Claude Code send the key in `x-api-key`; the
+    /// message says so where OpenAI's says `Authorization`.
+    fn anthropic_message(&self) -> String {
+        match self {
+            Self::MissingApiKey => {
+                "x-api-key header is required (or `Authorization: Bearer bm_...`).".into()
+            }
+            other => other.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -267,5 +300,63 @@ mod tests {
             serde_json::from_slice(&GatewayError::Internal.to_json()).unwrap();
         assert!(v["error"]["code"].is_null());
         assert!(v["error"]["param"].is_null());
+    }
+
+    /// Anthropic's shape and types (<https://docs.anthropic.com/en/api/errors>),
+    /// which its SDKs map to exception classes by status.
+    #[test]
+    fn anthropic_paths_get_anthropics_shape() {
+        let cases = [
+            (GatewayError::MissingApiKey, 401, "authentication_error"),
+            (
+                GatewayError::ModelNotFound("x".into()),
+                404,
+                "not_found_error",
+            ),
+            (
+                GatewayError::invalid("bad", Some("messages")),
+                400,
+                "invalid_request_error",
+            ),
+            (
+                GatewayError::BodyTooLarge { limit: 1 },
+                413,
+                "request_too_large",
+            ),
+            (
+                GatewayError::QuotaExceeded {
+                    what: "tokens",
+                    resets_on: "2027-01-01".into(),
+                },
+                429,
+                "rate_limit_error",
+            ),
+            (
+                GatewayError::NoHealthyUpstream("x".into()),
+                503,
+                "overloaded_error",
+            ),
+            (GatewayError::UpstreamFailed("x".into()), 502, "api_error"),
+            (
+                GatewayError::UpstreamTimeout("x".into()),
+                504,
+                "timeout_error",
+            ),
+        ];
+        for (e, status, kind) in cases {
+            assert_eq!(e.status(), status, "{e:?}");
+            let v: serde_json::Value =
+                serde_json::from_slice(&e.render(Protocol::Anthropic, "req_1")).unwrap();
+            assert_eq!(v["type"], "error", "{e:?}");
+            assert_eq!(v["error"]["type"], kind, "{e:?}");
+            assert!(v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()));
+            assert_eq!(v["request_id"], "req_1");
+        }
+        let openai: serde_json::Value =
+            serde_json::from_slice(&GatewayError::MissingApiKey.render(Protocol::OpenAi, "req_1"))
+                .unwrap();
+        assert_eq!(openai["error"]["code"], "invalid_api_key");
     }
 }

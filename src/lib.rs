@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod protocols;
 pub mod proxy;
 pub mod server;
 pub mod side;

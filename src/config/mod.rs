@@ -15,6 +15,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use crate::protocols::{Protocol, ResponsesApi};
+
 pub use backend_shape::{BackendAuth, HeaderSource};
 pub use backend_url::{BackendUrl, MODEL_PLACEHOLDER};
 pub use split::{AccountSettings, BootConfig, LiveConfig, ProxySettings, SideListenerSettings};
@@ -473,6 +475,10 @@ pub struct PoolConfig {
         deserialize_with = "checks::optional_header_name"
     )]
     pub request_id_header: Option<String>,
+    /// What the pool's backends speak unless a backend says otherwise:
+    /// `openai` (default) or `anthropic` (the Messages API).
+    #[serde(default)]
+    pub protocol: Option<Protocol>,
 }
 
 fn default_request_id_header() -> Option<String> {
@@ -495,9 +501,17 @@ pub struct BackendConfig {
     #[serde(default, deserialize_with = "checks::set_env_var")]
     pub api_key_env: Option<String>,
     /// The header that carries the key: `Authorization: Bearer` (default),
-    /// `api-key` (Azure OpenAI), `x-api-key` (Anthropic), or none.
+    /// `api-key` (Azure OpenAI), `x-api-key` (Anthropic; the default of an
+    /// `anthropic` backend), or none. See `BackendConfig::auth`.
+    #[serde(default, rename = "auth")]
+    pub auth_mode: Option<BackendAuth>,
+    /// What this backend speaks (else its pool's `protocol`, else `openai`).
     #[serde(default)]
-    pub auth: BackendAuth,
+    pub protocol: Option<Protocol>,
+    /// Whether this OpenAI backend serves `/v1/responses` itself (`native`)
+    /// or gets it translated to Chat Completions (`translate`, the default).
+    #[serde(default)]
+    pub responses_api: ResponsesApi,
     /// Headers sent with every request (`anthropic-version`, a gateway's
     /// own header...): a literal, or `{env: NAME}` for a secret. A client
     /// header of the same name that the pool forwards wins.
@@ -522,6 +536,21 @@ pub struct BackendConfig {
     /// Whether requests to this backend use HTTP/2.
     #[serde(default)]
     pub http2: Http2Mode,
+}
+
+impl BackendConfig {
+    /// The key header mode: as configured, else by protocol (Anthropic's API
+    /// takes `x-api-key`).
+    pub fn auth(&self) -> BackendAuth {
+        self.auth_mode.unwrap_or(match self.protocol {
+            Some(Protocol::Anthropic) if self.api_key_env.is_some() => BackendAuth::XApiKey,
+            _ => BackendAuth::Bearer,
+        })
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol.unwrap_or_default()
+    }
 }
 
 fn default_weight() -> usize {
@@ -716,6 +745,13 @@ impl Config {
                 message,
             }
         })?;
+        let mut cfg = cfg;
+        for pool in &mut cfg.pools {
+            // A backend speaks its pool's protocol unless it says otherwise.
+            for b in &mut pool.backends {
+                b.protocol = b.protocol.or(pool.protocol);
+            }
+        }
         cfg.validate()
             .map_err(|(field, message)| invalid_at(text, file, field, message))?;
         Ok(cfg)
@@ -773,7 +809,7 @@ impl Config {
                 // The same server under another key (a second provider account)
                 // is a backend of its own; the same one twice is a typo.
                 let field = |name: &str| format!("pools[{i}].backends[{j}].{name}");
-                match (b.auth, &b.api_key_env) {
+                match (b.auth(), &b.api_key_env) {
                     (BackendAuth::None, Some(_)) => {
                         return err(
                             field("auth"),
@@ -785,7 +821,13 @@ impl Config {
                     }
                     _ => {}
                 }
-                let key_header = b.api_key_env.as_ref().and(b.auth.header_name());
+                if b.protocol() == Protocol::Anthropic && b.responses_api == ResponsesApi::Native {
+                    return err(
+                        field("responses_api"),
+                        "an `anthropic` backend does not serve the Responses API".into(),
+                    );
+                }
+                let key_header = b.api_key_env.as_ref().and(b.auth().header_name());
                 if let Some(name) = key_header.filter(|n| b.headers.contains_key(*n)) {
                     return err(
                         field("headers"),

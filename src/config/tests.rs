@@ -89,7 +89,7 @@ fn backend_auth_headers_query_and_models() {
     );
     let c = Config::from_yaml(&ok, "t.yaml").unwrap();
     let b = &c.pools[0].backends[1];
-    assert_eq!(b.auth, BackendAuth::ApiKey);
+    assert_eq!(b.auth(), BackendAuth::ApiKey);
     assert_eq!(
         b.headers["x-extra"],
         HeaderSource::Env("BM_TEST_SHAPE_KEY".into())
@@ -150,6 +150,58 @@ fn backend_auth_headers_query_and_models() {
         assert!(e.contains(field) && e.contains(message), "{lines}: {e}");
         assert!(!e.contains("secret-value-123"), "{e}");
     }
+}
+
+/// A backend speaks its pool's protocol unless it says otherwise; an
+/// Anthropic backend's key goes in `x-api-key` unless `auth` says otherwise.
+#[test]
+fn backends_inherit_the_pools_protocol() {
+    std::env::set_var("BM_TEST_PROTOCOL_KEY", "k");
+    let yaml = GOOD
+        .replace(
+            "    backends:\n",
+            "    protocol: anthropic\n    backends:\n",
+        )
+        .replace(
+            "        weight: 2\n",
+            "        weight: 2\n        protocol: openai\n        responses_api: native\n",
+        )
+        .replace(
+            "      - url: http://127.0.0.1:9000\n",
+            "      - url: http://127.0.0.1:9000\n        api_key_env: BM_TEST_PROTOCOL_KEY\n",
+        );
+    let c = Config::from_yaml(&yaml, "t.yaml").unwrap();
+    let [anthropic, openai] = &c.pools[0].backends[..] else {
+        panic!("two backends")
+    };
+    assert_eq!(
+        (anthropic.protocol(), anthropic.auth()),
+        (Protocol::Anthropic, BackendAuth::XApiKey)
+    );
+    assert_eq!(
+        (openai.protocol(), openai.responses_api),
+        (Protocol::OpenAi, ResponsesApi::Native)
+    );
+
+    let wrong = GOOD.replace(
+        "        weight: 2\n",
+        "        weight: 2\n        protocol: anthropic\n        responses_api: native\n",
+    );
+    let e = Config::from_yaml(&wrong, "t.yaml").unwrap_err().to_string();
+    assert!(
+        e.contains("backends[1].responses_api") && e.contains("does not serve"),
+        "{e}"
+    );
+    let e = Config::from_yaml(
+        &GOOD.replace("    backends:\n", "    protocol: grpc\n    backends:\n"),
+        "t.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("pools[0].protocol") && e.contains("unknown variant"),
+        "{e}"
+    );
 }
 
 /// A self-signed pair in `dir`, for the `server.tls` checks.

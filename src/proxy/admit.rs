@@ -16,8 +16,11 @@ use super::respond::write_json;
 use crate::auth::ApiKey;
 use crate::error::GatewayError;
 use crate::limits::{estimate_tokens, Ask, QuotaLimits};
+use crate::protocols::anthropic::to_chat;
+use crate::protocols::{Protocol, Serving};
 use crate::state::AppState;
 use crate::store::now_ms;
+use crate::upstream::BackendMeta;
 use crate::upstream::Upstreams;
 
 pub enum Admitted {
@@ -27,11 +30,24 @@ pub enum Admitted {
     Answered,
 }
 
-fn bearer_token(session: &Session) -> Option<&str> {
-    let value = session.req_header().headers.get(header::AUTHORIZATION)?;
-    let value = value.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+/// The client's key: `Authorization: Bearer`, or on Anthropic's endpoints
+/// also `x-api-key` (what the Anthropic SDKs and Claude Code send).
+fn api_key(session: &Session, protocol: Protocol) -> Option<&str> {
+    let headers = &session.req_header().headers;
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()));
+    if protocol != Protocol::Anthropic {
+        return bearer;
+    }
+    bearer.or_else(|| {
+        headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    })
 }
 
 pub async fn admit(
@@ -47,7 +63,7 @@ pub async fn admit(
         return Err(GatewayError::UsageLedgerFull);
     }
 
-    let token = bearer_token(session).ok_or(GatewayError::MissingApiKey)?;
+    let token = api_key(session, endpoint.protocol()).ok_or(GatewayError::MissingApiKey)?;
     let client = session
         .client_addr()
         .and_then(|a| a.as_inet())
@@ -114,6 +130,29 @@ pub async fn admit(
         .pool_for(&inspected.model)
         .cloned()
         .ok_or_else(|| GatewayError::ModelNotFound(inspected.model.clone()))?;
+    // Backends that cannot serve this endpoint count as tried already.
+    let unserved: Vec<usize> = pool
+        .backends()
+        .filter(|b| serving(&endpoint, b) == Serving::No)
+        .map(|b| b.id)
+        .collect();
+    if unserved.len() == pool.backends().count() {
+        if endpoint == Endpoint::MessagesCountTokens {
+            // No backend counts tokens itself: the gateway's tokenizer does (free, like Anthropic's).
+            let tokens = to_chat::count_tokens(&inspected.model, &inspected.body)?;
+            let body = to_bytes(&serde_json::json!({ "input_tokens": tokens }));
+            write_json(session, ctx, 200, body, &[])
+                .await
+                .map_err(|_| GatewayError::Internal)?;
+            return Ok(Admitted::Answered);
+        }
+        return Err(GatewayError::ProtocolNotServed {
+            model: inspected.model,
+            endpoint: endpoint.path(),
+        });
+    }
+    ctx.attempt.unserved = unserved.len();
+    ctx.attempt.tried = unserved;
     let in_credits = ctx
         .snapshot
         .plan_of(&key)
@@ -140,13 +179,38 @@ pub async fn admit(
     } else {
         inspected.body
     };
+    // Translated once, here, when a backend of the pool needs it: a request
+    // the translation refuses is answered now, in the client's protocol.
+    let translation = pool.backends().find_map(|b| match serving(&endpoint, b) {
+        Serving::Translated(t) => Some(t),
+        _ => None,
+    });
+    let translated = match translation {
+        Some(t) => Some((t, t.request(&body)?)),
+        None => None,
+    };
     ctx.route = Some(Route {
         pool,
         body,
         injected_usage: inspected.injected_usage,
         form_model: inspected.form_model,
+        translated,
     });
     Ok(Admitted::Proxy)
+}
+
+/// How `backend` serves a request on `endpoint`. Anthropic's token count
+/// goes only to Anthropic backends (the gateway answers it for the others).
+pub fn serving(endpoint: &Endpoint, backend: &BackendMeta) -> Serving {
+    if *endpoint == Endpoint::MessagesCountTokens && backend.protocol != Protocol::Anthropic {
+        return Serving::No;
+    }
+    crate::protocols::serving(
+        endpoint.protocol(),
+        *endpoint == Endpoint::Responses,
+        backend.protocol,
+        backend.responses_api,
+    )
 }
 
 /// Quota first (a spent month is final), then the request and concurrency

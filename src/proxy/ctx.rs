@@ -13,6 +13,7 @@ use super::request::Endpoint;
 use crate::auth::ApiKey;
 use crate::error::GatewayError;
 use crate::limits::{Permit, RateInfo};
+use crate::protocols::{AnswerTranslator, Protocol, Translation};
 use crate::state::Snapshot;
 use crate::upstream::{tls_reason, BackendMeta, Pool};
 use crate::usage::ResponseCounter;
@@ -69,12 +70,17 @@ pub struct Route {
     pub injected_usage: bool,
     /// Where a form body's `model` value is (a backend's own name goes there).
     pub form_model: Option<std::ops::Range<usize>>,
+    /// The body for backends that speak another protocol, translated once at
+    /// admission (a bad request is refused then, in the client's protocol).
+    pub translated: Option<(Translation, Bytes)>,
 }
 
 #[derive(Default)]
 pub struct Attempt {
-    /// Backend ids tried so far, in order.
+    /// Backend ids tried so far, in order, after those that cannot serve the
+    /// endpoint (`unserved` of them, put first by admission).
     pub tried: Vec<usize>,
+    pub unserved: usize,
     /// Whether any backend tried so far passed its health checks.
     pub tried_healthy: bool,
     pub backend: Option<Arc<BackendMeta>>,
@@ -95,6 +101,8 @@ pub struct Attempt {
     pub body: Option<Bytes>,
     /// Its answers get the public model name back.
     pub rename: Option<ModelRename>,
+    /// This backend gets the request translated (and its answer is translated back).
+    pub translation: Option<Translation>,
 }
 
 pub struct Streamed {
@@ -107,6 +115,8 @@ pub struct Streamed {
     /// The client left and the upstream is read on (`usage.abandoned_read_*`):
     /// the bytes of answer since then.
     pub abandoned_bytes: Option<u64>,
+    /// Turns the backend's answer into the client's protocol (after counting).
+    pub translator: Option<Box<dyn AnswerTranslator>>,
 }
 
 impl Ctx {
@@ -127,6 +137,14 @@ impl Ctx {
         }
     }
 
+    /// The protocol the client speaks (OpenAI's for a path the gateway does not know).
+    pub fn protocol(&self) -> Protocol {
+        self.admission
+            .endpoint
+            .as_ref()
+            .map_or(Protocol::OpenAi, Endpoint::protocol)
+    }
+
     pub fn model(&self) -> &str {
         self.admission.model.as_deref().unwrap_or_default()
     }
@@ -145,7 +163,8 @@ impl Ctx {
                 r.abandoned_bytes.map(|_| GatewayError::ClientClosedRequest)
             } else if self.attempt.key_refused_last
                 || (self.attempt.exhausted
-                    && self.attempt.keys_refused == self.attempt.tried.len()
+                    && self.attempt.keys_refused + self.attempt.unserved
+                        == self.attempt.tried.len()
                     && self.attempt.keys_refused > 0)
             {
                 Some(GatewayError::UpstreamKeyRefused(self.model().to_string()))

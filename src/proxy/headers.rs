@@ -50,9 +50,19 @@ fn disallowed<'a>(
 }
 
 /// Leaves only allowed client headers on the upstream request.
-pub fn filter_request(req: &mut RequestHeader, extra: &[HeaderName]) {
+/// Client headers an Anthropic backend also gets: the API version and beta
+/// features the client's SDK (or Claude Code) chose.
+static ANTHROPIC_REQUEST: [HeaderName; 2] = [
+    HeaderName::from_static("anthropic-version"),
+    HeaderName::from_static("anthropic-beta"),
+];
+
+pub fn filter_request(req: &mut RequestHeader, extra: &[HeaderName], anthropic: bool) {
+    let protocol: &[HeaderName] = if anthropic { &ANTHROPIC_REQUEST } else { &[] };
     for name in disallowed(req.headers.keys(), &REQUEST, extra) {
-        req.remove_header(&name);
+        if !protocol.contains(&name) {
+            req.remove_header(&name);
+        }
     }
 }
 
@@ -77,13 +87,21 @@ mod tests {
             ("X-Forwarded-For", "6.6.6.6"),
             ("OpenAI-Beta", "assistants=v2"),
             ("x-litellm-api-key", "sk-other"),
+            ("x-api-key", "bm_client_key"),
+            ("anthropic-beta", "prompt-caching-2024-07-31"),
         ] {
             req.insert_header(k, v).unwrap();
         }
-        filter_request(&mut req, &[HeaderName::from_static("openai-beta")]);
+        let mut to_anthropic = req.clone();
+        filter_request(&mut req, &[HeaderName::from_static("openai-beta")], false);
         let mut left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, ["content-type", "openai-beta"]);
+        // An Anthropic backend gets the client's API version and betas, never its key.
+        filter_request(&mut to_anthropic, &[], true);
+        let mut left: Vec<&str> = to_anthropic.headers.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["anthropic-beta", "content-type"]);
 
         let mut resp = ResponseHeader::build(200, None).unwrap();
         for (k, v) in [

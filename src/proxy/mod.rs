@@ -28,8 +28,10 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::limits::RateInfo;
 use crate::metrics::Ended;
+use crate::protocols::Serving;
 use crate::state::AppState;
 use crate::upstream::failure;
+use crate::usage::counter::Dialect;
 use crate::usage::{tokenizer, Counted, Finished, ResponseCounter, UsageRecord, UsageSource};
 use admit::{admit, Admitted};
 pub use ctx::Ctx;
@@ -72,7 +74,8 @@ impl ProxyHttp for Gateway {
                     // An unread body would corrupt the next request on this connection.
                     session.set_keepalive(None);
                 }
-                let _ = write_json(session, ctx, e.status(), e.to_json(), &e.headers()).await;
+                let body = e.render(ctx.protocol(), &ctx.request_id);
+                let _ = write_json(session, ctx, e.status(), body, &e.headers()).await;
                 ctx.refused = Some(e);
                 Ok(true)
             }
@@ -118,23 +121,44 @@ impl ProxyHttp for Gateway {
         let shape = &backend.shape;
         let model = ctx.admission.model.as_deref().unwrap_or_default();
         let upstream_model = shape.upstream_model(model);
-        // Per attempt: the next backend may name the model another way.
-        ctx.attempt.body = upstream_model.map(|m| match &route.form_model {
-            Some(span) => rename::in_form(&route.body, span.clone(), m),
-            None => rename::with_model(&route.body, m).unwrap_or_else(|| route.body.clone()),
-        });
-        ctx.attempt.rename = upstream_model.map(|m| rename::ModelRename::new(m, model));
+        // Per attempt: the next backend may speak another protocol, or name
+        // the model another way.
+        let translates = ctx
+            .admission
+            .endpoint
+            .as_ref()
+            .is_some_and(|e| matches!(admit::serving(e, backend), Serving::Translated(_)));
+        let translated = route.translated.as_ref().filter(|_| translates);
+        ctx.attempt.translation = translated.map(|(t, _)| *t);
+        let body = translated.map_or(&route.body, |(_, b)| b);
+        ctx.attempt.body = match upstream_model {
+            Some(m) => Some(match &route.form_model {
+                Some(span) => rename::in_form(body, span.clone(), m),
+                None => rename::with_model(body, m).unwrap_or_else(|| body.clone()),
+            }),
+            None => translated.map(|(_, b)| b.clone()),
+        };
+        // A translated answer names the client's model itself.
+        ctx.attempt.rename = upstream_model
+            .filter(|_| translated.is_none())
+            .map(|m| rename::ModelRename::new(m, model));
+        let (rest, query) = match ctx.attempt.translation {
+            // The client's query (`?beta=true` from Claude Code) is its protocol's.
+            Some(t) => (t.upstream_path(), None),
+            None => (rest, uri.query()),
+        };
         let target = shape.target(
             &backend.url.base_path,
             rest,
-            uri.query(),
+            query,
             upstream_model.unwrap_or(model),
         );
         upstream_request.set_uri(target.parse().map_err(|_| {
             Error::explain(ErrorType::InvalidHTTPHeader, "cannot build upstream path")
         })?);
         // Only allowed client headers go on (the client's key is not one).
-        headers::filter_request(upstream_request, &route.pool.forward_headers);
+        let to_anthropic = backend.protocol == crate::protocols::Protocol::Anthropic;
+        headers::filter_request(upstream_request, &route.pool.forward_headers, to_anthropic);
         let own = if self.state.boot.tls.is_some() {
             "https"
         } else {
@@ -263,23 +287,42 @@ impl ProxyHttp for Gateway {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
         let injected_usage = ctx.route.as_ref().is_some_and(|r| r.injected_usage);
-        let counter = ResponseCounter::new(content_type, injected_usage);
+        let status = upstream_response.status.as_u16();
+        // A translated answer is counted as the backend sent it.
+        let dialect = match (ctx.attempt.translation, &ctx.admission.endpoint) {
+            (None, Some(Endpoint::Messages)) => Dialect::Messages,
+            (None, Some(Endpoint::Responses)) => Dialect::Responses,
+            _ => Dialect::Chat,
+        };
+        let counter = ResponseCounter::new(content_type, injected_usage).with_dialect(dialect);
+        let translator = ctx.attempt.translation.map(|t| {
+            let mut translator = t.answer(ctx.model(), ctx.admission.stream, &ctx.request_id);
+            (translator.on_header(status, content_type), translator)
+        });
         if !counter.reads_body() {
             // Audio and other binary answers go through untouched.
             ctx.attempt.rename = None;
         }
-        if counter.rewrites_body() || ctx.attempt.rename.is_some() {
+        let translator = match translator {
+            Some((content_type, translator)) => {
+                upstream_response.insert_header(header::CONTENT_TYPE, content_type)?;
+                Some(translator)
+            }
+            None => None,
+        };
+        if counter.rewrites_body() || ctx.attempt.rename.is_some() || translator.is_some() {
             upstream_response.remove_header(&header::CONTENT_LENGTH);
             if !session.is_http2() {
                 upstream_response.insert_header(header::TRANSFER_ENCODING, "chunked")?;
             }
         }
         ctx.response = Some(Streamed {
-            status: upstream_response.status.as_u16(),
+            status,
             counter,
             first_byte: None,
             completed: false,
             abandoned_bytes: None,
+            translator,
         });
         let expose = ctx
             .route
@@ -290,6 +333,10 @@ impl ProxyHttp for Gateway {
             upstream_response.insert_header(name, value)?;
         }
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if ctx.protocol() == crate::protocols::Protocol::Anthropic {
+            // Where Anthropic's SDKs read it (`_request_id`).
+            upstream_response.insert_header("request-id", ctx.request_id.as_str())?;
+        }
         Ok(())
     }
 
@@ -321,6 +368,9 @@ impl ProxyHttp for Gateway {
             r.counter.on_body(body, end_of_stream);
             if let Some(rename) = ctx.attempt.rename.as_mut() {
                 rename.on_body(body, end_of_stream);
+            }
+            if let Some(translator) = r.translator.as_mut() {
+                translator.on_body(body, end_of_stream);
             }
             r.completed |= end_of_stream;
             if end_of_stream {
@@ -389,10 +439,37 @@ impl ProxyHttp for Gateway {
         let status = err.status();
         let client_gone = e.esource() == &ErrorSource::Downstream;
         if !client_gone && session.response_written().is_none() {
-            if let Err(write_err) =
-                write_json(session, ctx, status, err.to_json(), &err.headers()).await
+            if let Err(write_err) = write_json(
+                session,
+                ctx,
+                status,
+                err.render(ctx.protocol(), &ctx.request_id),
+                &err.headers(),
+            )
+            .await
             {
                 tracing::debug!(error = %write_err, "could not send the error response");
+            }
+        } else if !client_gone {
+            // The upstream failed after the answer's header went out. A
+            // translated answer still ends in its protocol's terms (the
+            // Responses API: `response.failed`, which clients retry) rather
+            // than stopping mid-stream; the translator knows it was cut
+            // because it never saw the upstream's end.
+            let tail = ctx
+                .response
+                .as_mut()
+                .filter(|r| !r.completed)
+                .and_then(|r| r.translator.as_mut())
+                .and_then(|t| {
+                    let mut body = None;
+                    t.on_body(&mut body, true);
+                    body
+                });
+            if let Some(tail) = tail {
+                if let Err(write_err) = session.write_response_body(Some(tail), true).await {
+                    tracing::debug!(error = %write_err, "could not end the translated answer");
+                }
             }
         }
         FailToProxy {

@@ -10,6 +10,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use crate::error::GatewayError;
+use crate::protocols::Protocol;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
@@ -25,6 +26,12 @@ pub enum Endpoint {
     Moderations,
     /// The Cohere/Jina shape LiteLLM serves: `model`, `query`, `documents`.
     Rerank,
+    /// OpenAI's Responses API.
+    Responses,
+    /// Anthropic's Messages API.
+    Messages,
+    /// Anthropic's token count for a Messages request (free, not billed).
+    MessagesCountTokens,
 }
 
 impl Endpoint {
@@ -41,6 +48,9 @@ impl Endpoint {
             "/v1/audio/translations" => (Self::AudioTranslations, "POST"),
             "/v1/moderations" => (Self::Moderations, "POST"),
             "/v1/rerank" => (Self::Rerank, "POST"),
+            "/v1/responses" => (Self::Responses, "POST"),
+            "/v1/messages" => (Self::Messages, "POST"),
+            "/v1/messages/count_tokens" => (Self::MessagesCountTokens, "POST"),
             _ => match path.strip_prefix("/v1/models/") {
                 Some(id) if !id.is_empty() => (Self::GetModel(percent_decode(id)), "GET"),
                 _ => {
@@ -73,6 +83,37 @@ impl Endpoint {
             Self::AudioTranslations => "audio.translations",
             Self::Moderations => "moderations",
             Self::Rerank => "rerank",
+            Self::Responses => "responses",
+            Self::Messages => "messages",
+            Self::MessagesCountTokens => "messages.count_tokens",
+        }
+    }
+
+    /// The path it is served on (`GetModel`: the list's).
+    pub fn path(&self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/v1/chat/completions",
+            Self::Completions => "/v1/completions",
+            Self::Embeddings => "/v1/embeddings",
+            Self::ListModels | Self::GetModel(_) => "/v1/models",
+            Self::ImagesGenerations => "/v1/images/generations",
+            Self::AudioSpeech => "/v1/audio/speech",
+            Self::AudioTranscriptions => "/v1/audio/transcriptions",
+            Self::AudioTranslations => "/v1/audio/translations",
+            Self::Moderations => "/v1/moderations",
+            Self::Rerank => "/v1/rerank",
+            Self::Responses => "/v1/responses",
+            Self::Messages => "/v1/messages",
+            Self::MessagesCountTokens => "/v1/messages/count_tokens",
+        }
+    }
+
+    /// The protocol of the endpoint: its error shape, how clients send their
+    /// key, where usage is in its answers.
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Self::Messages | Self::MessagesCountTokens => Protocol::Anthropic,
+            _ => Protocol::OpenAi,
         }
     }
 
@@ -94,11 +135,25 @@ impl Endpoint {
     pub fn counts_text_tokens(&self) -> bool {
         matches!(
             self,
-            Self::ChatCompletions | Self::Completions | Self::Embeddings
+            Self::ChatCompletions
+                | Self::Completions
+                | Self::Embeddings
+                | Self::Responses
+                | Self::Messages
         )
     }
 
     fn can_stream(&self) -> bool {
+        matches!(
+            self,
+            Self::ChatCompletions | Self::Completions | Self::Responses | Self::Messages
+        )
+    }
+
+    /// Whether the gateway asks for usage in the stream itself
+    /// (`stream_options.include_usage`): only Chat Completions and legacy
+    /// completions need it; Messages and Responses streams always report it.
+    fn asks_for_stream_usage(&self) -> bool {
         matches!(self, Self::ChatCompletions | Self::Completions)
     }
 }
@@ -206,6 +261,9 @@ struct RequestView<'a> {
     max_tokens: Option<u64>,
     #[serde(default)]
     max_completion_tokens: Option<u64>,
+    /// The Responses API's name for it.
+    #[serde(default)]
+    max_output_tokens: Option<u64>,
     #[serde(default)]
     models: Option<IgnoredAny>,
     #[serde(default)]
@@ -291,7 +349,10 @@ pub fn inspect(endpoint: &Endpoint, body: Bytes) -> Result<Inspected, GatewayErr
         }
     };
     let stream = view.stream.unwrap_or(false) && endpoint.can_stream();
-    let max_tokens = view.max_completion_tokens.or(view.max_tokens);
+    let max_tokens = view
+        .max_completion_tokens
+        .or(view.max_tokens)
+        .or(view.max_output_tokens);
     let client_wants_usage = match &view.stream_options {
         None | Some(serde_json::Value::Null) => false,
         Some(serde_json::Value::Object(o)) => o
@@ -304,7 +365,7 @@ pub fn inspect(endpoint: &Endpoint, body: Bytes) -> Result<Inspected, GatewayErr
             ))
         }
     };
-    if !stream || client_wants_usage {
+    if !stream || client_wants_usage || !endpoint.asks_for_stream_usage() {
         return Ok(Inspected {
             model,
             stream,

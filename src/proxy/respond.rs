@@ -22,6 +22,9 @@ pub async fn write_json(
     resp.insert_header(header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if ctx.protocol() == crate::protocols::Protocol::Anthropic {
+        resp.insert_header("request-id", ctx.request_id.as_str())?;
+    }
     for (name, value) in ctx
         .admission
         .rate_info

@@ -34,6 +34,9 @@ pub struct BackendMeta {
     /// Its key header, static headers, query, path template and model names.
     pub shape: super::shape::Shape,
     pub priority: u32,
+    /// What it speaks (`protocol:`), and whether it serves `/v1/responses`.
+    pub protocol: crate::protocols::Protocol,
+    pub responses_api: crate::protocols::ResponsesApi,
     /// TLS verification, client certificate and HTTP version.
     pub(super) transport: Transport,
     /// Why its last TLS handshake failed, until one succeeds (a probe or a

@@ -302,6 +302,8 @@ impl Upstreams {
                     host_header,
                     shape,
                     priority: b.priority,
+                    protocol: b.protocol(),
+                    responses_api: b.responses_api,
                     transport,
                     tls_failure: Default::default(),
                     key_refused: AtomicU16::new(0),
@@ -482,7 +484,9 @@ fn merged_pools(yaml: &[PoolConfig], servers: &[ServerRecord]) -> Vec<PoolConfig
             weight: s.weight.max(1) as usize,
             priority: s.priority.max(0) as u32,
             api_key_env: s.api_key_env.clone(),
-            auth: Default::default(),
+            auth_mode: None,
+            protocol: None,
+            responses_api: Default::default(),
             headers: Default::default(),
             query: Default::default(),
             models: Default::default(),
@@ -498,6 +502,8 @@ fn merged_pools(yaml: &[PoolConfig], servers: &[ServerRecord]) -> Vec<PoolConfig
                         p.models.push(m.clone());
                     }
                 }
+                let mut backend = backend;
+                backend.protocol = p.protocol;
                 p.backends.push(backend);
             }
             None => pools.push(PoolConfig {
@@ -509,6 +515,7 @@ fn merged_pools(yaml: &[PoolConfig], servers: &[ServerRecord]) -> Vec<PoolConfig
                 expose_headers: Vec::new(),
                 allow_routing_fields: false,
                 request_id_header: Some("x-request-id".into()),
+                protocol: None,
             }),
         }
     }

@@ -16,6 +16,10 @@ const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
+/// The Messages API version sent to Anthropic backends when neither the
+/// config nor the client names one (<https://docs.anthropic.com/en/api/versioning>).
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
 #[derive(Default)]
 pub struct Shape {
     /// The header with the key (`authorization: Bearer ...`, `api-key`,
@@ -33,7 +37,7 @@ pub struct Shape {
 impl Shape {
     /// Reads the key and the `{env: NAME}` header values from the environment.
     pub fn build(b: &BackendConfig) -> Result<Self, String> {
-        let auth = match (&b.api_key_env, b.auth) {
+        let auth = match (&b.api_key_env, b.auth()) {
             (Some(var), mode) => {
                 let key = std::env::var(var).map_err(|_| format!("`{var}` is not set"))?;
                 let (name, value) = match mode {
@@ -60,6 +64,16 @@ impl Shape {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("`{name}` is not a header name"))?;
             headers.push((name, value));
+        }
+        if b.protocol() == crate::protocols::Protocol::Anthropic
+            && !b.headers.contains_key("anthropic-version")
+        {
+            // Anthropic refuses a request without it; a client's own
+            // (forwarded) wins, as for every static header.
+            headers.push((
+                HeaderName::from_static("anthropic-version"),
+                HeaderValue::from_static(ANTHROPIC_VERSION),
+            ));
         }
         let query = b
             .query

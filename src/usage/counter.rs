@@ -34,21 +34,27 @@ const MODEL_HEAD: usize = 4096;
 /// SSE payloads kept unparsed per stream (see `ResponseCounter::raw`).
 const RAW_KEEP: usize = 64 * 1024;
 
-/// OpenAI's `usage`: `prompt_tokens` include the cached ones and
-/// `completion_tokens` the reasoning ones (the details split them out).
+/// A `usage` object in any protocol's words, normalized: `prompt_tokens`
+/// include the cached ones and those written to a cache, `completion_tokens`
+/// the reasoning ones.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(from = "UsageWire")]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
-    pub prompt_tokens_details: Option<PromptDetails>,
-    pub completion_tokens_details: Option<CompletionDetails>,
+    cached: u64,
+    cache_write: u64,
+    reasoning: u64,
 }
 
-/// `usage` as it arrives. `input_tokens`/`output_tokens` are the names in
-/// gpt-image-1's and gpt-4o-transcribe's answers (OpenAI's images and audio
-/// reference); they count when the chat names are absent. Separate fields,
-/// not serde aliases: an answer that had both would fail as a duplicate.
+/// `usage` as it arrives. Chat Completions: `prompt_tokens`,
+/// `completion_tokens` and their `*_details`. The Responses API, gpt-image-1
+/// and gpt-4o-transcribe: `input_tokens` (the cached ones included),
+/// `output_tokens` and their `*_details`. Anthropic: `input_tokens` *without*
+/// the `cache_creation_input_tokens` and `cache_read_input_tokens` beside it
+/// (<https://docs.anthropic.com/en/api/messages>), which LiteLLM also adds to
+/// chat usage, where `prompt_tokens` already counts them. Separate fields, not
+/// serde aliases: an answer that had both names would fail as a duplicate.
 #[derive(Deserialize)]
 struct UsageWire {
     #[serde(default)]
@@ -60,48 +66,110 @@ struct UsageWire {
     #[serde(default)]
     output_tokens: Option<u64>,
     #[serde(default)]
-    prompt_tokens_details: Option<PromptDetails>,
+    cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
-    completion_tokens_details: Option<CompletionDetails>,
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<Details>,
+    #[serde(default)]
+    completion_tokens_details: Option<Details>,
+    #[serde(default)]
+    input_tokens_details: Option<Details>,
+    #[serde(default)]
+    output_tokens_details: Option<Details>,
+}
+
+/// The parts of `*_tokens_details` the gateway stores (`null` members are
+/// as good as absent).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+struct Details {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
 }
 
 impl From<UsageWire> for Usage {
     fn from(w: UsageWire) -> Self {
+        let cache_write = w.cache_creation_input_tokens.unwrap_or(0);
+        let cache_read = w.cache_read_input_tokens.unwrap_or(0);
+        let prompt = match (w.prompt_tokens, w.input_tokens) {
+            (Some(p), _) => p,
+            // Anthropic's `input_tokens` leave out what the cache served or stored.
+            (None, Some(i))
+                if w.cache_creation_input_tokens.is_some()
+                    || w.cache_read_input_tokens.is_some() =>
+            {
+                i.saturating_add(cache_write).saturating_add(cache_read)
+            }
+            (None, i) => i.unwrap_or(0),
+        };
+        let completion = w.completion_tokens.or(w.output_tokens).unwrap_or(0);
+        let detail = |a: Option<Details>, b: Option<Details>, f: fn(Details) -> Option<u64>| {
+            a.and_then(f).or_else(|| b.and_then(f))
+        };
+        let cached = detail(w.prompt_tokens_details, w.input_tokens_details, |d| {
+            d.cached_tokens
+        })
+        .unwrap_or(cache_read);
+        let reasoning = detail(w.completion_tokens_details, w.output_tokens_details, |d| {
+            d.reasoning_tokens
+        })
+        .unwrap_or(0);
         Self {
-            prompt_tokens: w.prompt_tokens.or(w.input_tokens).unwrap_or(0),
-            completion_tokens: w.completion_tokens.or(w.output_tokens).unwrap_or(0),
-            prompt_tokens_details: w.prompt_tokens_details,
-            completion_tokens_details: w.completion_tokens_details,
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cached: cached.min(prompt),
+            cache_write: cache_write.min(prompt.saturating_sub(cached.min(prompt))),
+            reasoning: reasoning.min(completion),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct PromptDetails {
-    #[serde(default)]
-    pub cached_tokens: Option<u64>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct CompletionDetails {
-    #[serde(default)]
-    pub reasoning_tokens: Option<u64>,
-}
-
 impl Usage {
+    /// Of `prompt_tokens`: read from the provider's prompt cache.
     pub fn cached_tokens(&self) -> u64 {
-        self.prompt_tokens_details
-            .and_then(|d| d.cached_tokens)
-            .unwrap_or(0)
-            .min(self.prompt_tokens)
+        self.cached
     }
 
-    pub fn reasoning_tokens(&self) -> u64 {
-        self.completion_tokens_details
-            .and_then(|d| d.reasoning_tokens)
-            .unwrap_or(0)
-            .min(self.completion_tokens)
+    /// Of `prompt_tokens`: written to the provider's prompt cache (Anthropic).
+    pub fn cache_write_tokens(&self) -> u64 {
+        self.cache_write
     }
+
+    /// Of `completion_tokens`: reasoning.
+    pub fn reasoning_tokens(&self) -> u64 {
+        self.reasoning
+    }
+
+    /// A later report of the same answer on top of an earlier one: Anthropic
+    /// streams the input side in `message_start` and the cumulative output in
+    /// each `message_delta` (which may repeat the input side too).
+    fn merge(self, later: Usage) -> Usage {
+        if later.prompt_tokens > 0 {
+            return later;
+        }
+        Usage {
+            completion_tokens: later.completion_tokens,
+            reasoning: later.reasoning,
+            ..self
+        }
+    }
+}
+
+/// Where a protocol puts usage in its answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI's Chat Completions (and completions, embeddings...): `usage`
+    /// at the top of the body or of a stream chunk.
+    #[default]
+    Chat,
+    /// Anthropic's Messages: `usage` at the top of a message, in
+    /// `message_start`'s `message`, and in `message_delta` (cumulative).
+    Messages,
+    /// OpenAI's Responses: `usage` in the response object, which streams
+    /// carry in `response.completed`, `response.incomplete` and `response.failed`.
+    Responses,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +181,7 @@ enum Kind {
 
 pub struct ResponseCounter {
     kind: Kind,
+    dialect: Dialect,
     strip_usage_event: bool,
     /// JSON: the body (or its tail once past JSON_KEEP). SSE: bytes not yet split into events.
     buf: BytesMut,
@@ -142,6 +211,61 @@ struct ChunkView<'a> {
     usage: Option<Usage>,
     #[serde(borrow, default)]
     choices: Option<Vec<ChoiceView<'a>>>,
+}
+
+/// What one event or body says, in any dialect.
+struct Payload {
+    model: Option<String>,
+    usage: Option<Usage>,
+    /// False for the usage-only chunk the gateway asked for itself.
+    keep: bool,
+}
+
+/// An Anthropic stream event (<https://docs.anthropic.com/en/api/messages-streaming>):
+/// `message_start` has the `message` with the input side of `usage`;
+/// `content_block_delta` a `delta` with `text`, `partial_json` (tool input)
+/// or `thinking`; `message_delta` the cumulative `usage`.
+#[derive(Deserialize)]
+struct MessagesEvent<'a> {
+    #[serde(borrow, default)]
+    message: Option<Envelope<'a>>,
+    #[serde(borrow, default)]
+    delta: Option<BlockDelta<'a>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+/// Anthropic's `message` or the Responses API's `response` object.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct BlockDelta<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    partial_json: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    thinking: Option<Cow<'a, str>>,
+}
+
+/// A Responses stream event
+/// (<https://platform.openai.com/docs/api-reference/responses-streaming>):
+/// text and function arguments arrive as `delta` strings, the usage in the
+/// `response` of `response.completed` / `.incomplete` / `.failed`.
+#[derive(Deserialize)]
+struct ResponsesEvent<'a> {
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    delta: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    response: Option<Envelope<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -225,6 +349,7 @@ impl ResponseCounter {
         };
         Self {
             kind,
+            dialect: Dialect::Chat,
             strip_usage_event: strip_usage_event && kind == Kind::Sse,
             buf: BytesMut::new(),
             json_truncated: false,
@@ -236,6 +361,12 @@ impl ResponseCounter {
             served_model: None,
             model_looked: false,
         }
+    }
+
+    /// Reads usage where `dialect` puts it (Chat Completions' by default).
+    pub fn with_dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
+        self
     }
 
     /// Whether the body is JSON or SSE, read as it passes (other bodies, such
@@ -345,19 +476,89 @@ impl ResponseCounter {
             self.raw_full = true;
             self.parse_raw();
         }
-        let Ok(chunk) = serde_json::from_slice::<ChunkView<'_>>(&data) else {
+        let Some(event) = self.read_payload(&data) else {
             return true;
         };
-        push_choice_text(&mut self.text, chunk.choices.as_deref());
-        match chunk.usage {
+        match event.usage {
             Some(u) => {
-                self.usage = Some(u);
-                if let Some(m) = chunk.model {
-                    self.served_model = Some(m.into_owned());
+                self.usage = Some(match self.usage {
+                    Some(earlier) if self.dialect == Dialect::Messages => earlier.merge(u),
+                    _ => u,
+                });
+                if let Some(m) = event.model {
+                    self.served_model = Some(m);
                 }
-                !chunk.choices.as_deref().is_some_and(carry_nothing)
+                event.keep
             }
-            None => true,
+            None => {
+                if self.served_model.is_none() {
+                    self.served_model = event.model;
+                }
+                true
+            }
+        }
+    }
+
+    /// One event's payload in this counter's dialect: its generated text goes
+    /// into `text`; its model and usage are returned (None: not JSON).
+    fn read_payload(&mut self, data: &[u8]) -> Option<Payload> {
+        let text = &mut self.text;
+        match self.dialect {
+            Dialect::Chat => {
+                let chunk = serde_json::from_slice::<ChunkView<'_>>(data).ok()?;
+                push_choice_text(text, chunk.choices.as_deref());
+                Some(Payload {
+                    // The usage chunk the gateway asked for carries nothing else.
+                    keep: chunk.usage.is_none()
+                        || !chunk.choices.as_deref().is_some_and(carry_nothing),
+                    usage: chunk.usage,
+                    model: chunk.model.map(Cow::into_owned),
+                })
+            }
+            Dialect::Messages => {
+                let event = serde_json::from_slice::<MessagesEvent<'_>>(data).ok()?;
+                if let Some(d) = &event.delta {
+                    for piece in [&d.text, &d.partial_json, &d.thinking]
+                        .into_iter()
+                        .flatten()
+                    {
+                        push_text(text, piece);
+                    }
+                }
+                let (model, inner_usage) = event
+                    .message
+                    .map_or((None, None), |m| (m.model.map(Cow::into_owned), m.usage));
+                Some(Payload {
+                    keep: true,
+                    usage: event.usage.or(inner_usage),
+                    model,
+                })
+            }
+            Dialect::Responses => {
+                let event = serde_json::from_slice::<ResponsesEvent<'_>>(data).ok()?;
+                let counted_delta = event.kind.as_deref().is_some_and(|k| {
+                    [
+                        "output_text.delta",
+                        "function_call_arguments.delta",
+                        "refusal.delta",
+                        "reasoning_text.delta",
+                        "reasoning_summary_text.delta",
+                    ]
+                    .iter()
+                    .any(|suffix| k.ends_with(suffix))
+                });
+                if let Some(d) = event.delta.as_deref().filter(|_| counted_delta) {
+                    push_text(text, d);
+                }
+                let (model, usage) = event
+                    .response
+                    .map_or((None, None), |r| (r.model.map(Cow::into_owned), r.usage));
+                Some(Payload {
+                    keep: true,
+                    usage,
+                    model,
+                })
+            }
         }
     }
 
@@ -365,10 +566,9 @@ impl ResponseCounter {
     fn parse_raw(&mut self) {
         let raw = std::mem::take(&mut self.raw);
         for data in raw.split(|&b| b == 0).filter(|d| !d.is_empty()) {
-            if let Ok(chunk) = serde_json::from_slice::<ChunkView<'_>>(data) {
-                push_choice_text(&mut self.text, chunk.choices.as_deref());
+            if let Some(event) = self.read_payload(data) {
                 if self.served_model.is_none() {
-                    self.served_model = chunk.model.map(Cow::into_owned);
+                    self.served_model = event.model;
                 }
             }
         }
@@ -458,6 +658,12 @@ fn carry_nothing(choices: &[ChoiceView<'_>]) -> bool {
     })
 }
 
+fn push_text(text: &mut String, piece: &str) {
+    if text.len() + piece.len() <= TEXT_KEEP {
+        text.push_str(piece);
+    }
+}
+
 /// Appends the generated text of each choice: the `delta` of chat chunks, the
 /// `message` of chat bodies, `text` in legacy completions.
 fn push_choice_text(text: &mut String, choices: Option<&[ChoiceView<'_>]>) {
@@ -468,9 +674,7 @@ fn push_choice_text(text: &mut String, choices: Option<&[ChoiceView<'_>]>) {
             .flat_map(TextView::pieces)
             .chain(c.text.as_deref());
         for p in pieces {
-            if text.len() + p.len() <= TEXT_KEEP {
-                text.push_str(p);
-            }
+            push_text(text, p);
         }
     }
 }
@@ -771,5 +975,114 @@ mod tests {
             .collect();
         feed(&mut c, &chunks);
         assert_eq!(c.usage().unwrap().prompt_tokens, 11);
+    }
+
+    /// Anthropic's stream (<https://docs.anthropic.com/en/api/messages-streaming>):
+    /// the input side in `message_start`, the cumulative output in
+    /// `message_delta`; `input_tokens` leave out the cache's tokens.
+    #[test]
+    fn anthropic_streams_are_counted_with_their_cache_tokens() {
+        let mut c =
+            ResponseCounter::new(Some("text/event-stream"), false).with_dialect(Dialect::Messages);
+        let out = feed(
+            &mut c,
+            &[
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5-20250929\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":100,\"cache_read_input_tokens\":2000,\"output_tokens\":1}}}\n\n",
+                "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+                "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+                "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":15}}\n\n",
+                "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+            ],
+        );
+        assert!(out.contains("message_stop"), "bytes pass through");
+        let u = c.usage().unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (2125, 15));
+        assert_eq!((u.cached_tokens(), u.cache_write_tokens()), (2000, 100));
+        assert_eq!(c.served_model(), Some("claude-sonnet-4-5-20250929"));
+    }
+
+    #[test]
+    fn an_anthropic_message_is_counted_from_its_usage() {
+        let mut c =
+            ResponseCounter::new(Some("application/json"), false).with_dialect(Dialect::Messages);
+        let body = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"cache_creation_input_tokens":0,"cache_read_input_tokens":8,"output_tokens":6}}"#;
+        feed(&mut c, &[body]);
+        let u = c.usage().unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.cached_tokens()),
+            (20, 6, 8)
+        );
+    }
+
+    /// The Responses API reports usage in the final event's `response`, with
+    /// `input_tokens` including the cached ones.
+    #[test]
+    fn responses_streams_are_counted_from_their_final_event() {
+        for last in [
+            "response.completed",
+            "response.incomplete",
+            "response.failed",
+        ] {
+            let mut c = ResponseCounter::new(Some("text/event-stream"), false)
+                .with_dialect(Dialect::Responses);
+            let done = format!("event: {last}\ndata: {{\"type\":\"{last}\",\"sequence_number\":5,\"response\":{{\"id\":\"resp_1\",\"object\":\"response\",\"model\":\"gpt-5-2025-08-07\",\"usage\":{{\"input_tokens\":300,\"input_tokens_details\":{{\"cached_tokens\":256}},\"output_tokens\":40,\"output_tokens_details\":{{\"reasoning_tokens\":32}},\"total_tokens\":340}}}}}}\n\n");
+            feed(
+                &mut c,
+                &[
+                    "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"model\":\"gpt-5\",\"usage\":null}}\n\n",
+                    "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":3,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hi\"}\n\n",
+                    &done,
+                ],
+            );
+            let u = c.usage().unwrap_or_else(|| panic!("{last}: no usage"));
+            assert_eq!((u.prompt_tokens, u.completion_tokens), (300, 40), "{last}");
+            assert_eq!(
+                (u.cached_tokens(), u.reasoning_tokens()),
+                (256, 32),
+                "{last}"
+            );
+            assert_eq!(c.served_model(), Some("gpt-5-2025-08-07"));
+        }
+    }
+
+    /// Without a usage report the text of each dialect is kept for the tokenizer.
+    #[test]
+    fn the_text_of_each_dialect_is_kept_when_no_usage_comes() {
+        let mut c =
+            ResponseCounter::new(Some("text/event-stream"), false).with_dialect(Dialect::Messages);
+        feed(&mut c, &[
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"hmm \"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":1}\"}}\n\n",
+        ]);
+        assert_eq!(c.reply_text(), "hmm {\"a\":1}");
+        let mut c =
+            ResponseCounter::new(Some("text/event-stream"), false).with_dialect(Dialect::Responses);
+        feed(
+            &mut c,
+            &[
+                "data: {\"type\":\"response.output_text.delta\",\"delta\":\"Hel\"}\n\n",
+                "data: {\"type\":\"response.function_call_arguments.delta\",\"delta\":\"{}\"}\n\n",
+                "data: {\"type\":\"response.audio.delta\",\"delta\":\"AAAA\"}\n\n",
+            ],
+        );
+        assert_eq!(c.reply_text(), "Hel{}");
+    }
+
+    /// LiteLLM puts Anthropic's cache fields beside `prompt_tokens`, which
+    /// counts them already: they are not added twice.
+    #[test]
+    fn litellms_cache_fields_in_chat_usage_are_not_added_twice() {
+        let mut c = ResponseCounter::new(Some("application/json"), false);
+        feed(
+            &mut c,
+            &[
+                r#"{"choices":[],"usage":{"prompt_tokens":2100,"completion_tokens":5,"cache_creation_input_tokens":100,"cache_read_input_tokens":1900,"prompt_tokens_details":{"cached_tokens":1900}}}"#,
+            ],
+        );
+        let u = c.usage().unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.cached_tokens(), u.cache_write_tokens()),
+            (2100, 1900, 100)
+        );
     }
 }

@@ -133,7 +133,7 @@ impl Counted {
             prompt: u.prompt_tokens,
             completion: u.completion_tokens,
             cached: u.cached_tokens(),
-            cache_write: 0,
+            cache_write: u.cache_write_tokens(),
             reasoning: u.reasoning_tokens(),
             source: UsageSource::Upstream,
         }

@@ -599,6 +599,11 @@ pub struct UsageRow {
     pub stream: bool,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+    /// Of the prompt: read from / written to the provider's cache.
+    pub cached_tokens: i64,
+    pub cache_write_tokens: i64,
+    /// Of the completion: reasoning.
+    pub reasoning_tokens: i64,
     pub usage_source: String,
     pub cost_nanousd: i64,
     pub latency_ms: i64,
@@ -609,7 +614,7 @@ pub struct UsageRow {
 pub async fn usage_rows(pool: &AnyPool) -> Vec<UsageRow> {
     sqlx::query(
         "SELECT request_id, key_id, endpoint, model, backend, CAST(status AS BIGINT) AS status, CAST(stream AS BIGINT) AS stream, prompt_tokens, \
-         completion_tokens, usage_source, cost_nanousd, latency_ms, ttfb_ms, error_code FROM usage_records ORDER BY id",
+         completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, usage_source, cost_nanousd, latency_ms, ttfb_ms, error_code FROM usage_records ORDER BY id",
     )
     .fetch_all(pool)
     .await
@@ -625,6 +630,9 @@ pub async fn usage_rows(pool: &AnyPool) -> Vec<UsageRow> {
         stream: r.get::<i64, _>("stream") == 1,
         prompt_tokens: r.get("prompt_tokens"),
         completion_tokens: r.get("completion_tokens"),
+        cached_tokens: r.get("cached_tokens"),
+        cache_write_tokens: r.get("cache_write_tokens"),
+        reasoning_tokens: r.get("reasoning_tokens"),
         usage_source: r.get("usage_source"),
         cost_nanousd: r.get("cost_nanousd"),
         latency_ms: r.get("latency_ms"),

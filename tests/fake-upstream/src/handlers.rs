@@ -45,6 +45,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/chat/completions", openai(post(chat_completions)))
         .route("/v1/completions", openai(post(completions)))
         .route("/v1/embeddings", openai(post(embeddings)))
+        .route("/v1/responses", openai(post(crate::responses::create)))
         .route("/v1/images/generations", openai(post(surface::images)))
         .route("/v1/audio/speech", openai(post(surface::speech)))
         .route(
@@ -439,6 +440,21 @@ async fn chat_completions(
         .served_model
         .clone()
         .unwrap_or_else(|| req.model.to_string());
+    if let Some(call) = crate::chat_tools::call_for(&req, &body) {
+        let usage = ChatUsage::detailed(
+            messages.prompt_tokens(),
+            crate::tools::CALL_TOKENS,
+            s.cached_tokens,
+            s.reasoning_tokens,
+        );
+        let usage = (mode != Mode::NoUsage).then_some(usage);
+        return if req.stream == Some(true) {
+            let usage = usage.filter(|_| wants_usage(req.stream_options.as_ref(), mode));
+            crate::chat_tools::stream(s, &id, created, &model, call, usage, plan)
+        } else {
+            crate::chat_tools::json(&id, created, &model, call, usage)
+        };
+    }
 
     if req.stream == Some(true) {
         let spec = StreamSpec {

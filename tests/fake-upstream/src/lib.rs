@@ -13,6 +13,7 @@
 //! | `POST /v1/chat/completions` | chat completion, streaming (SSE) or not |
 //! | `POST /v1/completions` | legacy text completion, streaming or not |
 //! | `POST /v1/embeddings` | deterministic vectors, `float` or `base64` |
+//! | `POST /v1/responses` | OpenAI's Responses API, JSON or its event stream (see `responses.rs` for its rules) |
 //! | `POST /openai/deployments/{d}/chat/completions`, `.../completions`, `.../embeddings` | with [`Provider::Azure`] only: Azure OpenAI's paths (the same answers) |
 //! | `POST /_control/mode`, `/_control/health`, `/_control/chunk_delay`, `GET /_control/stats` | run-time knobs for out-of-process users |
 //! | anything else | 404 in OpenAI's error envelope |
@@ -28,7 +29,11 @@
 //! * embeddings: `prompt_tokens = words in the input(s)`;
 //! * `completion_tokens = content chunks sent = min(chunks, max_tokens)`;
 //!   when `max_tokens` truncates, `finish_reason` is `"length"` as with
-//!   OpenAI.
+//!   OpenAI;
+//! * chat and Responses answer with a function call instead of text when
+//!   `tools` are given and the last user message names one (or
+//!   `tool_choice` picks one); see [`tools`]. A call counts 2 completion
+//!   tokens.
 //!
 //! [`Mode`] injects failures into every `/v1/*` endpoint (never `/health`
 //! or `/_control/*`).
@@ -61,9 +66,12 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
+mod chat_tools;
 mod handlers;
+mod responses;
 mod state;
 pub mod surface;
+pub mod tools;
 pub mod wire;
 
 pub use handlers::embedding_vector;

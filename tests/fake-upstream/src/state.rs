@@ -53,7 +53,13 @@ pub struct Shared {
     connections: AtomicUsize,
     requests: Mutex<Vec<RecordedRequest>>,
     next_id: AtomicU64,
+    /// Ids of `/v1/responses` answers stored (`store` not false), which a
+    /// later `previous_response_id` may name. Bounded: the oldest go first.
+    stored_responses: Mutex<std::collections::VecDeque<String>>,
 }
+
+/// Stored response ids kept (OpenAI keeps them 30 days; a test needs few).
+const STORED_RESPONSES: usize = 4096;
 
 /// How much of the reply one request gets, and how fast.
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +130,7 @@ impl Shared {
             connections: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
+            stored_responses: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -197,6 +204,18 @@ impl Shared {
     /// A fresh response id number (unique per server).
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn store_response(&self, id: &str) {
+        let mut stored = lock(&self.stored_responses);
+        if stored.len() == STORED_RESPONSES {
+            stored.pop_front();
+        }
+        stored.push_back(id.to_owned());
+    }
+
+    pub fn response_stored(&self, id: &str) -> bool {
+        lock(&self.stored_responses).iter().any(|s| s == id)
     }
 
     /// Decides chunk count, finish reason and delay for one request.

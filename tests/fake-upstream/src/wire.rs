@@ -154,6 +154,12 @@ pub struct ChatRequest<'a> {
     pub max_tokens: Option<u64>,
     #[serde(default)]
     pub max_completion_tokens: Option<u64>,
+    /// Only read when present (see `crate::tools`), so requests without
+    /// tools stay allocation-free.
+    #[serde(default)]
+    pub tools: Option<serde_json::Value>,
+    #[serde(default)]
+    pub tool_choice: Option<serde_json::Value>,
 }
 
 /// `messages`, reduced to a message count and a content word count.
