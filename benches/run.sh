@@ -2,7 +2,12 @@
 # BluesMinds load benchmark: the gateway against no hop, a bare Pingora proxy,
 # nginx and LiteLLM, in one run on this machine. See benches/README.md.
 #
-#   bash benches/run.sh [--quick] [--no-build] [--skip-nginx] [--skip-litellm] [--idle-wait=SECONDS]
+#   bash benches/run.sh [--quick] [--timeline] [--no-build] [--skip-nginx] [--skip-litellm]
+#                       [--skip-portkey] [--idle-wait=SECONDS]
+#
+# --timeline: bare Pingora and BluesMinds only: the closed loop, then an open
+# loop at half of bare's saturation recorded per request (timeline-load), and
+# the latency per 100 ms interval side by side in target/bench/timeline.md.
 #
 # --idle-wait: before measuring, wait up to this long (default: 600 s in full
 # mode, 0 in quick mode) for the machine to be idle (both cores < 15 % busy
@@ -28,7 +33,7 @@ for v in BENCH_BIN_DIR BENCH_COMMIT BENCH_PROXY_CPUS BENCH_LOAD_CPUS; do
     if [ -n "${!v:-}" ]; then COMMAND_LINE="$v=${!v} $COMMAND_LINE"; fi
 done
 
-QUICK=0 BUILD=1 NGINX=1 LITELLM=1 IDLE_WAIT_S=""
+QUICK=0 BUILD=1 NGINX=1 LITELLM=1 PORTKEY=1 TIMELINE=0 IDLE_WAIT_S=""
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=1 ;;
@@ -36,7 +41,9 @@ for arg in "$@"; do
         --no-build) BUILD=0 ;;
         --skip-nginx) NGINX=0 ;;
         --skip-litellm) LITELLM=0 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        --skip-portkey) PORTKEY=0 ;;
+        --timeline) TIMELINE=1 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -49,12 +56,19 @@ CHUNK_DELAY_MS=200  # delay before each streamed chunk during the streaming scen
 STREAM_RAMP_MS=1000 # stream starts are spread over this long
 if [ "$QUICK" = 1 ]; then
     WARM_S=1 CLOSED_S=3 OPEN_S=3
-    LITELLM=0
+    LITELLM=0 PORTKEY=0
     IDLE_WAIT_S="${IDLE_WAIT_S:-0}"
 else
     WARM_S=3 CLOSED_S=15 OPEN_S=15
     IDLE_WAIT_S="${IDLE_WAIT_S:-600}"
 fi
+if [ "$TIMELINE" = 1 ]; then
+    # Only the two Pingora proxies: the timeline compares the gateway with its floor.
+    NGINX=0 LITELLM=0 PORTKEY=0
+    CLOSED_S=$((CLOSED_S < 10 ? CLOSED_S : 10))
+fi
+PORTKEY_VERSION="1.15.2"
+PORTKEY_DIR="$TARGET/bench-portkey"
 
 # --- CPU pinning -------------------------------------------------------------
 # The proxy under test gets a core of its own; the load generator and the fake
@@ -182,7 +196,7 @@ fi
 # BENCH_BIN_DIR: measure binaries built elsewhere (e.g. a snapshot of a commit,
 # with --no-build); BENCH_COMMIT then names what they were built from.
 BIN="${BENCH_BIN_DIR:-$TARGET/release}"
-for b in bluesminds fake-upstream bare-pingora stream-load; do
+for b in bluesminds fake-upstream bare-pingora stream-load timeline-load; do
     [ -x "$BIN/$b" ] || die "$BIN/$b missing (run without --no-build)"
 done
 
@@ -228,10 +242,40 @@ if [ "$LITELLM" = 1 ]; then
             LITELLM_NOTE="litellm[proxy] did not install (see logs/litellm-install.log)"
         fi
     fi
+elif [ "$TIMELINE" = 1 ]; then
+    LITELLM_NOTE="skipped (--timeline)"
 elif [ "$QUICK" = 1 ]; then
     LITELLM_NOTE="skipped (--quick)"
 else
     LITELLM_NOTE="skipped (--skip-litellm)"
+fi
+
+# Portkey's gateway (npm @portkey-ai/gateway), run as its own start-server.js
+# in one Node process: the peer written in TypeScript.
+PORTKEY_NOTE=""
+PORTKEY_JS="$PORTKEY_DIR/node_modules/@portkey-ai/gateway/build/start-server.js"
+if [ "$PORTKEY" = 1 ]; then
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        PORTKEY_NOTE="Node.js/npm not installed"
+    elif ! [ -f "$PORTKEY_DIR/.installed-$PORTKEY_VERSION" ]; then
+        log "installing @portkey-ai/gateway $PORTKEY_VERSION into $PORTKEY_DIR (npm)"
+        rm -rf "$PORTKEY_DIR"
+        mkdir -p "$PORTKEY_DIR"
+        # --ignore-scripts: its postinstall runs patch-package, but the package
+        # ships no patches/ directory (only build/), so there is nothing to apply.
+        if timeout 900 npm install --prefix "$PORTKEY_DIR" --no-audit --no-fund --ignore-scripts \
+            "@portkey-ai/gateway@$PORTKEY_VERSION" >"$WORK/logs/portkey-install.log" 2>&1 && [ -f "$PORTKEY_JS" ]; then
+            touch "$PORTKEY_DIR/.installed-$PORTKEY_VERSION"
+        else
+            PORTKEY_NOTE="@portkey-ai/gateway did not install (see logs/portkey-install.log)"
+        fi
+    fi
+elif [ "$TIMELINE" = 1 ]; then
+    PORTKEY_NOTE="skipped (--timeline)"
+elif [ "$QUICK" = 1 ]; then
+    PORTKEY_NOTE="skipped (--quick)"
+else
+    PORTKEY_NOTE="skipped (--skip-portkey)"
 fi
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -256,7 +300,7 @@ done
 {
     echo "date_utc=$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "command=$COMMAND_LINE"
-    echo "mode=$([ "$QUICK" = 1 ] && echo quick || echo full)"
+    echo "mode=$([ "$QUICK" = 1 ] && echo quick || echo full)$([ "$TIMELINE" = 1 ] && echo ', timeline' || true)"
     echo "cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "ncpu=$NCPU"
     echo "proxy_cpus=$PROXY_CPUS"
@@ -272,6 +316,7 @@ done
     echo "oha=$("$OHA" --version)"
     echo "nginx=$([ -n "$NGINX_BIN" ] && "$NGINX_BIN" -v 2>&1 | sed 's/.*: //' || echo '-')"
     echo "litellm=$([ -z "$LITELLM_NOTE" ] && "$LITELLM_VENV/bin/pip" show litellm 2>/dev/null | awk '/^Version/ { print $2 }' || echo '-')"
+    echo "portkey=$([ -z "$PORTKEY_NOTE" ] && echo "$PORTKEY_VERSION (node $(node --version))" || echo '-')"
     echo "loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)"
     echo "busy_before_pct=$BUSY"
     echo "conns=$CONNS"
@@ -284,12 +329,14 @@ done
     echo "open_s=$OPEN_S"
     echo "nginx_note=$NGINX_NOTE"
     echo "litellm_note=$LITELLM_NOTE"
+    echo "portkey_note=$PORTKEY_NOTE"
+    echo "timeline=$TIMELINE"
 } >"$RAW/meta.env"
 top -bn1 | head -15 >"$RAW/top-before.txt" 2>/dev/null || true
 log "mode $(grep '^mode=' "$RAW/meta.env" | cut -d= -f2); proxies on CPU $PROXY_CPUS ($PROXY_THREADS threads), load + fake upstream on CPU $LOAD_CPUS; machine $BUSY % busy, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- the fake upstream ---------------------------------------------------------
-read -r UP_PORT P_BARE P_NGINX P_BM P_BM_ADMIN P_LITELLM <<<"$(free_ports 6)"
+read -r UP_PORT P_BARE P_NGINX P_BM P_BM_ADMIN P_LITELLM P_PORTKEY <<<"$(free_ports 7)"
 UP="127.0.0.1:$UP_PORT"
 start_bg upstream "$LOAD_CPUS" "$BIN/fake-upstream" --listen "$UP" --threads 1 --chunks "$CHUNKS" --chunk-delay-ms 0
 wait_http upstream "http://$UP/health" 30 || die "fake upstream did not start"
@@ -318,6 +365,47 @@ json_get() { # file python-expression-on-d
 open_loop() { # name url rate: one latency-corrected fixed-rate run
     log "$1: open loop at $3 rps (latency corrected), ${OPEN_S}s"
     oha_run "$RAW/$1.open.$3.json" "$OPEN_S" "$2" -q "$3" --latency-correction || log "$1: open loop failed"
+}
+
+# timeline_run name url rate: the open loop recorded per request (timeline-load),
+# every target at the same rate (bare Pingora's), for benches/timeline.py.
+timeline_run() {
+    local name=$1 url=$2 rate=$3 hostport hdr=() i
+    hostport=${url#http://}
+    hostport=${hostport%%/*}
+    for ((i = 1; i < ${#AUTH[@]}; i += 2)); do hdr+=(--header "${AUTH[i]}"); done
+    log "$name: timeline, open loop at $rate rps, ${OPEN_S}s (+1 s warm-up)"
+    local before after sched_pid=""
+    before=$(upstream_connections)
+    if command -v perf >/dev/null; then
+        # Scheduler events of the whole machine during the run: which tasks
+        # held the proxy's core while its worker waited (benches/sched-blame.py).
+        perf sched record -k CLOCK_MONOTONIC -o "$WORK/$name.sched.data" -- sleep $((OPEN_S + 3)) \
+            >"$WORK/logs/$name.perf-sched.log" 2>&1 &
+        sched_pid=$!
+        sleep 0.5
+    fi
+    timeout $((OPEN_S + 90)) taskset -c "$LOAD_CPUS" "$BIN/timeline-load" --addr "$hostport" \
+        --path "/${url#http://*/}" --rate "$rate" --duration-s "$OPEN_S" --warmup-s 1 --conns "$CONNS" \
+        --body "$BODY" --out "$RAW/$name.timeline.csv" "${hdr[@]}" \
+        >"$RAW/$name.timeline.json" 2>>"$WORK/logs/timeline-load.log" || log "$name: timeline run failed"
+    if [ -n "$sched_pid" ]; then
+        wait "$sched_pid" || true
+        local t0
+        t0=$(sed -n 's/^# monotonic_ns_at_t0=//p' "$RAW/$name.timeline.csv")
+        python3 "$ROOT/benches/sched-blame.py" "$WORK/$name.sched.data" "${PID[$name]}" \
+            --from-ns "${t0:-0}" --secs "$OPEN_S" >"$RAW/$name.sched-blame.md" 2>>"$WORK/logs/sched-blame.log" || true
+        rm -f "$WORK/$name.sched.data"
+    fi
+    after=$(upstream_connections)
+    # Connections the proxy opened to the upstream during the run (health
+    # checks included): a pool that keeps its connections opens ~none.
+    echo $((after - before)) >"$RAW/$name.upstream-connections.txt"
+    log "$name: $((after - before)) upstream connections opened during the timeline run"
+}
+
+upstream_connections() {
+    curl -sf --max-time 5 "http://$UP/_control/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("connections", 0))'
 }
 
 RATE=""           # the common open-loop rate: half of bare Pingora's saturation
@@ -367,6 +455,11 @@ EOF
         EXTRA_RATES+=("$rate")
     fi
     echo "$rate" >"$RAW/$name.rate.txt"
+    if [ "$TIMELINE" = 1 ]; then
+        timeline_run "$name" "$url" "$RATE"
+        echo "ok" >"$RAW/$name.status"
+        return 0
+    fi
     open_loop "$name" "$url" "$rate"
     if [ "$name" = direct ]; then
         for r in "${EXTRA_RATES[@]}"; do open_loop direct "$url" "$r"; done
@@ -378,8 +471,8 @@ EOF
     set_chunk_delay "$CHUNK_DELAY_MS"
     local hostport=${url#http://}
     hostport=${hostport%%/*}
-    local hdr=()
-    if [ ${#AUTH[@]} -gt 0 ]; then hdr=(--header "${AUTH[1]}"); fi
+    local hdr=() i
+    for ((i = 1; i < ${#AUTH[@]}; i += 2)); do hdr+=(--header "${AUTH[i]}"); done
     timeout 120 taskset -c "$LOAD_CPUS" "$BIN/stream-load" --addr "$hostport" \
         --streams "$STREAMS" --ramp-ms "$STREAM_RAMP_MS" --timeout-s 60 --pids "${rss_pids%,}" "${hdr[@]}" \
         >"$RAW/$name.stream.json" 2>>"$WORK/logs/stream-load.log" || log "$name: stream run failed"
@@ -533,9 +626,30 @@ else
     echo "$LITELLM_NOTE" >"$RAW/litellm.status"
 fi
 
+# f. Portkey's gateway: one Node process, the OpenAI provider with its custom
+# host set to the fake upstream (Portkey sends the client's Authorization on).
+if [ -z "$PORTKEY_NOTE" ]; then
+    (exec taskset -c "$PROXY_CPUS" env NODE_ENV=production \
+        node "$PORTKEY_JS" --port="$P_PORTKEY" --headless) >"$WORK/logs/portkey.log" 2>&1 &
+    PID[portkey]=$!
+    if wait_http portkey "http://127.0.0.1:$P_PORTKEY/" 60; then
+        AUTH=(-H "authorization: Bearer sk-fake" -H "x-portkey-provider: openai"
+            -H "x-portkey-custom-host: http://$UP/v1")
+        run_target portkey "http://127.0.0.1:$P_PORTKEY$CHAT" "${PID[portkey]}"
+        AUTH=()
+    else
+        echo "Portkey's gateway did not start within 60 s (see logs/portkey.log)" >"$RAW/portkey.status"
+    fi
+    stop_proc portkey
+else
+    echo "$PORTKEY_NOTE" >"$RAW/portkey.status"
+fi
+
 # a. direct to the fake upstream (no hop), last: it also runs the open loop at
 # every extra rate. Its RSS figures are the fake upstream's own.
-run_target direct "http://$UP$CHAT" "${PID[upstream]}"
+if [ "$TIMELINE" = 0 ]; then
+    run_target direct "http://$UP$CHAT" "${PID[upstream]}"
+fi
 
 # Bare Pingora again at the extra rates, so every target has a floor at its rate.
 if [ ${#EXTRA_RATES[@]} -gt 0 ]; then
@@ -550,5 +664,28 @@ echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/meta.env"
 top -bn1 | head -15 >"$RAW/top-after.txt" 2>/dev/null || true
 
 python3 "$ROOT/benches/report.py" "$RAW" >"$OUT/report.md"
-cat "$OUT/report.md"
+if [ "$TIMELINE" = 1 ]; then
+    {
+        echo "# Latency timeline: bare Pingora and BluesMinds at $RATE rps"
+        echo
+        echo "\`$COMMAND_LINE\` at $(grep '^git=' "$RAW/meta.env" | cut -d= -f2-), $(date -u '+%Y-%m-%d %H:%M UTC')"
+        echo
+        python3 "$ROOT/benches/timeline.py" bare="$RAW/bare.timeline.csv" bluesminds="$RAW/bluesminds.timeline.csv"
+        echo
+        for t in bare bluesminds; do
+            if [ -s "$RAW/$t.sched-blame.md" ]; then
+                echo
+                echo "### $t: what held the proxy core while its worker waited to run (\`perf sched\`, benches/sched-blame.py)"
+                echo
+                cat "$RAW/$t.sched-blame.md"
+            fi
+        done
+        echo
+        echo "Upstream connections opened during the timeline run: bare Pingora $(cat "$RAW/bare.upstream-connections.txt" 2>/dev/null || echo '?'), BluesMinds $(cat "$RAW/bluesminds.upstream-connections.txt" 2>/dev/null || echo '?') (fake upstream's accept count)."
+    } >"$OUT/timeline.md" || log "timeline table failed"
+    python3 "$ROOT/benches/timeline.py" --stalls-only 5 bare="$RAW/bare.timeline.csv" bluesminds="$RAW/bluesminds.timeline.csv" || true
+    log "timeline: $OUT/timeline.md"
+else
+    cat "$OUT/report.md"
+fi
 log "report: $OUT/report.md"

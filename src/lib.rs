@@ -10,6 +10,7 @@
 //! section maps every file.
 
 pub mod auth;
+pub mod background;
 pub mod billing;
 pub mod cli;
 pub mod client_ip;

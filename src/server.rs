@@ -25,6 +25,7 @@ pub fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("bm-control")
+        .on_thread_start(crate::background::lower_this_thread)
         .enable_all()
         .build()
         .context("cannot start the control runtime")
@@ -38,15 +39,24 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
     let control = control_runtime()?;
     let metrics = Metrics::new();
 
+    // Connected from a control thread, not this one: SQLite's worker threads
+    // start there and inherit its lower priority (crate::background).
     let store = control
-        .block_on(Store::connect(
-            &boot.database.url,
+        .block_on(control.spawn(Store::connect_owned(
+            boot.database.url.clone(),
             boot.database.max_connections,
-        ))
+        )))
+        .context("the database connection task failed")?
         .with_context(|| format!("cannot open the database {}", boot.database.url))?;
-    let servers = control
-        .block_on(store.list_servers())
-        .context("cannot read the upstream servers")?;
+    let servers = {
+        // From a control thread too: a connection the pool opens for it
+        // keeps its SQLite worker thread for the life of the process.
+        let store = store.clone();
+        control
+            .block_on(control.spawn(async move { store.list_servers().await }))
+            .context("the database task failed")?
+            .context("cannot read the upstream servers")?
+    };
     let upstreams = control
         .block_on(Upstreams::build(&live, &servers))
         .context("cannot build upstream pools")?;

@@ -69,6 +69,11 @@ pub fn now_ms() -> i64 {
 }
 
 impl Store {
+    /// `connect` with an owned URL, for a spawned task.
+    pub async fn connect_owned(url: String, max_connections: u32) -> Result<Self, StoreError> {
+        Self::connect(&url, max_connections).await
+    }
+
     /// Connects (creating a SQLite file and its directory when missing) and migrates.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
@@ -91,6 +96,12 @@ impl Store {
                         .execute(&mut *conn)
                         .await?;
                     sqlx::query("PRAGMA busy_timeout = 5000")
+                        .execute(&mut *conn)
+                        .await?;
+                    // Statement journals of the usage batches in memory: on
+                    // files, every batch created, wrote and unlinked a temp
+                    // file (strace of the writer thread, benches/README.md).
+                    sqlx::query("PRAGMA temp_store = MEMORY")
                         .execute(&mut *conn)
                         .await?;
                     Ok(())

@@ -24,7 +24,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use memmap2::MmapRaw;
@@ -241,6 +241,14 @@ struct Inner {
     cursor: Pos,
     disk_bytes: u64,
     shed_logged_ms: i64,
+    /// The next segment (sequence number `next_seq`), made ahead by the sync
+    /// thread: a rotation on the request path then only swaps it in, instead
+    /// of creating a file and reserving its blocks (ext4 journal work that
+    /// can wait on a commit) while every request behind it waits.
+    spare: Option<Arc<Segment>>,
+    /// The sync thread is making `spare`: a rotation waits for it rather than
+    /// create a segment of the same number.
+    spare_pending: bool,
 }
 
 struct Shared {
@@ -253,6 +261,8 @@ struct Shared {
     policy: LedgerFull,
     queue_capacity: usize,
     inner: Mutex<Inner>,
+    /// Signalled when `Inner::spare_pending` clears.
+    spare_made: Condvar,
     ready: Notify,
     closed: AtomicBool,
     /// New requests are refused (`usage.ledger_full: refuse` and over budget).
@@ -351,7 +361,10 @@ impl Ledger {
                     cursor,
                     disk_bytes,
                     shed_logged_ms: 0,
+                    spare: None,
+                    spare_pending: false,
                 }),
+                spare_made: Condvar::new(),
                 ready: Notify::new(),
                 closed: AtomicBool::new(false),
                 full: AtomicBool::new(false),
@@ -385,6 +398,12 @@ impl Ledger {
         let mut active = inner.segments.back().expect("an active segment").clone();
         let mut off = active.written.load(Ordering::Relaxed);
         if off + frame > active.len {
+            if inner.spare_pending {
+                inner = s
+                    .spare_made
+                    .wait_while(inner, |i| i.spare_pending)
+                    .expect("usage ledger lock");
+            }
             match self.rotate(&mut inner) {
                 Ok(seg) => {
                     active = seg;
@@ -424,25 +443,36 @@ impl Ledger {
     }
 
     /// Seals the active segment and starts the next one, within the disk budget.
-    fn rotate(&self, inner: &mut Inner) -> Result<Arc<Segment>, String> {
+    /// The most disk the segments may take after a rotation.
+    fn rotation_cap(&self) -> u64 {
         let s = &self.shared;
-        let cap = match s.policy {
+        match s.policy {
             LedgerFull::Shed => s.max_bytes,
             // Requests admitted before the ledger filled still get their records.
             LedgerFull::Refuse => s.max_bytes + (2 * s.segment_bytes as u64).max(s.max_bytes / 20),
-        };
-        if inner.disk_bytes + s.segment_bytes as u64 > cap {
+        }
+    }
+
+    fn rotate(&self, inner: &mut Inner) -> Result<Arc<Segment>, String> {
+        let s = &self.shared;
+        if inner.disk_bytes + s.segment_bytes as u64 > self.rotation_cap() {
             return Err(format!(
                 "usage ledger over its budget ({} MiB in {})",
                 inner.disk_bytes >> 20,
                 s.dir.display()
             ));
         }
-        let seg = Segment::create(&s.dir, inner.next_seq, s.segment_bytes)
-            .map_err(|e| format!("cannot create a ledger segment in {}: {e}", s.dir.display()))?;
+        let seg = match inner.spare.take() {
+            Some(seg) => seg,
+            None => Arc::new(
+                Segment::create(&s.dir, inner.next_seq, s.segment_bytes).map_err(|e| {
+                    format!("cannot create a ledger segment in {}: {e}", s.dir.display())
+                })?,
+            ),
+        };
+        debug_assert_eq!(seg.seq, inner.next_seq);
         inner.next_seq += 1;
         inner.disk_bytes += seg.len as u64;
-        let seg = Arc::new(seg);
         inner.segments.push_back(seg.clone());
         s.metrics.usage_ledger_bytes.set(inner.disk_bytes as i64);
         self.update_full(inner);
@@ -708,14 +738,54 @@ impl Ledger {
         synced_any
     }
 
-    /// A thread that syncs the ledger every `every` (the power-loss window).
+    /// Makes the next segment ahead of its rotation, if there is none yet and
+    /// the disk budget would let the rotation make it. Returns whether it did.
+    pub fn prepare_spare(&self) -> bool {
+        let s = &self.shared;
+        let seq = {
+            let mut inner = self.lock();
+            if inner.spare.is_some()
+                || inner.spare_pending
+                || inner.disk_bytes + s.segment_bytes as u64 > self.rotation_cap()
+            {
+                return false;
+            }
+            inner.spare_pending = true;
+            inner.next_seq
+        };
+        // Outside the lock: appends go on meanwhile; only a rotation waits.
+        let made = Segment::create(&s.dir, seq, s.segment_bytes);
+        let mut inner = self.lock();
+        inner.spare_pending = false;
+        let ok = match made {
+            Ok(seg) => {
+                inner.spare = Some(Arc::new(seg));
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %s.dir.display(), "cannot make the next usage ledger segment ahead; the rotation will try");
+                false
+            }
+        };
+        drop(inner);
+        s.spare_made.notify_all();
+        ok
+    }
+
+    /// A thread that syncs the ledger every `every` (the power-loss window)
+    /// and keeps the next segment ready.
     pub fn spawn_sync_thread(&self, every: Duration) {
         let ledger = self.clone();
         std::thread::Builder::new()
             .name("bm-ledger-sync".into())
-            .spawn(move || loop {
-                std::thread::sleep(every);
-                ledger.sync();
+            .spawn(move || {
+                crate::background::lower_this_thread();
+                ledger.prepare_spare();
+                loop {
+                    std::thread::sleep(every);
+                    ledger.sync();
+                    ledger.prepare_spare();
+                }
             })
             .expect("spawn the ledger sync thread");
     }
@@ -839,6 +909,44 @@ mod tests {
         let mut next = Vec::new();
         assert!(ledger.take(10, &mut next).unwrap().fresh);
         assert_eq!(ids(&next), ["req_030000"]);
+    }
+
+    #[test]
+    fn a_segment_made_ahead_is_the_next_one_and_a_restart_drops_an_unused_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&config(dir.path(), 10), Metrics::new()).unwrap();
+        assert!(ledger.prepare_spare());
+        assert!(!ledger.prepare_spare(), "one spare at a time");
+        let spare = ledger.lock().spare.clone().unwrap();
+        // Fill past the first segment: the rotation takes the spare.
+        for i in 0..8_000 {
+            ledger.append(record(i));
+        }
+        {
+            let inner = ledger.lock();
+            let seqs: Vec<u64> = inner.segments.iter().map(|s| s.seq).collect();
+            assert_eq!(seqs[..2], [1, 2]);
+            assert!(Arc::ptr_eq(&inner.segments[1], &spare));
+            assert!(inner.spare.is_none());
+        }
+        // Later rotations without a spare make their own, in order.
+        for i in 8_000..20_000 {
+            ledger.append(record(i));
+        }
+        let seqs: Vec<u64> = ledger.lock().segments.iter().map(|s| s.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+        let (all, _) = take_all(&ledger);
+        assert_eq!(ids(&all), ids(&(0..20_000).map(record).collect::<Vec<_>>()));
+        // A spare left at exit holds no record: the next start deletes it.
+        assert!(ledger.prepare_spare());
+        let spare_path = ledger.lock().spare.as_ref().unwrap().path.clone();
+        drop(spare);
+        drop(ledger);
+        assert!(spare_path.exists());
+        let again = Ledger::open(&config(dir.path(), 10), Metrics::new()).unwrap();
+        assert!(!spare_path.exists() || again.lock().segments.back().unwrap().path == spare_path);
+        let (replayed, _) = take_all(&again);
+        assert_eq!(replayed.len(), 20_000, "nothing was committed");
     }
 
     #[test]

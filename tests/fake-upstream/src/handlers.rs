@@ -934,13 +934,15 @@ async fn control_chunk_delay(State(s): AppState, body: Bytes) -> Response {
     }
 }
 
-/// `GET /_control/stats`: the current knobs and the `/v1/*` request count,
-/// e.g. `{"mode":"fail","status":503,"health_ok":true,"chunk_delay_ms":0,"requests":7}`.
+/// `GET /_control/stats`: the current knobs, the `/v1/*` request count and
+/// the TCP connections accepted (how many a proxy opened: its pool's churn),
+/// e.g. `{"mode":"fail","status":503,"health_ok":true,"chunk_delay_ms":0,"requests":7,"connections":2}`.
 async fn control_stats(State(s): AppState) -> Response {
     let mut stats = serde_json::json!({
         "health_ok": s.health_ok(),
         "chunk_delay_ms": u64::try_from(s.chunk_delay().as_millis()).unwrap_or(u64::MAX),
         "requests": s.request_count(),
+        "connections": s.connections_accepted(),
     });
     let (name, extra) = match s.mode() {
         Mode::Normal => ("normal", None),
