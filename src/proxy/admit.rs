@@ -102,7 +102,9 @@ pub async fn admit(
         &state.body_budget,
         &mut ctx.admission,
     );
-    let body = match tokio::time::timeout(proxy.body_timeout, reading).await {
+    // Pingora's timeout arms no timer for a body that is already in (the
+    // usual case): tokio's registered and cancelled one per request.
+    let body = match pingora::time::timeout(proxy.body_timeout, reading).await {
         Ok(Err(too_large @ GatewayError::BodyTooLarge { .. })) => {
             linger(session).await;
             return Err(too_large);

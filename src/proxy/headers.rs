@@ -8,7 +8,9 @@
 //! `forward_headers` / `expose_headers`.
 
 use http::header::{self, HeaderName};
+use http::{HeaderMap, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::{Error, ErrorType, Result};
 
 /// Client headers every backend gets. The gateway sets `authorization`,
 /// `host`, `accept-encoding`, `content-length`, `x-request-id` and the
@@ -57,20 +59,57 @@ static ANTHROPIC_REQUEST: [HeaderName; 2] = [
     HeaderName::from_static("anthropic-beta"),
 ];
 
-pub fn filter_request(req: &mut RequestHeader, extra: &[HeaderName], anthropic: bool) {
+pub fn filter_request(headers: &mut HeaderMap, extra: &[HeaderName], anthropic: bool) {
     let protocol: &[HeaderName] = if anthropic { &ANTHROPIC_REQUEST } else { &[] };
-    for name in disallowed(req.headers.keys(), &REQUEST, extra) {
+    for name in disallowed(headers.keys(), &REQUEST, extra) {
         if !protocol.contains(&name) {
-            req.remove_header(&name);
+            headers.remove(&name);
         }
     }
 }
 
 /// Leaves only allowed upstream headers on the response to the client.
-pub fn filter_response(resp: &mut ResponseHeader, extra: &[HeaderName]) {
-    for name in disallowed(resp.headers.keys(), &RESPONSE, extra) {
-        resp.remove_header(&name);
+pub fn filter_response(headers: &mut HeaderMap, extra: &[HeaderName]) {
+    for name in disallowed(headers.keys(), &RESPONSE, extra) {
+        headers.remove(&name);
     }
+}
+
+// Pingora's header API (`insert_header`, `remove_header`) parses every name
+// it is given, allocating it anew, and keeps a second map of each name's
+// original case that every insert and removal also updates: ~1.9k
+// instructions per header on the proxy's thread (benches/README.md,
+// "Instructions per request"). The gateway edits what it sends on as a plain
+// `http` map instead, with names prepared once. On the wire Pingora then
+// writes the common standard names in their usual case (`Content-Type`) and
+// the others in lowercase, as OpenAI's own answers (HTTP/2) have them all;
+// HTTP header names are case-insensitive.
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Where Anthropic's SDKs read the request id.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+
+/// The upstream request as plain `http` parts, to edit and put back with
+/// [`RequestHeader::from`].
+pub fn request_parts(req: &mut RequestHeader) -> Result<http::request::Parts> {
+    let empty = RequestHeader::build_no_case(http::Method::GET, b"/", Some(0))?;
+    Ok(std::mem::replace(req, empty).into())
+}
+
+/// The answer's header as plain `http` parts, to edit and put back with
+/// [`ResponseHeader::from`].
+pub fn response_parts(resp: &mut ResponseHeader) -> Result<http::response::Parts> {
+    let empty = ResponseHeader::build_no_case(StatusCode::OK, Some(0))?;
+    Ok(std::mem::replace(resp, empty).into())
+}
+
+/// A header value from text the gateway did not write itself (a client
+/// address chain, a backend's host), refused as Pingora refuses one.
+pub fn value(text: &str) -> Result<http::HeaderValue> {
+    http::HeaderValue::from_str(text)
+        .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "invalid header value"))
 }
 
 #[cfg(test)]
@@ -92,14 +131,15 @@ mod tests {
         ] {
             req.insert_header(k, v).unwrap();
         }
-        let mut to_anthropic = req.clone();
+        let mut to_anthropic = request_parts(&mut req.clone()).unwrap().headers;
+        let mut req = request_parts(&mut req).unwrap().headers;
         filter_request(&mut req, &[HeaderName::from_static("openai-beta")], false);
-        let mut left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
+        let mut left: Vec<&str> = req.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, ["content-type", "openai-beta"]);
         // An Anthropic backend gets the client's API version and betas, never its key.
         filter_request(&mut to_anthropic, &[], true);
-        let mut left: Vec<&str> = to_anthropic.headers.keys().map(|k| k.as_str()).collect();
+        let mut left: Vec<&str> = to_anthropic.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, ["anthropic-beta", "content-type"]);
 
@@ -112,9 +152,35 @@ mod tests {
         ] {
             resp.insert_header(k, v).unwrap();
         }
+        let mut resp = response_parts(&mut resp).unwrap().headers;
         filter_response(&mut resp, &[]);
-        let mut left: Vec<&str> = resp.headers.keys().map(|k| k.as_str()).collect();
+        let mut left: Vec<&str> = resp.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, ["content-type", "openai-processing-ms"]);
+    }
+
+    #[test]
+    fn edited_as_plain_parts_a_header_keeps_every_value_and_its_status() {
+        let mut resp = ResponseHeader::build(429, None).unwrap();
+        resp.append_header("Content-Type", "application/json")
+            .unwrap();
+        resp.append_header("Vary", "Origin").unwrap();
+        resp.append_header("Vary", "Accept-Encoding").unwrap();
+        let mut parts = response_parts(&mut resp).unwrap();
+        parts.headers.insert(X_REQUEST_ID, value("req_1").unwrap());
+        let resp = ResponseHeader::from(parts);
+        assert_eq!(resp.status, StatusCode::TOO_MANY_REQUESTS);
+        let mut wire = Vec::new();
+        resp.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        for line in [
+            "Content-Type: application/json\r\n",
+            "vary: Origin\r\n",
+            "vary: Accept-Encoding\r\n",
+            "x-request-id: req_1\r\n",
+        ] {
+            assert!(wire.contains(line), "{line:?} missing from {wire:?}");
+        }
+        assert!(value("a\r\nb").is_err(), "a value cannot smuggle a header");
     }
 }

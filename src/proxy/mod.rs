@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header;
+use http::header::{self, HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::{HttpPeer, Peer};
@@ -51,13 +51,17 @@ impl Gateway {
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = Ctx;
+    // Boxed: Pingora keeps the context inline in each request's future, in
+    // more than one of its states, so a ~1 KiB `Ctx` made every open
+    // request's future ~2.8 KiB larger (heaptrack, benches/README.md "Memory
+    // per stream"); one allocation per request is cheaper than the copies.
+    type CTX = Box<Ctx>;
 
-    fn new_ctx(&self) -> Ctx {
-        Ctx::new(self.state.snapshot())
+    fn new_ctx(&self) -> Box<Ctx> {
+        Box::new(Ctx::new(self.state.snapshot()))
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
         match admit(&self.state, session, ctx).await {
             Ok(Admitted::Proxy) => {
                 // A client that leaves mid-answer must not cut off the usage
@@ -82,7 +86,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<Box<HttpPeer>> {
         let Some(route) = &ctx.route else {
             return Error::e_explain(ErrorType::InternalError, "no route after admission");
         };
@@ -110,7 +118,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         upstream_request: &mut pingora::http::RequestHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         let (Some(backend), Some(route)) = (&ctx.attempt.backend, &ctx.route) else {
             return Error::e_explain(ErrorType::InternalError, "no backend chosen");
@@ -158,7 +166,9 @@ impl ProxyHttp for Gateway {
         })?);
         // Only allowed client headers go on (the client's key is not one).
         let to_anthropic = backend.protocol == crate::protocols::Protocol::Anthropic;
-        headers::filter_request(upstream_request, &route.pool.forward_headers, to_anthropic);
+        let mut parts = headers::request_parts(upstream_request)?;
+        let out = &mut parts.headers;
+        headers::filter_request(out, &route.pool.forward_headers, to_anthropic);
         let own = if self.state.boot.tls.is_some() {
             "https"
         } else {
@@ -174,25 +184,28 @@ impl ProxyHttp for Gateway {
             None => (None, own),
         };
         if let Some(chain) = forwarded_for {
-            upstream_request.insert_header("x-forwarded-for", chain)?;
+            out.insert(headers::X_FORWARDED_FOR, headers::value(&chain)?);
         }
-        upstream_request.insert_header("x-forwarded-proto", proto.to_string())?;
+        out.insert(headers::X_FORWARDED_PROTO, headers::value(proto)?);
         if let Some((name, value)) = &shape.auth {
-            upstream_request.insert_header(name.clone(), value.clone())?;
+            out.insert(name.clone(), value.clone());
         }
         for (name, value) in &shape.headers {
             // A client header the pool forwards (anthropic-version...) wins.
-            if !upstream_request.headers.contains_key(name) {
-                upstream_request.insert_header(name.clone(), value.clone())?;
+            if !out.contains_key(name) {
+                out.insert(name.clone(), value.clone());
             }
         }
-        upstream_request.insert_header(header::HOST, backend.host_header.as_str())?;
+        out.insert(header::HOST, headers::value(&backend.host_header)?);
         // Token counting needs the plain body.
-        upstream_request.insert_header(header::ACCEPT_ENCODING, "identity")?;
+        out.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
         if let Some(name) = &route.pool.request_id_header {
             let mut buf = uuid::Uuid::encode_buffer();
             let id = ctx.request_uuid.hyphenated().encode_lower(&mut buf);
-            upstream_request.insert_header(name.clone(), &*id)?;
+            out.insert(name.clone(), headers::value(id)?);
         }
         if ctx
             .admission
@@ -201,9 +214,10 @@ impl ProxyHttp for Gateway {
             .is_some_and(Endpoint::has_body)
         {
             let body = ctx.attempt.body.as_ref().unwrap_or(&route.body);
-            upstream_request.remove_header(&header::TRANSFER_ENCODING);
-            upstream_request.insert_header(header::CONTENT_LENGTH, body.len())?;
+            out.remove(header::TRANSFER_ENCODING);
+            out.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
+        *upstream_request = pingora::http::RequestHeader::from(parts);
         Ok(())
     }
 
@@ -212,7 +226,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         // Every attempt replays the pre-read body once, at its end: send ours instead
         // (it may carry the added stream_options).
@@ -227,7 +241,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         if let Some(backend) = &ctx.attempt.backend {
             // An answer came over its TLS connection: whatever failed before is fixed.
@@ -280,7 +294,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         let content_type = upstream_response
             .headers
@@ -303,17 +317,22 @@ impl ProxyHttp for Gateway {
             // Audio and other binary answers go through untouched.
             ctx.attempt.rename = None;
         }
+        let mut parts = headers::response_parts(upstream_response)?;
+        let out = &mut parts.headers;
         let translator = match translator {
             Some((content_type, translator)) => {
-                upstream_response.insert_header(header::CONTENT_TYPE, content_type)?;
+                out.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
                 Some(translator)
             }
             None => None,
         };
         if counter.rewrites_body() || ctx.attempt.rename.is_some() || translator.is_some() {
-            upstream_response.remove_header(&header::CONTENT_LENGTH);
+            out.remove(header::CONTENT_LENGTH);
             if !session.is_http2() {
-                upstream_response.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+                out.insert(
+                    header::TRANSFER_ENCODING,
+                    HeaderValue::from_static("chunked"),
+                );
             }
         }
         ctx.response = Some(Streamed {
@@ -328,15 +347,16 @@ impl ProxyHttp for Gateway {
             .route
             .as_ref()
             .map_or(&[][..], |r| &r.pool.expose_headers[..]);
-        headers::filter_response(upstream_response, expose);
+        headers::filter_response(out, expose);
         for (name, value) in ctx.admission.rate_info.iter().flat_map(RateInfo::headers) {
-            upstream_response.insert_header(name, value)?;
+            out.insert(HeaderName::from_static(name), headers::value(&value)?);
         }
-        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        let id = headers::value(&ctx.request_id)?;
         if ctx.protocol() == crate::protocols::Protocol::Anthropic {
-            // Where Anthropic's SDKs read it (`_request_id`).
-            upstream_response.insert_header("request-id", ctx.request_id.as_str())?;
+            out.insert(headers::REQUEST_ID, id.clone());
         }
+        out.insert(headers::X_REQUEST_ID, id);
+        *upstream_response = ResponseHeader::from(parts);
         Ok(())
     }
 
@@ -345,7 +365,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<Option<Duration>> {
         let mut reported = None;
         if let Some(r) = ctx.response.as_mut() {
@@ -389,7 +409,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         peer: &HttpPeer,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
         mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.note_failure(&e);
@@ -412,7 +432,7 @@ impl ProxyHttp for Gateway {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
         client_reused: bool,
     ) -> Box<Error> {
         ctx.note_failure(&e);
@@ -431,7 +451,12 @@ impl ProxyHttp for Gateway {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Box<Ctx>,
+    ) -> FailToProxy {
         let err = ctx
             .settle(Some(e))
             .cloned()
@@ -478,12 +503,12 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &Box<Ctx>, _error: &Error) -> bool {
         // Answers the gateway chose (no healthy backend...) are logged by us, not as proxy errors.
         ctx.attempt.exhausted && !ctx.attempt.tried_healthy
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Box<Ctx>) {
         if ctx.recorded {
             return;
         }

@@ -31,8 +31,10 @@ const TEXT_KEEP: usize = 4 * 1024 * 1024;
 const USAGE_KEY: &[u8] = b"\"usage\"";
 /// The head of a JSON body searched for the served `model`.
 const MODEL_HEAD: usize = 4096;
-/// SSE payloads kept unparsed per stream (see `ResponseCounter::raw`).
-const RAW_KEEP: usize = 64 * 1024;
+/// SSE payloads kept unparsed per stream (see `ResponseCounter::raw`). A
+/// chat chunk is ~200 bytes for one token, so most answers pass this: it
+/// bounds the memory an open stream holds, not the work.
+const RAW_KEEP: usize = 16 * 1024;
 
 /// A `usage` object in any protocol's words, normalized: `prompt_tokens`
 /// include the cached ones and those written to a cache, `completion_tokens`
@@ -192,9 +194,11 @@ pub struct ResponseCounter {
     /// a NUL (which valid JSON never contains). The reply text is needed only
     /// when no usage arrives, so parsing every content chunk up front was wasted
     /// work (callgrind: ~7.5k instructions per event, 60 % of the gateway's own
-    /// cost on a stream). Past RAW_KEEP they are parsed as they come.
+    /// cost on a stream). When RAW_KEEP is reached the kept ones become text
+    /// (a few bytes per event) and keeping starts over, so a long stream holds
+    /// its text and at most RAW_KEEP of payloads, and the last ones, usage
+    /// included, are never parsed.
     raw: Vec<u8>,
-    raw_full: bool,
     bytes_seen: usize,
     /// The `model` the upstream says answered (it may differ from the one
     /// asked for: an alias, a dated version, or a router's choice).
@@ -356,7 +360,6 @@ impl ResponseCounter {
             usage: None,
             text: String::new(),
             raw: Vec::new(),
-            raw_full: false,
             bytes_seen: 0,
             served_model: None,
             model_looked: false,
@@ -464,17 +467,19 @@ impl ResponseCounter {
         if data.is_empty() || data.as_ref() == b"[DONE]" {
             return true;
         }
-        if !self.raw_full && !carries_usage(&data) {
-            if self.raw.len() + data.len() < RAW_KEEP {
-                if self.raw.is_empty() {
+        if !carries_usage(&data) {
+            if self.raw.len() + data.len() >= RAW_KEEP {
+                // In order: the kept ones first.
+                self.parse_raw();
+            }
+            if data.len() < RAW_KEEP {
+                if self.raw.capacity() == 0 {
                     self.raw.reserve(1024);
                 }
                 self.raw.extend_from_slice(&data);
                 self.raw.push(0);
                 return true;
             }
-            self.raw_full = true;
-            self.parse_raw();
         }
         let Some(event) = self.read_payload(&data) else {
             return true;
@@ -563,8 +568,9 @@ impl ResponseCounter {
     }
 
     /// Parses the payloads kept raw into the reply text.
+    /// The buffer is emptied and keeps its capacity for the next ones.
     fn parse_raw(&mut self) {
-        let raw = std::mem::take(&mut self.raw);
+        let mut raw = std::mem::take(&mut self.raw);
         for data in raw.split(|&b| b == 0).filter(|d| !d.is_empty()) {
             if let Some(event) = self.read_payload(data) {
                 if self.served_model.is_none() {
@@ -572,15 +578,16 @@ impl ResponseCounter {
                 }
             }
         }
+        raw.clear();
+        self.raw = raw;
     }
 
     /// The stream is over: the kept payloads are parsed only if no usage came.
     fn settle_text(&mut self) {
         if self.usage.is_none() {
             self.parse_raw();
-        } else {
-            self.raw = Vec::new();
         }
+        self.raw = Vec::new();
     }
 
     fn finish_body(&mut self) {
@@ -812,7 +819,7 @@ mod tests {
 
     #[test]
     fn a_long_stream_without_usage_keeps_all_its_text() {
-        // Far past RAW_KEEP of payloads: the rest is parsed as it comes, in order.
+        // Far past RAW_KEEP of payloads: they become text in turns, in order.
         let words: Vec<String> = (0..2000).map(|i| format!("w{i} ")).collect();
         let events: Vec<String> = words
             .iter()
@@ -820,7 +827,12 @@ mod tests {
             .collect();
         let mut c = ResponseCounter::new(Some("text/event-stream"), false);
         let refs: Vec<&str> = events.iter().map(String::as_str).collect();
-        feed(&mut c, &refs);
+        for e in &refs {
+            c.on_body(&mut Some(Bytes::copy_from_slice(e.as_bytes())), false);
+            // An open stream holds its text and a bounded buffer, however long.
+            assert!(c.raw.capacity() <= RAW_KEEP, "{}", c.raw.capacity());
+        }
+        c.on_body(&mut None, true);
         assert_eq!(c.reply_text(), words.concat());
         // Cut off midway: what arrived counts.
         let mut c = ResponseCounter::new(Some("text/event-stream"), false);

@@ -4,7 +4,7 @@
 //! Each stream is its own HTTP/1.1 connection (`Connection: close`), started on
 //! a ramp over `--ramp-ms`. For each stream it measures the time from starting
 //! to connect until the first SSE event (`data:`) arrives, then reads until
-//! `[DONE]` or EOF. While streams are open it samples `VmRSS` of the `--pids`
+//! `[DONE]` or EOF. While streams are open it samples `VmRSS` and `RssAnon` of the `--pids`
 //! every 50 ms and reports the RSS at the moment the most streams were live
 //! (connected, first event received, not finished). Prints one JSON object.
 //!
@@ -59,14 +59,21 @@ enum Outcome {
     Failed(String),
 }
 
-fn rss_kib(pids: &[u32]) -> Option<u64> {
-    let mut total = 0;
+/// (VmRSS, RssAnon) in KiB, summed over the pids. RssAnon leaves out the
+/// pages of the executable and of other files, which the kernel shares and
+/// can drop at will: a bigger binary shows there, not memory per stream.
+fn rss_kib(pids: &[u32]) -> Option<(u64, u64)> {
+    let (mut total, mut anon) = (0, 0);
     for pid in pids {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        total += line.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+        let field = |name: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(name))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        };
+        total += field("VmRSS:")?;
+        anon += field("RssAnon:")?;
     }
-    Some(total)
+    Some((total, anon))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -165,7 +172,7 @@ async fn main() {
         let pids = pids.clone();
         tokio::spawn(async move {
             // (most live streams seen, RSS then), and the peak RSS.
-            let (mut best_live, mut rss_at_best, mut peak) = (0usize, 0u64, 0u64);
+            let (mut best_live, mut rss_at_best, mut peak) = (0usize, (0u64, 0u64), 0u64);
             let mut tick = tokio::time::interval(Duration::from_millis(50));
             loop {
                 tokio::select! {
@@ -174,8 +181,8 @@ async fn main() {
                 }
                 let n = live.live.load(Ordering::SeqCst);
                 if let Some(rss) = rss_kib(&pids) {
-                    peak = peak.max(rss);
-                    if n > best_live || (n == best_live && rss > rss_at_best) {
+                    peak = peak.max(rss.0);
+                    if n > best_live || (n == best_live && rss.0 > rss_at_best.0) {
                         (best_live, rss_at_best) = (n, rss);
                     }
                 }
@@ -218,7 +225,8 @@ async fn main() {
     }
     let elapsed = started.elapsed();
     stop.notify_one();
-    let (max_live, rss_at_max_live, rss_peak) = sampler.await.unwrap_or((0, 0, 0));
+    let (max_live, rss_at_max_live, rss_peak) = sampler.await.unwrap_or((0, (0, 0), 0));
+    let rss_before = rss_before.unwrap_or((0, 0));
 
     ttfbs.sort();
     let errors_json: Vec<String> = errors
@@ -226,7 +234,7 @@ async fn main() {
         .map(|(k, v)| format!("{:?}:{v}", k.replace('"', "'")))
         .collect();
     println!(
-        "{{\"streams\":{},\"ok\":{},\"failed\":{},\"duration_ms\":{},\"ttfb_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"max\":{}}},\"max_live\":{},\"rss_kib_before\":{},\"rss_kib_at_max_live\":{},\"rss_kib_peak\":{},\"errors\":{{{}}}}}",
+        "{{\"streams\":{},\"ok\":{},\"failed\":{},\"duration_ms\":{},\"ttfb_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"max\":{}}},\"max_live\":{},\"rss_kib_before\":{},\"rss_kib_at_max_live\":{},\"rss_kib_peak\":{},\"rss_anon_kib_before\":{},\"rss_anon_kib_at_max_live\":{},\"errors\":{{{}}}}}",
         args.streams,
         ttfbs.len(),
         args.streams - ttfbs.len(),
@@ -236,9 +244,11 @@ async fn main() {
         pct(&ttfbs, 0.99),
         ttfbs.last().map_or(0, |d| d.as_micros()),
         max_live,
-        rss_before.unwrap_or(0),
-        rss_at_max_live,
+        rss_before.0,
+        rss_at_max_live.0,
         rss_peak,
+        rss_before.1,
+        rss_at_max_live.1,
         errors_json.join(",")
     );
 }
