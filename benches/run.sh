@@ -528,6 +528,7 @@ upstream_connections() {
 RSS_PIDS=()       # if set: the processes whose memory the stream scenario samples (else the target's)
 RATE=""           # the common open-loop rate: half of bare Pingora's saturation
 EXTRA_RATES=()    # half-saturation rates of targets that cannot carry RATE
+BM_RATE=""        # the open-loop rate of BluesMinds (SQLite), for its PostgreSQL / Redis set-ups
 
 # run_target name url pids...: closed loop, open loop, streams against one target.
 run_target() {
@@ -562,14 +563,15 @@ run_target() {
     read -r -a c0b <<<"$(cpu_ticks "$LOAD_CPUS")"
     read -r -a c1b <<<"$(cpu_ticks "$PROXY_CPUS")"
     python3 - "$RAW/$name.cpu.json" "${c0a[@]}" "${c0b[@]}" "${c1a[@]}" "${c1b[@]}" "$pa" "$pb" "$hz" "$CLOSED_S" \
-        "$da" "$db" "$(echo "$dbpids" | wc -w)" "$CUR_REDIS" "${rca:-0}" "${rcb:-0}" "$ra" "$rb" <<'EOF'
+        "$da" "$db" "$(echo "$dbpids" | wc -w)" "$CUR_REDIS" "${rca:-0}" "${rcb:-0}" "$ra" "$rb" "$PROXY_THREADS" <<'EOF'
 import json, sys
 o = sys.argv[1]
-b0a, t0a, b0b, t0b, b1a, t1a, b1b, t1b, pa, pb, hz, secs, da, db, ndb, redis, rca, rcb, ra, rb = map(float, sys.argv[2:])
+b0a, t0a, b0b, t0b, b1a, t1a, b1b, t1b, pa, pb, hz, secs, da, db, ndb, redis, rca, rcb, ra, rb, _ = map(float, sys.argv[2:])
 d = {
     "load_cpu_busy_pct": 100 * (b0b - b0a) / max(t0b - t0a, 1),
     "proxy_cpu_busy_pct": 100 * (b1b - b1a) / max(t1b - t1a, 1),
     "target_process_cores": (pb - pa) / hz / secs,
+    "proxy_ncpu": int(sys.argv[-1]),
 }
 if ndb:
     d["db_backends"] = int(ndb)
@@ -592,8 +594,15 @@ EOF
     local rate=$RATE
     if [ "$name" != direct ] && python3 -c "import sys; sys.exit(0 if float('$rps') < 1.1 * $RATE else 1)"; then
         rate=$(python3 -c "print(max(1, int(float('$rps') / 2)))")
-        EXTRA_RATES+=("$rate")
+        # The gateway's other set-ups (PostgreSQL, Redis) run at the SQLite
+        # gateway's rate when they can carry it, so their latencies compare.
+        if [[ $name == bluesminds_* ]] && [ -n "$BM_RATE" ] \
+            && python3 -c "import sys; sys.exit(0 if float('$rps') >= 1.1 * $BM_RATE else 1)"; then
+            rate=$BM_RATE
+        fi
+        case " ${EXTRA_RATES[*]} " in *" $rate "*) ;; *) EXTRA_RATES+=("$rate") ;; esac
     fi
+    [ "$name" != bluesminds ] || BM_RATE=$rate
     echo "$rate" >"$RAW/$name.rate.txt"
     if [ "$TIMELINE" = 1 ]; then
         timeline_run "$name" "$url" "$RATE"
