@@ -204,7 +204,7 @@ for key, _ in TARGETS:
 if any(R[k]["rate"] and R[k]["rate"] != common_rate for k, _ in TARGETS):
     w("")
     w(f"¹ cannot carry the common rate ({common_rate} rps): measured at half its own closed-loop rps "
-      "(BluesMinds on PostgreSQL / with Redis: at BluesMinds' rate when they can carry it, so they compare with it), "
+      "(BluesMinds on PostgreSQL / with Redis: all at half of BluesMinds' (SQLite) closed-loop rps when they can carry it, so they compare with each other), "
       "and its added latency is against bare Pingora at that same rate.")
 w("")
 w("Added latency below the noise floor (`direct`'s own percentiles in the open-loop table) is not resolved by this machine.")

@@ -528,7 +528,7 @@ upstream_connections() {
 RSS_PIDS=()       # if set: the processes whose memory the stream scenario samples (else the target's)
 RATE=""           # the common open-loop rate: half of bare Pingora's saturation
 EXTRA_RATES=()    # half-saturation rates of targets that cannot carry RATE
-BM_RATE=""        # the open-loop rate of BluesMinds (SQLite), for its PostgreSQL / Redis set-ups
+BM_RATE=""        # half of BluesMinds' (SQLite) saturation: the open-loop rate of its PostgreSQL / Redis set-ups
 
 # run_target name url pids...: closed loop, open loop, streams against one target.
 run_target() {
@@ -592,17 +592,18 @@ EOF
     # A target that cannot carry the common rate would only queue: it is measured
     # at half its own saturation instead, and bare Pingora and direct at that rate too.
     local rate=$RATE
-    if [ "$name" != direct ] && python3 -c "import sys; sys.exit(0 if float('$rps') < 1.1 * $RATE else 1)"; then
+    [ "$name" != bluesminds ] || BM_RATE=$(python3 -c "print(max(1, int(float('$rps') / 2)))")
+    if [[ $name == bluesminds_* ]] && [ -n "$BM_RATE" ] \
+        && python3 -c "import sys; sys.exit(0 if float('$rps') >= 1.1 * $BM_RATE else 1)"; then
+        # The gateway's other set-ups (PostgreSQL, Redis) all run at half of
+        # the SQLite gateway's saturation when they can carry it, so their
+        # latencies compare with each other.
+        rate=$BM_RATE
+        case " ${EXTRA_RATES[*]} " in *" $rate "*) ;; *) EXTRA_RATES+=("$rate") ;; esac
+    elif [ "$name" != direct ] && python3 -c "import sys; sys.exit(0 if float('$rps') < 1.1 * $RATE else 1)"; then
         rate=$(python3 -c "print(max(1, int(float('$rps') / 2)))")
-        # The gateway's other set-ups (PostgreSQL, Redis) run at the SQLite
-        # gateway's rate when they can carry it, so their latencies compare.
-        if [[ $name == bluesminds_* ]] && [ -n "$BM_RATE" ] \
-            && python3 -c "import sys; sys.exit(0 if float('$rps') >= 1.1 * $BM_RATE else 1)"; then
-            rate=$BM_RATE
-        fi
         case " ${EXTRA_RATES[*]} " in *" $rate "*) ;; *) EXTRA_RATES+=("$rate") ;; esac
     fi
-    [ "$name" != bluesminds ] || BM_RATE=$rate
     echo "$rate" >"$RAW/$name.rate.txt"
     if [ "$TIMELINE" = 1 ]; then
         timeline_run "$name" "$url" "$RATE"
