@@ -350,7 +350,7 @@ if any(R[k]["closed"] for k in BM_ROWS[1:]):
       "\"BluesMinds (PostgreSQL)\": what cluster limits cost per request. CPU per request is from the closed loop: "
       "the gateway's processes (for 3 instances, all three), the PostgreSQL backends serving it, and the Redis server.")
     w("")
-    w("| target | closed-loop rps | vs PostgreSQL alone | gateway CPU per request | vs PostgreSQL alone | PostgreSQL backends' CPU per request | Redis commands per 1,000 requests | Redis commands per second | Redis server CPU | open-loop p50 / p90 / p99 | added p50 / p90 / p99 vs PostgreSQL alone |")
+    w("| target | closed-loop rps | vs PostgreSQL alone | gateway CPU per request | vs PostgreSQL alone | PostgreSQL backends' CPU per request; requests per transaction | Redis commands per 1,000 requests | Redis commands per second | Redis server CPU | open-loop p50 / p90 / p99 | added p50 / p90 / p99 vs PostgreSQL alone |")
     w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for key in BM_ROWS:
         r = R[key]
@@ -365,6 +365,9 @@ if any(R[k]["closed"] for k in BM_ROWS[1:]):
         dcpu = f"{cpu - base_cpu:+,.1f} µs" if cpu is not None and base_cpu is not None and key != base_key else "—"
         dbcpu = cpu_us_per_request(key, "db_process_cores")
         dbcpu_s = "— (in-process SQLite)" if key == "bluesminds" else ("—" if dbcpu is None else f"{dbcpu:,.1f} µs ({c.get('db_backends')} backends)")
+        total0 = (r["closed"] or {}).get("summary", {}).get("total")
+        if c.get("db_commits") and rps and total0:
+            dbcpu_s += f"; {rps * total0 / c['db_commits']:,.0f} requests per commit"
         cmds = c.get("redis_commands")
         total = (r["closed"] or {}).get("summary", {}).get("total")
         n_ok = rps * total if rps and total else None

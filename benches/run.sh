@@ -411,6 +411,10 @@ db_backend_pids() { # PostgreSQL backends connected to the current target's data
     [ -n "$CUR_PGDB" ] || return 0
     pg postgres "SELECT pid FROM pg_stat_activity WHERE datname = '$CUR_PGDB' AND pid <> pg_backend_pid()" 2>/dev/null || true
 }
+db_commits() { # transactions committed in the current target's database (pg_stat_database; flushed about every second)
+    [ -n "$CUR_PGDB" ] || return 0
+    pg postgres "SELECT xact_commit FROM pg_stat_database WHERE datname = '$CUR_PGDB'" 2>/dev/null || true
+}
 pin_db_backends() { # the backends run on the proxy's cores, as SQLite's writer threads do
     local p
     for p in $(db_backend_pids); do taskset -a -p -c "$PROXY_CPUS" "$p" >/dev/null 2>&1 || true; done
@@ -549,6 +553,8 @@ run_target() {
     read -r -a c1a <<<"$(cpu_ticks "$PROXY_CPUS")"
     pa=$(proc_ticks $(for p in "${pids[@]}"; do descendants "$p"; done))
     da=$(proc_ticks $dbpids)
+    local xa xb
+    xa=$(db_commits)
     if [ "$CUR_REDIS" = 1 ]; then
         rca=$(redis_commands)
         [ "$REDIS_OWN" = 0 ] || ra=$(proc_ticks "${PID[redis]}")
@@ -556,6 +562,7 @@ run_target() {
     oha_run "$RAW/$name.closed.json" "$CLOSED_S" "$url" || log "$name: closed loop failed"
     pb=$(proc_ticks $(for p in "${pids[@]}"; do descendants "$p"; done))
     db=$(proc_ticks $dbpids)
+    xb=$(db_commits)
     if [ "$CUR_REDIS" = 1 ]; then
         rcb=$(redis_commands)
         [ "$REDIS_OWN" = 0 ] || rb=$(proc_ticks "${PID[redis]}")
@@ -563,10 +570,10 @@ run_target() {
     read -r -a c0b <<<"$(cpu_ticks "$LOAD_CPUS")"
     read -r -a c1b <<<"$(cpu_ticks "$PROXY_CPUS")"
     python3 - "$RAW/$name.cpu.json" "${c0a[@]}" "${c0b[@]}" "${c1a[@]}" "${c1b[@]}" "$pa" "$pb" "$hz" "$CLOSED_S" \
-        "$da" "$db" "$(echo "$dbpids" | wc -w)" "$CUR_REDIS" "${rca:-0}" "${rcb:-0}" "$ra" "$rb" "$PROXY_THREADS" <<'EOF'
+        "$da" "$db" "$(echo "$dbpids" | wc -w)" "$CUR_REDIS" "${rca:-0}" "${rcb:-0}" "$ra" "$rb" "${xa:-0}" "${xb:-0}" "$PROXY_THREADS" <<'EOF'
 import json, sys
 o = sys.argv[1]
-b0a, t0a, b0b, t0b, b1a, t1a, b1b, t1b, pa, pb, hz, secs, da, db, ndb, redis, rca, rcb, ra, rb, _ = map(float, sys.argv[2:])
+b0a, t0a, b0b, t0b, b1a, t1a, b1b, t1b, pa, pb, hz, secs, da, db, ndb, redis, rca, rcb, ra, rb, xa, xb, _ = map(float, sys.argv[2:])
 d = {
     "load_cpu_busy_pct": 100 * (b0b - b0a) / max(t0b - t0a, 1),
     "proxy_cpu_busy_pct": 100 * (b1b - b1a) / max(t1b - t1a, 1),
@@ -576,6 +583,7 @@ d = {
 if ndb:
     d["db_backends"] = int(ndb)
     d["db_process_cores"] = (db - da) / hz / secs
+    d["db_commits"] = int(xb - xa)
 if redis:
     d["redis_commands"] = int(rcb - rca)
     d["redis_process_cores"] = (rb - ra) / hz / secs
