@@ -362,6 +362,7 @@ if any(R[k]["closed"] for k in BM_ROWS[1:]):
         rps = ok_rps(r["closed"])
         vs = f"{rps / base_rps:.3f}x" if rps and base_rps else "—"
         cpu = cpu_us_per_request(key)
+        first = cpu_us_per_request(key, "first_process_cores")
         dcpu = f"{cpu - base_cpu:+,.1f} µs" if cpu is not None and base_cpu is not None and key != base_key else "—"
         dbcpu = cpu_us_per_request(key, "db_process_cores")
         dbcpu_s = "— (in-process SQLite)" if key == "bluesminds" else ("—" if dbcpu is None else f"{dbcpu:,.1f} µs ({c.get('db_backends')} backends)")
@@ -380,7 +381,10 @@ if any(R[k]["closed"] for k in BM_ROWS[1:]):
         added = "—"
         if o and base["open"] and key != base_key and r["rate"] == base["rate"]:
             added = " / ".join(fmt_signed_us(pct_us(o, p) - pct_us(base["open"], p)) for p in ("p50", "p90", "p99"))
-        w(f"| {r['label']} | {fmt_num(rps)} | {vs} | {'—' if cpu is None else f'{cpu:,.1f} µs'} | {dcpu} | {dbcpu_s} | {per_k} | {per_s} | {rc_s} | {pcts} | {added} |")
+        cpu_s = "—" if cpu is None else f"{cpu:,.1f} µs"
+        if first is not None and cpu is not None:
+            cpu_s += f" (instance under load {first:,.1f} µs, the other two {cpu - first:,.1f} µs)"
+        w(f"| {r['label']} | {fmt_num(rps)} | {vs} | {cpu_s} | {dcpu} | {dbcpu_s} | {per_k} | {per_s} | {rc_s} | {pcts} | {added} |")
     w("")
     w("Redis commands are counted by the Redis server (commands inside the limit script's Lua included) over the closed loop: "
       "they come from the syncs (every 100 ms on each instance), not from requests, so per second they stay the same at any load "

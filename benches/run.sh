@@ -552,6 +552,8 @@ run_target() {
     read -r -a c0a <<<"$(cpu_ticks "$LOAD_CPUS")"
     read -r -a c1a <<<"$(cpu_ticks "$PROXY_CPUS")"
     pa=$(proc_ticks $(for p in "${pids[@]}"; do descendants "$p"; done))
+    local fa fb  # the first process alone (the instance under load, when there are several)
+    fa=$(proc_ticks $(descendants "${pids[0]}"))
     da=$(proc_ticks $dbpids)
     local xa xb
     xa=$(db_commits)
@@ -561,6 +563,7 @@ run_target() {
     fi
     oha_run "$RAW/$name.closed.json" "$CLOSED_S" "$url" || log "$name: closed loop failed"
     pb=$(proc_ticks $(for p in "${pids[@]}"; do descendants "$p"; done))
+    fb=$(proc_ticks $(descendants "${pids[0]}"))
     db=$(proc_ticks $dbpids)
     xb=$(db_commits)
     if [ "$CUR_REDIS" = 1 ]; then
@@ -570,16 +573,18 @@ run_target() {
     read -r -a c0b <<<"$(cpu_ticks "$LOAD_CPUS")"
     read -r -a c1b <<<"$(cpu_ticks "$PROXY_CPUS")"
     python3 - "$RAW/$name.cpu.json" "${c0a[@]}" "${c0b[@]}" "${c1a[@]}" "${c1b[@]}" "$pa" "$pb" "$hz" "$CLOSED_S" \
-        "$da" "$db" "$(echo "$dbpids" | wc -w)" "$CUR_REDIS" "${rca:-0}" "${rcb:-0}" "$ra" "$rb" "${xa:-0}" "${xb:-0}" "$PROXY_THREADS" <<'EOF'
+        "$da" "$db" "$(echo "$dbpids" | wc -w)" "$CUR_REDIS" "${rca:-0}" "${rcb:-0}" "$ra" "$rb" "${xa:-0}" "${xb:-0}" "$fa" "$fb" "${#pids[@]}" "$PROXY_THREADS" <<'EOF'
 import json, sys
 o = sys.argv[1]
-b0a, t0a, b0b, t0b, b1a, t1a, b1b, t1b, pa, pb, hz, secs, da, db, ndb, redis, rca, rcb, ra, rb, xa, xb, _ = map(float, sys.argv[2:])
+b0a, t0a, b0b, t0b, b1a, t1a, b1b, t1b, pa, pb, hz, secs, da, db, ndb, redis, rca, rcb, ra, rb, xa, xb, fa, fb, npids, _ = map(float, sys.argv[2:])
 d = {
     "load_cpu_busy_pct": 100 * (b0b - b0a) / max(t0b - t0a, 1),
     "proxy_cpu_busy_pct": 100 * (b1b - b1a) / max(t1b - t1a, 1),
     "target_process_cores": (pb - pa) / hz / secs,
     "proxy_ncpu": int(sys.argv[-1]),
 }
+if npids > 1:
+    d["first_process_cores"] = (fb - fa) / hz / secs
 if ndb:
     d["db_backends"] = int(ndb)
     d["db_process_cores"] = (db - da) / hz / secs
