@@ -66,7 +66,7 @@ for arg in "$@"; do
         --cores=*) CORES="${arg#--cores=}" ;;
         --postgres) POSTGRES=1 ;;
         --cluster) CLUSTER=1 POSTGRES=1 ;;
-        -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/{/^set -euo/!p}' "$0"; exit 0 ;;
         *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -363,6 +363,9 @@ done
     echo "kernel=$(uname -r)"
     if [ -n "${BENCH_COMMIT:-}" ]; then
         echo "git=$BENCH_COMMIT (binaries from $BIN)"
+    elif [ -n "${BENCH_BIN_DIR:-}" ]; then
+        # Binaries built elsewhere: this tree's commit may not be theirs.
+        echo "git=binaries from $BIN (bluesminds built $(date -u -r "$BIN/bluesminds" '+%Y-%m-%d %H:%M UTC')), not necessarily this tree's $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
     else
         echo "git=$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src/ has uncommitted changes)')"
     fi
