@@ -3,11 +3,17 @@
 # this machine's perf has no hardware counters). Counts only the load phase:
 # start-up (migrations, tokenizer tables) runs uninstrumented (callgrind_control -i).
 #
-#   bash benches/profile.sh [bluesminds|bare] [REQUESTS] [stream]
+#   bash benches/profile.sh [bluesminds|bare] [REQUESTS] [stream] [--postgres] [--redis]
 #
 # Writes target/bench/profile/NAME[-stream].callgrind.out and a text summary
 # NAME[-stream].txt (inclusive and self cost per function, instructions per
-# request). Needs the release binaries (cargo build --release --workspace) and
+# request). --postgres: BluesMinds' database on PostgreSQL (BENCH_PG, default
+# postgres://postgres@127.0.0.1:5432; a fresh database, dropped at exit),
+# NAME gets "-pg"; --redis: with Redis limits (redis.url; a redis-server of
+# its own on a free port, or BENCH_REDIS_URL), NAME gets "-redis". The Redis
+# sync runs every 100 ms whatever the load, so its share per request depends
+# on how long the requests take under valgrind: the summary also gives the
+# instructions in the sync and the number of syncs. Needs the release binaries (cargo build --release --workspace) and
 # oha from benches/run.sh (target/bench-tools/bin/oha). BENCH_BIN_DIR overrides
 # the directory of the binaries (as in run.sh).
 set -euo pipefail
@@ -16,11 +22,20 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="${BENCH_BIN_DIR:-$TARGET/release}"
 OHA="$TARGET/bench-tools/bin/oha"
-NAME="${1:-bluesminds}"
-REQUESTS="${2:-5000}"
-MODE="${3:-json}"
+POSTGRES=0 REDIS=0
+ARGS=()
+for a in "$@"; do
+    case "$a" in
+        --postgres) POSTGRES=1 ;;
+        --redis) REDIS=1 ;;
+        *) ARGS+=("$a") ;;
+    esac
+done
+NAME="${ARGS[0]:-bluesminds}"
+REQUESTS="${ARGS[1]:-5000}"
+MODE="${ARGS[2]:-json}"
 OUT="$TARGET/bench/profile"
-TAG="$NAME$([ "$MODE" = stream ] && echo -stream || true)"
+TAG="$NAME$([ "$POSTGRES" = 1 ] && echo -pg || true)$([ "$REDIS" = 1 ] && echo -redis || true)$([ "$MODE" = stream ] && echo -stream || true)"
 mkdir -p "$OUT"
 rm -f "$OUT/$TAG".callgrind.out* "$OUT/$TAG.txt"
 for tool in valgrind callgrind_control callgrind_annotate curl python3; do
@@ -30,12 +45,23 @@ done
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/bm-profile.XXXXXX")"
 PIDS=()
+PG_BASE="${BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
+PG_DB=""
+REDIS_URL="${BENCH_REDIS_URL:-}"
+REDIS_PREFIX="bmprofile:$$:"
 cleanup() {
     for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do
         for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$p" 2>/dev/null || true
     done
+    if [ -n "$PG_DB" ]; then
+        timeout 60 psql "$PG_BASE/postgres" -Atqc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
+    fi
+    if [ -n "${BENCH_REDIS_URL:-}" ] && [ "$REDIS" = 1 ]; then
+        redis-cli -u "$REDIS_URL" --scan --pattern "$REDIS_PREFIX*" 2>/dev/null \
+            | xargs -r -n 100 redis-cli -u "$REDIS_URL" del >/dev/null 2>&1 || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -67,9 +93,24 @@ case "$NAME" in
         taskset -c 1 "${CG[@]}" "$BIN/bare-pingora" --listen "127.0.0.1:$PORT" --upstream "$UP" --threads 1 \
             >"$WORK/proxy.log" 2>&1 &
         PIDS+=($!)
+        PROXY_PID=$!
         wait_ok "http://127.0.0.1:$PORT/health" 120
         ;;
     bluesminds)
+        DB_URL="sqlite://$WORK/bluesminds.db"
+        if [ "$POSTGRES" = 1 ]; then
+            PG_DB="bm_profile_$$"
+            timeout 60 psql "$PG_BASE/postgres" -v ON_ERROR_STOP=1 -Atqc "CREATE DATABASE $PG_DB" >/dev/null
+            DB_URL="$PG_BASE/$PG_DB"
+        fi
+        if [ "$REDIS" = 1 ] && [ -z "$REDIS_URL" ]; then
+            RPORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+            taskset -c 0 redis-server --bind 127.0.0.1 --port "$RPORT" --save '' --appendonly no --dir "$WORK" \
+                >"$WORK/redis.log" 2>&1 &
+            PIDS+=($!)
+            for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+            REDIS_URL="redis://127.0.0.1:$RPORT"
+        fi
         cat >"$WORK/gateway.yaml" <<EOF
 server:
   proxy_listen: "127.0.0.1:$PORT"
@@ -77,7 +118,7 @@ server:
   threads: 1
   grace_period_secs: 1
 database:
-  url: "sqlite://$WORK/bluesminds.db"
+  url: "$DB_URL"
 usage:
   ledger_dir: "$WORK/usage-ledger"
 limits:
@@ -92,16 +133,19 @@ pools:
 prices:
   gpt-4o-mini: { input_per_1m: 0.15, output_per_1m: 0.60 }
 EOF
+        if [ "$REDIS" = 1 ]; then
+            printf 'redis:\n  url: "%s"\n  prefix: "%s"\n  sync_ms: 100\n' "$REDIS_URL" "$REDIS_PREFIX" >>"$WORK/gateway.yaml"
+        fi
         KEY=$(cd "$WORK" && "$BIN/bluesminds" --config "$WORK/gateway.yaml" keys create --name profile 2>/dev/null)
         AUTH=(-H "authorization: Bearer $KEY")
         (cd "$WORK" && exec taskset -c 1 env RUST_LOG=warn "${CG[@]}" "$BIN/bluesminds" --config "$WORK/gateway.yaml") \
             >"$WORK/proxy.log" 2>&1 &
         PIDS+=($!)
+        PROXY_PID=$!
         wait_ok "http://127.0.0.1:$ADMIN/readyz" 300
         ;;
     *) echo "unknown target $NAME (bluesminds or bare)" >&2; exit 2 ;;
 esac
-PROXY_PID=${PIDS[1]}
 
 STREAM=""
 [ "$MODE" = stream ] && STREAM=',"stream":true'
@@ -114,9 +158,12 @@ load 500 # warm: key cache, upstream pool, lazy statics
 sleep 2  # let the tokenizer warm-up thread and the first usage batch finish
 callgrind_control -z "$PROXY_PID" >/dev/null
 callgrind_control -i on "$PROXY_PID" >/dev/null
+LOAD_T0=$(date +%s.%N)
 load "$REQUESTS"
+LOAD_S=$(python3 -c "import time; print(f'{time.time() - $LOAD_T0:.1f}')")
 sleep 1.5 # the usage writer's batch for these requests (it runs on a timer-free notify; give it a moment)
 callgrind_control -i off "$PROXY_PID" >/dev/null
+INSTR_S=$(python3 -c "import time; print(f'{time.time() - $LOAD_T0:.1f}')")
 callgrind_control -d "$PROXY_PID" >/dev/null
 kill -INT "$PROXY_PID" 2>/dev/null || true
 for _ in $(seq 100); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
@@ -129,6 +176,17 @@ set +o pipefail # head closes the pipes early
 {
     TOTAL=$(callgrind_annotate "$DUMP" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
     echo "# $TAG: $REQUESTS requests, $TOTAL instructions, $((TOTAL / REQUESTS)) per request"
+    echo
+    echo "load phase: ${LOAD_S} s under valgrind; instrumented: ${INSTR_S} s"
+    if [ "$REDIS" = 1 ]; then
+        # The sync runs on a timer (every 100 ms), not per request: its task's
+        # inclusive cost (the Redis connection's driver task is not in it).
+        SYNC=$(callgrind_annotate --inclusive=yes --threshold=100 "$DUMP" 2>/dev/null \
+            | awk '/cluster::Cluster::spawn_sync::\{\{closure\}\} \[/ { gsub(",", "", $1); print $1; exit }')
+        SYNC=${SYNC:-0}
+        echo "Redis limit sync task (Cluster::spawn_sync, inclusive): $SYNC instructions, $((SYNC / REQUESTS)) per request" \
+            "at this pace, about $(python3 -c "print(int(float('$INSTR_S') * 10))") syncs in the instrumented time"
+    fi
     echo
     echo "## inclusive (top 60)"
     callgrind_annotate --inclusive=yes --threshold=99 "$DUMP" 2>/dev/null | sed -n '/^Ir/,$p' | head -70

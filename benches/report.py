@@ -14,6 +14,9 @@ TARGETS = [
     ("bare", "bare Pingora"),
     ("nginx", "nginx proxy_pass"),
     ("bluesminds", "BluesMinds"),
+    ("bluesminds_pg", "BluesMinds (PostgreSQL)"),
+    ("bluesminds_redis", "BluesMinds (PostgreSQL + Redis limits, 1 instance)"),
+    ("bluesminds_cluster", "BluesMinds (PostgreSQL + Redis, 3 instances, load on one)"),
     ("litellm", "LiteLLM proxy"),
     ("portkey", "Portkey gateway (Node)"),
 ]
@@ -122,6 +125,16 @@ def added_p99(key, p="p99"):
         return None, r["rate"]
     return mine - base, r["rate"]
 
+def cpu_us_per_request(key, field="target_process_cores"):
+    """CPU time of the target's processes (or of `field`) per 2xx answer in the closed loop, in µs."""
+    r = R[key]
+    rps = ok_rps(r["closed"])
+    c = (r["cpu"] or {}).get(field)
+    if not rps or c is None:
+        return None
+    return c / rps * 1e6
+
+
 out = []
 w = out.append
 w("# BluesMinds load benchmark")
@@ -130,8 +143,17 @@ w(f"- date: {meta.get('date_utc', '?')}")
 w(f"- command: `{meta.get('command', '?')}` ({meta.get('mode', '?')} mode)")
 w(f"- commit: {meta.get('git', '?')}")
 w(f"- CPU: {meta.get('cpu_model', '?')}, {meta.get('ncpu', '?')} cores; kernel {meta.get('kernel', '?')}")
-w(f"- pinning (taskset): proxy under test on CPU {meta.get('proxy_cpus')} ({meta.get('proxy_threads')} worker thread(s) / nginx worker(s)); "
-  f"load generator (oha, stream-load) and fake upstream (1 thread) on CPU {meta.get('load_cpus')}")
+shared = meta.get("shared_cores") == "1"
+if shared:
+    w(f"- pinning (taskset): proxy under test on CPUs {meta.get('proxy_cpus')} ({meta.get('proxy_threads')} worker threads / nginx workers); "
+      f"**the load generator (oha, stream-load) and the fake upstream (1 thread) share the proxy's cores** (CPUs {meta.get('load_cpus')}), "
+      "so every figure includes the load side's CPU use on the same cores")
+else:
+    w(f"- pinning (taskset): proxy under test on CPU {meta.get('proxy_cpus')} ({meta.get('proxy_threads')} worker thread(s) / nginx worker(s)); "
+      f"load generator (oha, stream-load) and fake upstream (1 thread) on CPU {meta.get('load_cpus')}")
+if meta.get("postgres", "-") != "-":
+    w(f"- database: BluesMinds on SQLite (a file in a temp dir); the PostgreSQL rows on {meta['postgres']}, a fresh database per target, "
+      "its backends pinned to the proxy's cores; Redis: " + meta.get("redis", "-"))
 w(f"- machine before the run: {meta.get('busy_before_pct', '?')} % of all cores busy over 5 s; load average before / after: "
   f"{meta.get('loadavg_before', '?')} / {meta.get('loadavg_after', '?')} (per-run CPU use: see the closed-loop table)")
 w(f"- tools: {meta.get('oha', '?')}; nginx {meta.get('nginx', '-')}; LiteLLM {meta.get('litellm', '-')}; "
@@ -151,6 +173,8 @@ bare_rss = (bare["stream"] or {}).get("rss_kib_at_max_live")
 for key, _ in TARGETS:
     r = R[key]
     if not r["closed"]:
+        if key.startswith("bluesminds_") and not r["status"]:
+            continue  # --postgres / --cluster not asked for
         w(f"| {r['label']} | {r['status'] or 'not run'} | | | | | | | |")
         continue
     rps = ok_rps(r["closed"])
@@ -179,7 +203,8 @@ for key, _ in TARGETS:
     w(f"| {r['label']} | {fmt_num(rps)} | {ratio} | {p99_s} | {added} | {ttfb_s} | {added_ttfb} | {rss_s} | {rss_ratio} |")
 if any(R[k]["rate"] and R[k]["rate"] != common_rate for k, _ in TARGETS):
     w("")
-    w(f"¹ cannot carry the common rate ({common_rate} rps): measured at half its own closed-loop rps, "
+    w(f"¹ cannot carry the common rate ({common_rate} rps): measured at half its own closed-loop rps "
+      "(BluesMinds on PostgreSQL / with Redis: all at half of BluesMinds' (SQLite) closed-loop rps when they can carry it, so they compare with each other), "
       "and its added latency is against bare Pingora at that same rate.")
 w("")
 w("Added latency below the noise floor (`direct`'s own percentiles in the open-loop table) is not resolved by this machine.")
@@ -232,10 +257,13 @@ w("")
 w("## Closed loop (fixed concurrency)")
 w("")
 w(f"{meta.get('conns')} connections, keep-alive, each sends its next request as soon as the previous answer arrived.")
-w("CPU columns: busy share of the load core and of the proxy core over the run, and the cores used by the target's own processes (for `direct`: the fake upstream).")
+w("CPU columns: busy share of the load core and of the proxy core over the run, the cores used by the target's own processes (for `direct`: the fake upstream), "
+  "and that CPU time per answered request (for the PostgreSQL rows without the database server's backends: see the next section).")
+if shared:
+    w("The load generator shares the proxy's cores in this run: both busy columns are over the same CPUs, and 'not used by the target' includes the load generator and the fake upstream.")
 w("")
-w("| target | rps (2xx) | p50 | p90 | p99 | p99.9 | errors | load CPU busy | proxy CPU busy | target process cores | proxy CPU not used by the target (other processes, softirq) |")
-w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+w("| target | rps (2xx) | p50 | p90 | p99 | p99.9 | errors | load CPU busy | proxy CPU busy | target process cores | target CPU per request | proxy CPU(s) not used by the target (other processes, softirq) |")
+w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for key, _ in TARGETS:
     r = R[key]
     d = r["closed"]
@@ -245,10 +273,12 @@ for key, _ in TARGETS:
     other = None
     if c.get("proxy_cpu_busy_pct") is not None:
         # direct has nothing of ours on the proxy core: all its load is foreign.
-        own = 0 if key == "direct" else 100 * c.get("target_process_cores", 0)
+        own = 0 if key == "direct" else 100 * c.get("target_process_cores", 0) / c.get("proxy_ncpu", 1)
         other = max(0.0, c["proxy_cpu_busy_pct"] - own)
+    per_req = cpu_us_per_request(key)
     w(f"| {r['label']} | {fmt_num(ok_rps(d))} | {fmt_us(pct_us(d, 'p50'))} | {fmt_us(pct_us(d, 'p90'))} | {fmt_us(pct_us(d, 'p99'))} | {fmt_us(pct_us(d, 'p99.9'))} | {non2xx(d)} "
-      f"| {fmt_num(c.get('load_cpu_busy_pct'))}% | {fmt_num(c.get('proxy_cpu_busy_pct'))}% | {fmt_num(c.get('target_process_cores'), 2)} | {fmt_num(other)}% |")
+      f"| {fmt_num(c.get('load_cpu_busy_pct'))}% | {fmt_num(c.get('proxy_cpu_busy_pct'))}% | {fmt_num(c.get('target_process_cores'), 2)} "
+      f"| {'—' if per_req is None else f'{per_req:,.1f} µs'} | {fmt_num(other)}% |")
 w("")
 
 w("## Open loop (fixed rate, coordinated omission corrected)")
@@ -305,10 +335,70 @@ if any(d for _, d in timeline):
           f"{fmt_us(l['p99'])} | {fmt_us(l['p999'])} | {fmt_us(l['max'])} |")
     w("")
 
-usage = load("bluesminds.usage.json")
-if usage:
-    w(f"BluesMinds usage logging: {usage['usage_rows']:,} rows in `usage_records` after the run (by status: {usage['by_status']}).")
+# --- database and cluster limits (issue 15 item 5) ------------------------------
+BM_ROWS = ["bluesminds", "bluesminds_pg", "bluesminds_redis", "bluesminds_cluster"]
+if any(R[k]["closed"] for k in BM_ROWS[1:]):
+    base_key = "bluesminds_pg"
+    base = R[base_key]
+    base_rps = ok_rps(base["closed"])
+    base_cpu = cpu_us_per_request(base_key)
+    w("## Database and cluster limits")
     w("")
+    w("The same gateway and key, on SQLite, on PostgreSQL, with Redis limits (`redis.url`, `sync_ms: 100`) on one instance, "
+      "and as one of three instances sharing the PostgreSQL database and Redis (the load on the first; the other two had "
+      "served the key before the run, so all three sync its buckets every 100 ms). Differences are against "
+      "\"BluesMinds (PostgreSQL)\": what cluster limits cost per request. CPU per request is from the closed loop: "
+      "the gateway's processes (for 3 instances, all three), the PostgreSQL backends serving it, and the Redis server.")
+    w("")
+    w("| target | closed-loop rps | vs PostgreSQL alone | gateway CPU per request | vs PostgreSQL alone | PostgreSQL backends' CPU per request; requests per transaction | Redis commands per 1,000 requests | Redis commands per second | Redis server CPU | open-loop p50 / p90 / p99 | added p50 / p90 / p99 vs PostgreSQL alone |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for key in BM_ROWS:
+        r = R[key]
+        if not r["closed"]:
+            if r["status"] and key != "bluesminds":
+                w(f"| {r['label']} | {r['status']} | | | | | | | | | |")
+            continue
+        c = r["cpu"] or {}
+        rps = ok_rps(r["closed"])
+        vs = f"{rps / base_rps:.3f}x" if rps and base_rps else "—"
+        cpu = cpu_us_per_request(key)
+        first = cpu_us_per_request(key, "first_process_cores")
+        dcpu = f"{cpu - base_cpu:+,.1f} µs" if cpu is not None and base_cpu is not None and key != base_key else "—"
+        dbcpu = cpu_us_per_request(key, "db_process_cores")
+        dbcpu_s = "— (in-process SQLite)" if key == "bluesminds" else ("—" if dbcpu is None else f"{dbcpu:,.1f} µs ({c.get('db_backends')} backends)")
+        total0 = (r["closed"] or {}).get("summary", {}).get("total")
+        if c.get("db_commits") and rps and total0:
+            dbcpu_s += f"; {rps * total0 / c['db_commits']:,.0f} requests per commit"
+        cmds = c.get("redis_commands")
+        total = (r["closed"] or {}).get("summary", {}).get("total")
+        n_ok = rps * total if rps and total else None
+        per_k = f"{1000 * cmds / n_ok:,.2f}" if cmds is not None and n_ok else "—"
+        per_s = f"{cmds / total:,.0f}" if cmds is not None and total else "—"
+        rc = c.get("redis_process_cores")
+        rc_s = "—" if rc is None or "redis_commands" not in c else f"{100 * rc:.1f} % of a core"
+        o = r["open"]
+        pcts = " / ".join(fmt_us(pct_us(o, p)) for p in ("p50", "p90", "p99")) if o else "—"
+        added = "—"
+        if o and base["open"] and key != base_key and r["rate"] == base["rate"]:
+            added = " / ".join(fmt_signed_us(pct_us(o, p) - pct_us(base["open"], p)) for p in ("p50", "p90", "p99"))
+        cpu_s = "—" if cpu is None else f"{cpu:,.1f} µs"
+        if first is not None and cpu is not None:
+            cpu_s += f" (instance under load {first:,.1f} µs, the other two {cpu - first:,.1f} µs)"
+        w(f"| {r['label']} | {fmt_num(rps)} | {vs} | {cpu_s} | {dcpu} | {dbcpu_s} | {per_k} | {per_s} | {rc_s} | {pcts} | {added} |")
+    w("")
+    w("Redis commands are counted by the Redis server (commands inside the limit script's Lua included) over the closed loop: "
+      "they come from the syncs (every 100 ms on each instance), not from requests, so per second they stay the same at any load "
+      "and per 1,000 requests they only fall as the load grows. The open-loop columns compare only rows measured at the same rate; "
+      "on this machine p99 differences of a few ms are noise (see `direct`'s own p99).")
+    w("")
+
+for key, label in TARGETS:
+    if not key.startswith("bluesminds"):
+        continue
+    usage = load(f"{key}.usage.json")
+    if usage:
+        w(f"{label} usage logging: {usage['usage_rows']:,} rows in `usage_records` after the run (by status: {usage['by_status']}).")
+        w("")
 notes = [(R[k]["label"], R[k]["status"]) for k, _ in TARGETS if R[k]["status"] and R[k]["status"] != "ok"]
 if notes:
     w("## Skipped or failed")

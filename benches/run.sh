@@ -3,7 +3,27 @@
 # nginx and LiteLLM, in one run on this machine. See benches/README.md.
 #
 #   bash benches/run.sh [--quick] [--timeline] [--no-build] [--skip-nginx] [--skip-litellm]
-#                       [--skip-portkey] [--idle-wait=SECONDS]
+#                       [--skip-portkey] [--idle-wait=SECONDS] [--cores=N] [--postgres] [--cluster]
+#
+# --cores=N: every proxy gets N worker threads (bare Pingora, BluesMinds,
+# nginx workers) and is pinned to CPUs 0..N-1, and so are the load generators
+# and the fake upstream: the load generator shares the proxy's cores (the
+# report says so). Default: the proxy on CPU 1, one thread; load on CPU 0.
+#
+# --postgres: one more target, "BluesMinds (PostgreSQL)": the same gateway with
+# its database (keys, usage records) on the PostgreSQL at BENCH_PG (default
+# postgres://postgres@127.0.0.1:5432), in a fresh database made for the run
+# (createdb) and dropped at exit. The PostgreSQL backends serving it are
+# pinned to the proxy's cores, as SQLite's writer threads are.
+#
+# --cluster (implies --postgres): two more targets on PostgreSQL with Redis
+# limits: one instance with redis.url set, and three instances sharing one
+# database and one Redis, the load on the first while the other two run and
+# sync (each saw the key before the run). The difference to "BluesMinds
+# (PostgreSQL)" is the cost of cluster limits. Redis: a redis-server of the
+# run's own on a free port (pinned with the load) if redis-server is installed,
+# else BENCH_REDIS_URL (default redis://127.0.0.1:6379) with a key prefix of
+# the run's own whose keys are deleted at exit.
 #
 # --timeline: bare Pingora and BluesMinds only: the closed loop, then an open
 # loop at half of bare's saturation recorded per request (timeline-load), and
@@ -33,7 +53,7 @@ for v in BENCH_BIN_DIR BENCH_COMMIT BENCH_PROXY_CPUS BENCH_LOAD_CPUS; do
     if [ -n "${!v:-}" ]; then COMMAND_LINE="$v=${!v} $COMMAND_LINE"; fi
 done
 
-QUICK=0 BUILD=1 NGINX=1 LITELLM=1 PORTKEY=1 TIMELINE=0 IDLE_WAIT_S=""
+QUICK=0 BUILD=1 NGINX=1 LITELLM=1 PORTKEY=1 TIMELINE=0 IDLE_WAIT_S="" CORES="" POSTGRES=0 CLUSTER=0
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=1 ;;
@@ -43,7 +63,10 @@ for arg in "$@"; do
         --skip-litellm) LITELLM=0 ;;
         --skip-portkey) PORTKEY=0 ;;
         --timeline) TIMELINE=1 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --cores=*) CORES="${arg#--cores=}" ;;
+        --postgres) POSTGRES=1 ;;
+        --cluster) CLUSTER=1 POSTGRES=1 ;;
+        -h|--help) sed -n '2,/^set -euo/{/^set -euo/!p}' "$0"; exit 0 ;;
         *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -74,7 +97,13 @@ PORTKEY_DIR="$TARGET/bench-portkey"
 # The proxy under test gets a core of its own; the load generator and the fake
 # upstream share the other. On a 1-core machine everything shares core 0.
 NCPU=$(nproc)
-if [ "$NCPU" -ge 2 ]; then
+if [ -n "$CORES" ]; then
+    case "$CORES" in ''|*[!0-9]*) echo "--cores takes a number" >&2; exit 2 ;; esac
+    [ "$CORES" -ge 1 ] && [ "$CORES" -le "$NCPU" ] || { echo "--cores=$CORES: this machine has $NCPU" >&2; exit 2; }
+    # Proxy and load on the same N cores: the load generator shares the proxy's cores.
+    PROXY_CPUS="${BENCH_PROXY_CPUS:-0-$((CORES - 1))}"
+    LOAD_CPUS="${BENCH_LOAD_CPUS:-0-$((CORES - 1))}"
+elif [ "$NCPU" -ge 2 ]; then
     PROXY_CPUS="${BENCH_PROXY_CPUS:-1}"
     LOAD_CPUS="${BENCH_LOAD_CPUS:-0}"
 else
@@ -83,6 +112,25 @@ else
 fi
 # Worker threads for each proxy: one per core it is pinned to.
 PROXY_THREADS=$(taskset -c "$PROXY_CPUS" nproc)
+
+expand_cpus() { # taskset list (0,2-3) -> "0 2 3"
+    local part i out=()
+    local -a parts
+    IFS=, read -r -a parts <<<"$1"
+    for part in "${parts[@]}"; do
+        if [[ $part == *-* ]]; then
+            for ((i = ${part%-*}; i <= ${part#*-}; i++)); do out+=("$i"); done
+        else
+            out+=("$part")
+        fi
+    done
+    echo "${out[*]}"
+}
+# Do the load generator and the proxy share a core?
+SHARED_CORES=0
+for c in $(expand_cpus "$PROXY_CPUS"); do
+    for l in $(expand_cpus "$LOAD_CPUS"); do [ "$c" != "$l" ] || SHARED_CORES=1; done
+done
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -124,6 +172,8 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     for name in "${!PID[@]}"; do stop_proc "$name"; done
+    if declare -F pg_drop_all >/dev/null; then pg_drop_all; fi
+    if declare -F redis_cleanup >/dev/null; then redis_cleanup; fi
     if [ "$CREATED_POLICY_RC" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
     if [ -d "$WORK/logs" ]; then
         rm -rf "$OUT/logs"
@@ -172,8 +222,10 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
 
-cpu_ticks() { # cpu index -> "busy total" jiffies from /proc/stat
-    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+cpu_ticks() { # cpu list (taskset syntax) -> "busy total" jiffies from /proc/stat, summed over those CPUs
+    awk -v cs=" $(expand_cpus "$1") " '$1 ~ /^cpu[0-9]/ && index(cs, " " substr($1, 4) " ") {
+        t = 0; for (i = 2; i <= NF; i++) t += $i; busy += t - $5 - $6; total += t }
+        END { print busy + 0, total + 0 }' /proc/stat
 }
 
 proc_ticks() { # pids... -> utime+stime jiffies summed (all threads)
@@ -306,9 +358,14 @@ done
     echo "proxy_cpus=$PROXY_CPUS"
     echo "load_cpus=$LOAD_CPUS"
     echo "proxy_threads=$PROXY_THREADS"
+    echo "shared_cores=$SHARED_CORES"
+    echo "postgres=$([ "$POSTGRES" = 1 ] && echo "PostgreSQL $(timeout 10 psql "${BENCH_PG:-postgres://postgres@127.0.0.1:5432}/postgres" -Atqc 'show server_version' 2>/dev/null || echo '?') at ${BENCH_PG:-postgres://postgres@127.0.0.1:5432}" || echo '-')"
     echo "kernel=$(uname -r)"
     if [ -n "${BENCH_COMMIT:-}" ]; then
         echo "git=$BENCH_COMMIT (binaries from $BIN)"
+    elif [ -n "${BENCH_BIN_DIR:-}" ]; then
+        # Binaries built elsewhere: this tree's commit may not be theirs.
+        echo "git=binaries from $BIN (bluesminds built $(date -u -r "$BIN/bluesminds" '+%Y-%m-%d %H:%M UTC')), not necessarily this tree's $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
     else
         echo "git=$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src/ has uncommitted changes)')"
     fi
@@ -333,7 +390,74 @@ done
     echo "timeline=$TIMELINE"
 } >"$RAW/meta.env"
 top -bn1 | head -15 >"$RAW/top-before.txt" 2>/dev/null || true
-log "mode $(grep '^mode=' "$RAW/meta.env" | cut -d= -f2); proxies on CPU $PROXY_CPUS ($PROXY_THREADS threads), load + fake upstream on CPU $LOAD_CPUS; machine $BUSY % busy, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+log "mode $(grep '^mode=' "$RAW/meta.env" | cut -d= -f2); proxies on CPU $PROXY_CPUS ($PROXY_THREADS threads), load + fake upstream on CPU $LOAD_CPUS$([ "$SHARED_CORES" = 1 ] && echo ' (shared with the proxy)'); machine $BUSY % busy, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- PostgreSQL and Redis (--postgres, --cluster) ----------------------------
+# PostgreSQL: a fresh database per target, dropped at exit.
+PG_BASE="${BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
+PG_DBS=()
+CUR_PGDB=""       # the database of the target being measured: its backends are pinned and their CPU counted
+pg() { timeout 60 psql "$PG_BASE/${1}" -v ON_ERROR_STOP=1 -Atq -c "$2"; }
+pg_create() { # name
+    pg postgres "CREATE DATABASE $1" >>"$WORK/logs/postgres.log" 2>&1 || return 1
+    PG_DBS+=("$1")
+}
+pg_drop_all() {
+    local d
+    for d in "${PG_DBS[@]}"; do
+        pg postgres "DROP DATABASE IF EXISTS $d WITH (FORCE)" >>"$WORK/logs/postgres.log" 2>&1 \
+            || log "could not drop database $d"
+    done
+    PG_DBS=()
+}
+db_backend_pids() { # PostgreSQL backends connected to the current target's database
+    [ -n "$CUR_PGDB" ] || return 0
+    pg postgres "SELECT pid FROM pg_stat_activity WHERE datname = '$CUR_PGDB' AND pid <> pg_backend_pid()" 2>/dev/null || true
+}
+db_commits() { # transactions committed in the current target's database (pg_stat_database; flushed about every second)
+    [ -n "$CUR_PGDB" ] || return 0
+    pg postgres "SELECT xact_commit FROM pg_stat_database WHERE datname = '$CUR_PGDB'" 2>/dev/null || true
+}
+pin_db_backends() { # the backends run on the proxy's cores, as SQLite's writer threads do
+    local p
+    for p in $(db_backend_pids); do taskset -a -p -c "$PROXY_CPUS" "$p" >/dev/null 2>&1 || true; done
+}
+
+# Redis: a server of the run's own (its command count is then the gateway's
+# alone), else the shared one with a prefix of the run's own.
+REDIS_URL="" REDIS_OWN=0 REDIS_NOTE=""
+REDIS_PREFIXES=()
+CUR_REDIS=0       # the current target uses Redis: count its commands
+redis_start() {
+    [ -z "$REDIS_URL" ] || return 0
+    if [ -z "${BENCH_REDIS_URL:-}" ] && command -v redis-server >/dev/null; then
+        local port
+        port=$(free_ports 1)
+        mkdir -p "$WORK/redis"
+        start_bg redis "$LOAD_CPUS" redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+            --dir "$WORK/redis" --protected-mode no
+        local deadline=$((SECONDS + 20))
+        until redis-cli -p "$port" ping >/dev/null 2>&1; do
+            [ $SECONDS -lt $deadline ] || die "redis-server did not start"
+            sleep 0.2
+        done
+        REDIS_URL="redis://127.0.0.1:$port" REDIS_OWN=1
+        REDIS_NOTE="redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') of the run's own, pinned with the load (CPU $LOAD_CPUS)"
+    else
+        REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
+        REDIS_NOTE="shared Redis at $REDIS_URL (its command count includes other clients)"
+    fi
+}
+redis_commands() {
+    redis-cli -u "$REDIS_URL" info stats 2>/dev/null | tr -d '\r' | sed -n 's/^total_commands_processed://p'
+}
+redis_cleanup() { # delete the keys of the run's prefixes from a shared Redis
+    local p
+    [ "$REDIS_OWN" = 0 ] && [ -n "$REDIS_URL" ] || return 0
+    for p in "${REDIS_PREFIXES[@]}"; do
+        redis-cli -u "$REDIS_URL" --scan --pattern "$p*" 2>/dev/null | xargs -r -n 100 redis-cli -u "$REDIS_URL" del >/dev/null 2>&1 || true
+    done
+}
 
 # --- the fake upstream ---------------------------------------------------------
 read -r UP_PORT P_BARE P_NGINX P_BM P_BM_ADMIN P_LITELLM P_PORTKEY <<<"$(free_ports 7)"
@@ -408,8 +532,10 @@ upstream_connections() {
     curl -sf --max-time 5 "http://$UP/_control/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("connections", 0))'
 }
 
+RSS_PIDS=()       # if set: the processes whose memory the stream scenario samples (else the target's)
 RATE=""           # the common open-loop rate: half of bare Pingora's saturation
 EXTRA_RATES=()    # half-saturation rates of targets that cannot carry RATE
+BM_RATE=""        # half of BluesMinds' (SQLite) saturation: the open-loop rate of its PostgreSQL / Redis set-ups
 
 # run_target name url pids...: closed loop, open loop, streams against one target.
 run_target() {
@@ -420,24 +546,56 @@ run_target() {
     oha_run "$RAW/$name.warmup.json" "$WARM_S" "$url" || log "$name: warm-up failed"
 
     log "$name: closed loop, $CONNS connections, ${CLOSED_S}s"
-    local c0a c1a c0b c1b pa pb hz
+    local c0a c1a c0b c1b pa pb hz dbpids da db ra=0 rb=0 rca=0 rcb=0
     hz=$(getconf CLK_TCK)
-    read -r -a c0a <<<"$(cpu_ticks "${LOAD_CPUS%%[,-]*}")"
-    read -r -a c1a <<<"$(cpu_ticks "${PROXY_CPUS%%[,-]*}")"
+    # PostgreSQL targets: the backends serving the gateway run on the proxy's
+    # cores and their CPU is counted beside the gateway's.
+    pin_db_backends
+    dbpids=$(db_backend_pids)
+    read -r -a c0a <<<"$(cpu_ticks "$LOAD_CPUS")"
+    read -r -a c1a <<<"$(cpu_ticks "$PROXY_CPUS")"
     pa=$(proc_ticks $(for p in "${pids[@]}"; do descendants "$p"; done))
+    local fa fb  # the first process alone (the instance under load, when there are several)
+    fa=$(proc_ticks $(descendants "${pids[0]}"))
+    da=$(proc_ticks $dbpids)
+    local xa xb
+    xa=$(db_commits)
+    if [ "$CUR_REDIS" = 1 ]; then
+        rca=$(redis_commands)
+        [ "$REDIS_OWN" = 0 ] || ra=$(proc_ticks "${PID[redis]}")
+    fi
     oha_run "$RAW/$name.closed.json" "$CLOSED_S" "$url" || log "$name: closed loop failed"
     pb=$(proc_ticks $(for p in "${pids[@]}"; do descendants "$p"; done))
-    read -r -a c0b <<<"$(cpu_ticks "${LOAD_CPUS%%[,-]*}")"
-    read -r -a c1b <<<"$(cpu_ticks "${PROXY_CPUS%%[,-]*}")"
-    python3 - "$RAW/$name.cpu.json" "${c0a[@]}" "${c0b[@]}" "${c1a[@]}" "${c1b[@]}" "$pa" "$pb" "$hz" "$CLOSED_S" <<'EOF'
+    fb=$(proc_ticks $(descendants "${pids[0]}"))
+    db=$(proc_ticks $dbpids)
+    xb=$(db_commits)
+    if [ "$CUR_REDIS" = 1 ]; then
+        rcb=$(redis_commands)
+        [ "$REDIS_OWN" = 0 ] || rb=$(proc_ticks "${PID[redis]}")
+    fi
+    read -r -a c0b <<<"$(cpu_ticks "$LOAD_CPUS")"
+    read -r -a c1b <<<"$(cpu_ticks "$PROXY_CPUS")"
+    python3 - "$RAW/$name.cpu.json" "${c0a[@]}" "${c0b[@]}" "${c1a[@]}" "${c1b[@]}" "$pa" "$pb" "$hz" "$CLOSED_S" \
+        "$da" "$db" "$(echo "$dbpids" | wc -w)" "$CUR_REDIS" "${rca:-0}" "${rcb:-0}" "$ra" "$rb" "${xa:-0}" "${xb:-0}" "$fa" "$fb" "${#pids[@]}" "$PROXY_THREADS" <<'EOF'
 import json, sys
 o = sys.argv[1]
-b0a, t0a, b0b, t0b, b1a, t1a, b1b, t1b, pa, pb, hz, secs = map(float, sys.argv[2:])
-json.dump({
+b0a, t0a, b0b, t0b, b1a, t1a, b1b, t1b, pa, pb, hz, secs, da, db, ndb, redis, rca, rcb, ra, rb, xa, xb, fa, fb, npids, _ = map(float, sys.argv[2:])
+d = {
     "load_cpu_busy_pct": 100 * (b0b - b0a) / max(t0b - t0a, 1),
     "proxy_cpu_busy_pct": 100 * (b1b - b1a) / max(t1b - t1a, 1),
     "target_process_cores": (pb - pa) / hz / secs,
-}, open(o, "w"))
+    "proxy_ncpu": int(sys.argv[-1]),
+}
+if npids > 1:
+    d["first_process_cores"] = (fb - fa) / hz / secs
+if ndb:
+    d["db_backends"] = int(ndb)
+    d["db_process_cores"] = (db - da) / hz / secs
+    d["db_commits"] = int(xb - xa)
+if redis:
+    d["redis_commands"] = int(rcb - rca)
+    d["redis_process_cores"] = (rb - ra) / hz / secs
+json.dump(d, open(o, "w"))
 EOF
 
     local rps
@@ -450,9 +608,17 @@ EOF
     # A target that cannot carry the common rate would only queue: it is measured
     # at half its own saturation instead, and bare Pingora and direct at that rate too.
     local rate=$RATE
-    if [ "$name" != direct ] && python3 -c "import sys; sys.exit(0 if float('$rps') < 1.1 * $RATE else 1)"; then
+    [ "$name" != bluesminds ] || BM_RATE=$(python3 -c "print(max(1, int(float('$rps') / 2)))")
+    if [[ $name == bluesminds_* ]] && [ -n "$BM_RATE" ] \
+        && python3 -c "import sys; sys.exit(0 if float('$rps') >= 1.1 * $BM_RATE else 1)"; then
+        # The gateway's other set-ups (PostgreSQL, Redis) all run at half of
+        # the SQLite gateway's saturation when they can carry it, so their
+        # latencies compare with each other.
+        rate=$BM_RATE
+        case " ${EXTRA_RATES[*]} " in *" $rate "*) ;; *) EXTRA_RATES+=("$rate") ;; esac
+    elif [ "$name" != direct ] && python3 -c "import sys; sys.exit(0 if float('$rps') < 1.1 * $RATE else 1)"; then
         rate=$(python3 -c "print(max(1, int(float('$rps') / 2)))")
-        EXTRA_RATES+=("$rate")
+        case " ${EXTRA_RATES[*]} " in *" $rate "*) ;; *) EXTRA_RATES+=("$rate") ;; esac
     fi
     echo "$rate" >"$RAW/$name.rate.txt"
     if [ "$TIMELINE" = 1 ]; then
@@ -467,6 +633,7 @@ EOF
 
     log "$name: $STREAMS streams, $CHUNKS chunks x ${CHUNK_DELAY_MS}ms"
     local rss_pids=""
+    [ ${#RSS_PIDS[@]} = 0 ] || pids=("${RSS_PIDS[@]}")
     for p in "${pids[@]}"; do rss_pids+="$(descendants "$p" | tr '\n' ',')"; done
     set_chunk_delay "$CHUNK_DELAY_MS"
     local hostport=${url#http://}
@@ -544,18 +711,22 @@ fi
 
 # d. BluesMinds: SQLite usage logging, health checks on, and key limits set far
 # above the load so the rate-limit path runs on every request without denying.
-B="$WORK/bluesminds"
-mkdir -p "$B"
-cat >"$B/gateway.yaml" <<EOF
+# With --postgres / --cluster the same gateway again on PostgreSQL, with Redis
+# limits on one instance, and as one of three Redis-synced instances.
+
+# bm_config file port admin dburl ledger [redis_url prefix]: one instance's config.
+bm_config() {
+    local file=$1 port=$2 admin=$3 dburl=$4 ledger=$5 redis_url=${6:-} prefix=${7:-}
+    cat >"$file" <<EOF
 server:
-  proxy_listen: "127.0.0.1:$P_BM"
-  admin_listen: "127.0.0.1:$P_BM_ADMIN"
+  proxy_listen: "127.0.0.1:$port"
+  admin_listen: "127.0.0.1:$admin"
   threads: $PROXY_THREADS
   grace_period_secs: 1
 database:
-  url: "sqlite://$B/bluesminds.db"
+  url: "$dburl"
 usage:
-  ledger_dir: "$B/usage-ledger"
+  ledger_dir: "$ledger"
 health_check:
   enabled: true
 limits:
@@ -570,29 +741,104 @@ pools:
 prices:
   gpt-4o-mini: { input_per_1m: 0.15, output_per_1m: 0.60 }
 EOF
-BM_KEY=$(cd "$B" && "$BIN/bluesminds" --config "$B/gateway.yaml" keys create --name bench 2>>"$WORK/logs/bluesminds-keys.log" || true)
-if [ -n "$BM_KEY" ]; then
-    (cd "$B" && exec taskset -c "$PROXY_CPUS" env RUST_LOG=warn "$BIN/bluesminds" --config "$B/gateway.yaml") \
-        >"$WORK/logs/bluesminds.log" 2>&1 &
-    PID[bluesminds]=$!
-    if wait_http bluesminds "http://127.0.0.1:$P_BM_ADMIN/readyz" 60; then
-        AUTH=(-H "authorization: Bearer $BM_KEY")
-        run_target bluesminds "http://127.0.0.1:$P_BM$CHAT" "${PID[bluesminds]}"
-        AUTH=()
-        curl -s --max-time 5 "http://127.0.0.1:$P_BM_ADMIN/metrics" >"$RAW/bluesminds.metrics.txt" || true
-    else
-        echo "BluesMinds did not become ready (see logs/bluesminds.log)" >"$RAW/bluesminds.status"
+    if [ -n "$redis_url" ]; then
+        printf 'redis:\n  url: "%s"\n  prefix: "%s"\n  sync_ms: 100\n' "$redis_url" "$prefix" >>"$file"
     fi
-    stop_proc bluesminds
+}
+
+# run_bm name url-of-db instances redis: make the key, start the instances
+# (the first on the proxy's ports), warm the others on the key, measure the
+# first, stop all, and check the usage records.
+run_bm() {
+    local name=$1 dburl=$2 n=$3 redis=$4
+    local dir="$WORK/$name" i prefix="" key ports admins pids=()
+    mkdir -p "$dir"
+    if [ "$redis" = 1 ]; then
+        redis_start
+        prefix="bmbench:$$:$name:"
+        REDIS_PREFIXES+=("$prefix")
+    fi
+    read -r -a ports <<<"$P_BM $(free_ports $((n - 1)))"
+    read -r -a admins <<<"$P_BM_ADMIN $(free_ports $((n - 1)))"
+    for ((i = 1; i <= n; i++)); do
+        bm_config "$dir/gateway$i.yaml" "${ports[i - 1]}" "${admins[i - 1]}" "$dburl" "$dir/usage-ledger$i" \
+            "$([ "$redis" = 1 ] && echo "$REDIS_URL")" "$prefix"
+    done
+    key=$(cd "$dir" && "$BIN/bluesminds" --config "$dir/gateway1.yaml" keys create --name bench 2>>"$WORK/logs/$name-keys.log" || true)
+    if [ -z "$key" ]; then
+        echo "could not create a BluesMinds key (see logs/$name-keys.log)" >"$RAW/$name.status"
+        return 0
+    fi
+    for ((i = 1; i <= n; i++)); do
+        local inst=$name
+        [ "$i" = 1 ] || inst="$name-$i"
+        # Every instance on the proxy's cores (the idle ones only sync and probe).
+        (cd "$dir" && exec taskset -c "$PROXY_CPUS" env RUST_LOG=warn "$BIN/bluesminds" --config "$dir/gateway$i.yaml") \
+            >"$WORK/logs/$inst.log" 2>&1 &
+        PID[$inst]=$!
+        pids+=("${PID[$inst]}")
+    done
+    local ready=1
+    for ((i = 1; i <= n; i++)); do
+        local inst=$name
+        [ "$i" = 1 ] || inst="$name-$i"
+        wait_http "$inst" "http://127.0.0.1:${admins[i - 1]}/readyz" 60 || ready=0
+    done
+    if [ "$ready" = 1 ]; then
+        # The other instances meet the key first, so they hold its buckets and
+        # take part in every sync while the first is measured.
+        for ((i = 2; i <= n; i++)); do
+            for _ in 1 2 3 4 5; do
+                curl -s -o /dev/null --max-time 5 -H 'content-type: application/json' \
+                    -H "authorization: Bearer $key" -d "$BODY" "http://127.0.0.1:${ports[i - 1]}$CHAT" || true
+            done
+        done
+        [ "$redis" = 1 ] && CUR_REDIS=1
+        AUTH=(-H "authorization: Bearer $key")
+        RSS_PIDS=("${pids[0]}")   # memory: the instance under load
+        run_target "$name" "http://127.0.0.1:$P_BM$CHAT" "${pids[@]}"
+        RSS_PIDS=()
+        AUTH=()
+        CUR_REDIS=0
+        curl -s --max-time 5 "http://127.0.0.1:$P_BM_ADMIN/metrics" >"$RAW/$name.metrics.txt" || true
+    else
+        echo "BluesMinds did not become ready (see logs/$name*.log)" >"$RAW/$name.status"
+    fi
+    for ((i = n; i >= 1; i--)); do
+        if [ "$i" = 1 ]; then stop_proc "$name"; else stop_proc "$name-$i"; fi
+    done
     # Usage logging check (after the graceful flush): rows written vs requests answered.
-    python3 - "$B/bluesminds.db" >"$RAW/bluesminds.usage.json" <<'EOF' || true
+    if [[ $dburl == sqlite://* ]]; then
+        python3 - "${dburl#sqlite://}" >"$RAW/$name.usage.json" <<'EOF' || true
 import json, sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
 rows = dict(db.execute("select status, count(*) from usage_records group by status").fetchall())
 print(json.dumps({"usage_rows": sum(rows.values()), "by_status": {str(k): v for k, v in rows.items()}}))
 EOF
-else
-    echo "could not create a BluesMinds key (see logs/bluesminds-keys.log)" >"$RAW/bluesminds.status"
+    else
+        pg "${dburl##*/}" "SELECT status, count(*) FROM usage_records GROUP BY status" 2>>"$WORK/logs/postgres.log" \
+            | python3 -c 'import json, sys
+rows = {l.split("|")[0]: int(l.split("|")[1]) for l in sys.stdin if "|" in l}
+print(json.dumps({"usage_rows": sum(rows.values()), "by_status": rows}))' >"$RAW/$name.usage.json" || true
+    fi
+}
+
+run_bm bluesminds "sqlite://$WORK/bluesminds/bluesminds.db" 1 0
+if [ "$POSTGRES" = 1 ]; then
+    for t in bluesminds_pg $([ "$CLUSTER" = 1 ] && echo bluesminds_redis bluesminds_cluster); do
+        db="bm_bench_$$_${t#bluesminds_}"
+        if ! pg_create "$db"; then
+            echo "could not create PostgreSQL database $db at $PG_BASE (see logs/postgres.log)" >"$RAW/$t.status"
+            continue
+        fi
+        CUR_PGDB=$db
+        case $t in
+            bluesminds_pg) run_bm "$t" "$PG_BASE/$db" 1 0 ;;
+            bluesminds_redis) run_bm "$t" "$PG_BASE/$db" 1 1 ;;
+            bluesminds_cluster) run_bm "$t" "$PG_BASE/$db" 3 1 ;;
+        esac
+        CUR_PGDB=""
+    done
 fi
 
 # e. LiteLLM (one uvicorn worker; no database, so no spend logging; auth by master key)
@@ -661,6 +907,7 @@ fi
 
 stop_proc upstream
 echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/meta.env"
+echo "redis=${REDIS_NOTE:--}" >>"$RAW/meta.env"
 top -bn1 | head -15 >"$RAW/top-after.txt" 2>/dev/null || true
 
 python3 "$ROOT/benches/report.py" "$RAW" >"$OUT/report.md"
