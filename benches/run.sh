@@ -27,7 +27,8 @@
 #
 # --timeline: bare Pingora and BluesMinds only: the closed loop, then an open
 # loop at half of bare's saturation recorded per request (timeline-load), and
-# the latency per 100 ms interval side by side in target/bench/timeline.md.
+# the latency per 100 ms interval side by side in target/bench/timeline.md
+# (BENCH_TIMELINE_RATE=N: both at N rps instead).
 #
 # --idle-wait: before measuring, wait up to this long (default: 600 s in full
 # mode, 0 in quick mode) for the machine to be idle (both cores < 15 % busy
@@ -49,7 +50,7 @@ OHA="$TOOLS/bin/oha"
 OHA_VERSION="1.16.0"
 LITELLM_VENV="$TARGET/bench-litellm-venv"
 COMMAND_LINE="bash benches/run.sh $*"
-for v in BENCH_BIN_DIR BENCH_COMMIT BENCH_PROXY_CPUS BENCH_LOAD_CPUS; do
+for v in BENCH_BIN_DIR BENCH_COMMIT BENCH_PROXY_CPUS BENCH_LOAD_CPUS BENCH_TIMELINE_RATE; do
     if [ -n "${!v:-}" ]; then COMMAND_LINE="$v=${!v} $COMMAND_LINE"; fi
 done
 
@@ -622,7 +623,10 @@ EOF
     fi
     echo "$rate" >"$RAW/$name.rate.txt"
     if [ "$TIMELINE" = 1 ]; then
-        timeline_run "$name" "$url" "$RATE"
+        # BENCH_TIMELINE_RATE: one rate for both instead of half of bare's
+        # saturation, e.g. one the gateway can carry, to see its tail apart
+        # from queueing.
+        timeline_run "$name" "$url" "${BENCH_TIMELINE_RATE:-$RATE}"
         echo "ok" >"$RAW/$name.status"
         return 0
     fi
@@ -913,7 +917,7 @@ top -bn1 | head -15 >"$RAW/top-after.txt" 2>/dev/null || true
 python3 "$ROOT/benches/report.py" "$RAW" >"$OUT/report.md"
 if [ "$TIMELINE" = 1 ]; then
     {
-        echo "# Latency timeline: bare Pingora and BluesMinds at $RATE rps"
+        echo "# Latency timeline: bare Pingora and BluesMinds at ${BENCH_TIMELINE_RATE:-$RATE} rps"
         echo
         echo "\`$COMMAND_LINE\` at $(grep '^git=' "$RAW/meta.env" | cut -d= -f2-), $(date -u '+%Y-%m-%d %H:%M UTC')"
         echo
