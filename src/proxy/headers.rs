@@ -12,6 +12,9 @@ use http::{HeaderMap, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::{Error, ErrorType, Result};
 
+use super::ctx::Ctx;
+use crate::limits::RateInfo;
+
 /// Client headers every backend gets. The gateway sets `authorization`,
 /// `host`, `accept-encoding`, `content-length`, `x-request-id` and the
 /// `x-forwarded-*` pair itself.
@@ -103,6 +106,21 @@ pub fn request_parts(req: &mut RequestHeader) -> Result<http::request::Parts> {
 pub fn response_parts(resp: &mut ResponseHeader) -> Result<http::response::Parts> {
     let empty = ResponseHeader::build_no_case(StatusCode::OK, Some(0))?;
     Ok(std::mem::replace(resp, empty).into())
+}
+
+/// What the gateway adds to every answer, proxied or its own: the
+/// `x-ratelimit-*` headers, and the request id where OpenAI's SDKs
+/// (`x-request-id`) and, on Anthropic's endpoints, Anthropic's read it.
+pub fn add_own(out: &mut HeaderMap, ctx: &Ctx) -> Result<()> {
+    for (name, v) in ctx.admission.rate_info.iter().flat_map(RateInfo::headers) {
+        out.insert(HeaderName::from_static(name), value(&v)?);
+    }
+    let id = value(&ctx.request_id)?;
+    if ctx.protocol() == crate::protocols::Protocol::Anthropic {
+        out.insert(REQUEST_ID, id.clone());
+    }
+    out.insert(X_REQUEST_ID, id);
+    Ok(())
 }
 
 /// A header value from text the gateway did not write itself (a client

@@ -20,13 +20,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::limits::RateInfo;
 use crate::metrics::Ended;
 use crate::protocols::Serving;
 use crate::state::AppState;
@@ -348,14 +347,7 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .map_or(&[][..], |r| &r.pool.expose_headers[..]);
         headers::filter_response(out, expose);
-        for (name, value) in ctx.admission.rate_info.iter().flat_map(RateInfo::headers) {
-            out.insert(HeaderName::from_static(name), headers::value(&value)?);
-        }
-        let id = headers::value(&ctx.request_id)?;
-        if ctx.protocol() == crate::protocols::Protocol::Anthropic {
-            out.insert(headers::REQUEST_ID, id.clone());
-        }
-        out.insert(headers::X_REQUEST_ID, id);
+        headers::add_own(out, ctx)?;
         *upstream_response = ResponseHeader::from(parts);
         Ok(())
     }

@@ -1,13 +1,13 @@
 //! Answers the gateway writes itself (models, errors).
 
 use bytes::Bytes;
-use http::header;
+use http::header::{self, HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
 use super::ctx::Ctx;
-use crate::limits::RateInfo;
+use super::headers;
 
 /// Answers with a JSON body the gateway made itself, with the request id, the
 /// rate-limit headers and whatever `extra` headers apply.
@@ -18,22 +18,19 @@ pub async fn write_json(
     body: Bytes,
     extra: &[(&'static str, String)],
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(8))?;
-    resp.insert_header(header::CONTENT_TYPE, "application/json")?;
-    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-    if ctx.protocol() == crate::protocols::Protocol::Anthropic {
-        resp.insert_header("request-id", ctx.request_id.as_str())?;
+    let mut resp = ResponseHeader::build_no_case(status, Some(8))?;
+    let mut parts = headers::response_parts(&mut resp)?;
+    let out = &mut parts.headers;
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    headers::add_own(out, ctx)?;
+    for (name, value) in extra {
+        out.insert(HeaderName::from_static(name), headers::value(value)?);
     }
-    for (name, value) in ctx
-        .admission
-        .rate_info
-        .iter()
-        .flat_map(RateInfo::headers)
-        .chain(extra.iter().cloned())
-    {
-        resp.insert_header(name, value)?;
-    }
+    let resp = ResponseHeader::from(parts);
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
 }
