@@ -6,7 +6,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{chat_body, fake, gateway, Backend, Poll};
+use common::{chat_body, fake, free_port, gateway, Backend, Poll};
+
+/// Tests start gateways side by side, each on ports from `free_port`: a port
+/// given twice would let one gateway's requests reach another (a 404 from the
+/// other's side app where a 502 was due, seen in CI).
+#[test]
+fn free_port_never_gives_the_same_port_twice() {
+    let ports: Vec<u16> = (0..2000).map(|_| free_port()).collect();
+    let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+    assert_eq!(distinct.len(), ports.len());
+}
 
 #[tokio::test]
 async fn invalid_config_fails_at_start_naming_the_field() {

@@ -54,12 +54,25 @@ pub fn npm_cli(env: &str, dir: &str, bin: &str) -> Option<PathBuf> {
     installed.exists().then_some(installed)
 }
 
+/// A loopback port nothing listens on now, never handed out before in this
+/// test process. The kernel gives a released port out again soon (thousands
+/// of binds see hundreds of repeats), so without the record two gateways
+/// started side by side could be told the same port: one's proxy port the
+/// other's side-app port, and the requests meant for one reach the other.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub fn bin() -> &'static str {
