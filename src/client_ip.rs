@@ -72,7 +72,9 @@ impl TrustedProxies {
     pub fn forwarded_for(&self, peer: IpAddr, headers: &HeaderMap) -> String {
         let peer = canonical(peer);
         if !self.trusts(peer) {
-            return peer.to_string();
+            let mut out = String::with_capacity(16);
+            push_ip(&mut out, peer);
+            return out;
         }
         let mut kept = Vec::new();
         for hop in forwarded_for(headers).rev() {
@@ -85,12 +87,12 @@ impl TrustedProxies {
                 None => break,
             }
         }
-        let mut out = String::new();
+        let mut out = String::with_capacity(16 * (kept.len() + 1));
         for ip in kept.iter().rev() {
-            out.push_str(&ip.to_string());
+            push_ip(&mut out, *ip);
             out.push_str(", ");
         }
-        out.push_str(&peer.to_string());
+        push_ip(&mut out, peer);
         out
     }
 
@@ -135,6 +137,26 @@ fn forwarded_for(headers: &HeaderMap) -> impl DoubleEndedIterator<Item = &str> {
     hops.into_iter()
 }
 
+/// `ip` as text, an IPv4 address written without `fmt`: its `Display` (it
+/// pads and aligns) cost ~1.5k instructions on every proxied request.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(digits.format(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// One hop: an address, or one with a port (`1.2.3.4:5`, `[::1]:5`).
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     if let Ok(ip) = hop.parse::<IpAddr>() {
@@ -159,6 +181,21 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_address_is_written_as_its_display_writes_it() {
+        for text in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.2.30.4",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let mut out = String::new();
+            push_ip(&mut out, ip(text));
+            assert_eq!(out, ip(text).to_string());
+        }
     }
 
     #[test]

@@ -105,6 +105,10 @@ fn duration_format_matches_openai() {
     assert_eq!(openai_duration(Duration::from_millis(20)), "20ms");
     assert_eq!(openai_duration(Duration::from_millis(1200)), "2s");
     assert_eq!(openai_duration(Duration::from_secs(360)), "6m0s");
+    assert_eq!(openai_duration(Duration::ZERO), "0ms");
+    assert_eq!(openai_duration(Duration::from_millis(999)), "999ms");
+    assert_eq!(openai_duration(Duration::from_millis(59_500)), "1m0s");
+    assert_eq!(openai_duration(Duration::from_secs(3725)), "62m5s");
 }
 
 #[test]

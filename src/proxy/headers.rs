@@ -7,13 +7,14 @@
 //! provider org ids, the upstream's own rate limits). Pools add names with
 //! `forward_headers` / `expose_headers`.
 
-use http::header::{self, HeaderName};
-use http::{HeaderMap, StatusCode};
+use bytes::{BufMut, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::HeaderMap;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::{Error, ErrorType, Result};
 
 use super::ctx::Ctx;
-use crate::limits::RateInfo;
+use crate::limits::put_openai_duration;
 
 /// Client headers every backend gets. The gateway sets `authorization`,
 /// `host`, `accept-encoding`, `content-length`, `x-request-id` and the
@@ -43,18 +44,29 @@ static RESPONSE: [HeaderName; 11] = [
     HeaderName::from_static("openai-version"),
 ];
 
-fn disallowed<'a>(
-    names: impl Iterator<Item = &'a HeaderName>,
-    defaults: &[HeaderName],
-    extra: &[HeaderName],
-) -> Vec<HeaderName> {
-    names
-        .filter(|n| !defaults.contains(n) && !extra.contains(n))
-        .cloned()
-        .collect()
+/// Room left in an edited header map for what the gateway adds after the
+/// allow-list: the forwarding, host, key and request-id headers going up, the
+/// rate-limit and request-id headers coming back.
+const ROOM: usize = 12;
+
+/// Keeps the headers `allowed` lets through, in a new map with `ROOM` to spare:
+/// copying the few allowed ones costs less than removing the rest one by one,
+/// and what the gateway adds then goes in without the map growing.
+fn keep_only(headers: &mut HeaderMap, allowed: impl Fn(&HeaderName) -> bool) {
+    let room = HeaderMap::with_capacity(headers.len() + ROOM);
+    let all = std::mem::replace(headers, room);
+    // The name comes with a name's first value only.
+    let mut name: Option<HeaderName> = None;
+    for (next, value) in all {
+        if let Some(next) = next {
+            name = allowed(&next).then_some(next);
+        }
+        if let Some(name) = &name {
+            headers.append(name.clone(), value);
+        }
+    }
 }
 
-/// Leaves only allowed client headers on the upstream request.
 /// Client headers an Anthropic backend also gets: the API version and beta
 /// features the client's SDK (or Claude Code) chose.
 static ANTHROPIC_REQUEST: [HeaderName; 2] = [
@@ -62,20 +74,17 @@ static ANTHROPIC_REQUEST: [HeaderName; 2] = [
     HeaderName::from_static("anthropic-beta"),
 ];
 
+/// Leaves only allowed client headers on the upstream request.
 pub fn filter_request(headers: &mut HeaderMap, extra: &[HeaderName], anthropic: bool) {
     let protocol: &[HeaderName] = if anthropic { &ANTHROPIC_REQUEST } else { &[] };
-    for name in disallowed(headers.keys(), &REQUEST, extra) {
-        if !protocol.contains(&name) {
-            headers.remove(&name);
-        }
-    }
+    keep_only(headers, |n| {
+        REQUEST.contains(n) || extra.contains(n) || protocol.contains(n)
+    });
 }
 
 /// Leaves only allowed upstream headers on the response to the client.
 pub fn filter_response(headers: &mut HeaderMap, extra: &[HeaderName]) {
-    for name in disallowed(headers.keys(), &RESPONSE, extra) {
-        headers.remove(&name);
-    }
+    keep_only(headers, |n| RESPONSE.contains(n) || extra.contains(n));
 }
 
 // Pingora's header API (`insert_header`, `remove_header`) parses every name
@@ -96,26 +105,55 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 
 /// The upstream request as plain `http` parts, to edit and put back with
 /// [`RequestHeader::from`].
-pub fn request_parts(req: &mut RequestHeader) -> Result<http::request::Parts> {
-    let empty = RequestHeader::build_no_case(http::Method::GET, b"/", Some(0))?;
-    Ok(std::mem::replace(req, empty).into())
+pub fn request_parts(req: &mut RequestHeader) -> http::request::Parts {
+    // Left in its place meanwhile; `build_no_case` would parse a path for it.
+    let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
+    std::mem::replace(req, empty).into()
 }
 
 /// The answer's header as plain `http` parts, to edit and put back with
 /// [`ResponseHeader::from`].
-pub fn response_parts(resp: &mut ResponseHeader) -> Result<http::response::Parts> {
-    let empty = ResponseHeader::build_no_case(StatusCode::OK, Some(0))?;
-    Ok(std::mem::replace(resp, empty).into())
+pub fn response_parts(resp: &mut ResponseHeader) -> http::response::Parts {
+    let empty = ResponseHeader::from(http::Response::new(()).into_parts().0);
+    std::mem::replace(resp, empty).into()
 }
+
+/// OpenAI's rate-limit headers: limit, remaining and reset, for requests then
+/// for tokens.
+const RATE_LIMIT: [[HeaderName; 3]; 2] = [
+    [
+        HeaderName::from_static("x-ratelimit-limit-requests"),
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderName::from_static("x-ratelimit-reset-requests"),
+    ],
+    [
+        HeaderName::from_static("x-ratelimit-limit-tokens"),
+        HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-tokens"),
+    ],
+];
 
 /// What the gateway adds to every answer, proxied or its own: the
 /// `x-ratelimit-*` headers, and the request id where OpenAI's SDKs
 /// (`x-request-id`) and, on Anthropic's endpoints, Anthropic's read it.
 pub fn add_own(out: &mut HeaderMap, ctx: &Ctx) -> Result<()> {
-    for (name, v) in ctx.admission.rate_info.iter().flat_map(RateInfo::headers) {
-        out.insert(HeaderName::from_static(name), value(&v)?);
+    // Every value is a slice of one buffer: one allocation for all of them,
+    // not one each (`HeaderValue::from(u64)` cost ~400 instructions a number).
+    let mut text = BytesMut::with_capacity(128);
+    let mut digits = itoa::Buffer::new();
+    if let Some(info) = &ctx.admission.rate_info {
+        for (names, bucket) in RATE_LIMIT.iter().zip([&info.requests, &info.tokens]) {
+            let Some(b) = bucket else { continue };
+            text.put_slice(digits.format(b.limit).as_bytes());
+            out.insert(names[0].clone(), written(&mut text)?);
+            text.put_slice(digits.format(b.remaining).as_bytes());
+            out.insert(names[1].clone(), written(&mut text)?);
+            put_openai_duration(&mut text, b.reset);
+            out.insert(names[2].clone(), written(&mut text)?);
+        }
     }
-    let id = value(&ctx.request_id)?;
+    text.put_slice(ctx.request_id.as_bytes());
+    let id = written(&mut text)?;
     if ctx.protocol() == crate::protocols::Protocol::Anthropic {
         out.insert(REQUEST_ID, id.clone());
     }
@@ -123,11 +161,20 @@ pub fn add_own(out: &mut HeaderMap, ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// What was written into `text` since the last call, as a header value
+/// sharing `text`'s allocation.
+fn written(text: &mut BytesMut) -> Result<HeaderValue> {
+    HeaderValue::from_maybe_shared(text.split().freeze()).map_err(|_| invalid_value())
+}
+
+fn invalid_value() -> Box<Error> {
+    Error::explain(ErrorType::InvalidHTTPHeader, "invalid header value")
+}
+
 /// A header value from text the gateway did not write itself (a client
 /// address chain, a backend's host), refused as Pingora refuses one.
-pub fn value(text: &str) -> Result<http::HeaderValue> {
-    http::HeaderValue::from_str(text)
-        .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "invalid header value"))
+pub fn value(text: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(text).map_err(|_| invalid_value())
 }
 
 #[cfg(test)]
@@ -149,8 +196,8 @@ mod tests {
         ] {
             req.insert_header(k, v).unwrap();
         }
-        let mut to_anthropic = request_parts(&mut req.clone()).unwrap().headers;
-        let mut req = request_parts(&mut req).unwrap().headers;
+        let mut to_anthropic = request_parts(&mut req.clone()).headers;
+        let mut req = request_parts(&mut req).headers;
         filter_request(&mut req, &[HeaderName::from_static("openai-beta")], false);
         let mut left: Vec<&str> = req.keys().map(|k| k.as_str()).collect();
         left.sort();
@@ -170,7 +217,7 @@ mod tests {
         ] {
             resp.insert_header(k, v).unwrap();
         }
-        let mut resp = response_parts(&mut resp).unwrap().headers;
+        let mut resp = response_parts(&mut resp).headers;
         filter_response(&mut resp, &[]);
         let mut left: Vec<&str> = resp.keys().map(|k| k.as_str()).collect();
         left.sort();
@@ -184,10 +231,10 @@ mod tests {
             .unwrap();
         resp.append_header("Vary", "Origin").unwrap();
         resp.append_header("Vary", "Accept-Encoding").unwrap();
-        let mut parts = response_parts(&mut resp).unwrap();
+        let mut parts = response_parts(&mut resp);
         parts.headers.insert(X_REQUEST_ID, value("req_1").unwrap());
         let resp = ResponseHeader::from(parts);
-        assert_eq!(resp.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.status, http::StatusCode::TOO_MANY_REQUESTS);
         let mut wire = Vec::new();
         resp.header_to_h1_wire(&mut wire);
         let wire = String::from_utf8(wire).unwrap();

@@ -165,7 +165,7 @@ impl ProxyHttp for Gateway {
         })?);
         // Only allowed client headers go on (the client's key is not one).
         let to_anthropic = backend.protocol == crate::protocols::Protocol::Anthropic;
-        let mut parts = headers::request_parts(upstream_request)?;
+        let mut parts = headers::request_parts(upstream_request);
         let out = &mut parts.headers;
         headers::filter_request(out, &route.pool.forward_headers, to_anthropic);
         let own = if self.state.boot.tls.is_some() {
@@ -185,7 +185,12 @@ impl ProxyHttp for Gateway {
         if let Some(chain) = forwarded_for {
             out.insert(headers::X_FORWARDED_FOR, headers::value(&chain)?);
         }
-        out.insert(headers::X_FORWARDED_PROTO, headers::value(proto)?);
+        let proto = match proto {
+            "https" => HeaderValue::from_static("https"),
+            "http" => HeaderValue::from_static("http"),
+            other => headers::value(other)?,
+        };
+        out.insert(headers::X_FORWARDED_PROTO, proto);
         if let Some((name, value)) = &shape.auth {
             out.insert(name.clone(), value.clone());
         }
@@ -195,7 +200,7 @@ impl ProxyHttp for Gateway {
                 out.insert(name.clone(), value.clone());
             }
         }
-        out.insert(header::HOST, headers::value(&backend.host_header)?);
+        out.insert(header::HOST, backend.host_header.clone());
         // Token counting needs the plain body.
         out.insert(
             header::ACCEPT_ENCODING,
@@ -316,7 +321,7 @@ impl ProxyHttp for Gateway {
             // Audio and other binary answers go through untouched.
             ctx.attempt.rename = None;
         }
-        let mut parts = headers::response_parts(upstream_response)?;
+        let mut parts = headers::response_parts(upstream_response);
         let out = &mut parts.headers;
         let translator = match translator {
             Some((content_type, translator)) => {

@@ -18,8 +18,9 @@ pub async fn write_json(
     body: Bytes,
     extra: &[(&'static str, String)],
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build_no_case(status, Some(8))?;
-    let mut parts = headers::response_parts(&mut resp)?;
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = http::StatusCode::from_u16(status)
+        .map_err(|_| pingora::Error::explain(pingora::ErrorType::InternalError, "bad status"))?;
     let out = &mut parts.headers;
     out.insert(
         header::CONTENT_TYPE,

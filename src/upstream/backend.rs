@@ -30,7 +30,8 @@ pub struct BackendMeta {
     pub(super) addr_cursor: AtomicUsize,
     /// Admin-added servers: the policy every address they resolve to must pass.
     pub(super) admin_policy: Option<AdminServersConfig>,
-    pub host_header: String,
+    /// `Host` of its requests, made once: not copied and checked per request.
+    pub host_header: http::HeaderValue,
     /// Its key header, static headers, query, path template and model names.
     pub shape: super::shape::Shape,
     pub priority: u32,

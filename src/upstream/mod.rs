@@ -298,8 +298,9 @@ impl Upstreams {
                     addresses: ArcSwap::from_pointee(Addresses::initial(&url, &admin_policy)),
                     addr_cursor: AtomicUsize::new(0),
                     admin_policy,
+                    host_header: http::HeaderValue::try_from(&host_header)
+                        .map_err(|e| failed(format!("bad host {host_header}: {e}")))?,
                     url,
-                    host_header,
                     shape,
                     priority: b.priority,
                     protocol: b.protocol(),
