@@ -132,7 +132,6 @@ enum KeysAction {
 }
 
 pub fn main() -> ExitCode {
-    return_large_blocks_to_the_system();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -391,19 +390,4 @@ fn verify_usage(cfg: Config, from: Option<String>, to: Option<String>) -> anyhow
         print!("{report}");
         Ok(report.is_consistent())
     })
-}
-
-/// glibc raises its mmap threshold to the size of the largest block freed, so
-/// after the first password hash (19 MiB) every later one is carved from the
-/// heap arena of whichever blocking thread ran it and stays there once freed:
-/// a burst of sign-ups left several arenas holding a hash's worth each (seen:
-/// 42 to 118 MiB of peak growth for two concurrent hashes). A fixed threshold
-/// keeps blocks of 4 MiB and more in their own mappings, returned on free.
-fn return_large_blocks_to_the_system() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tunables; it is called before any
-    // other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-    }
 }
