@@ -71,20 +71,18 @@ impl TrustedProxies {
     /// (what a client wrote before the first trusted hop dropped), then `peer`.
     pub fn forwarded_for(&self, peer: IpAddr, headers: &HeaderMap) -> String {
         let peer = canonical(peer);
-        if !self.trusts(peer) {
-            let mut out = String::with_capacity(16);
-            push_ip(&mut out, peer);
-            return out;
-        }
         let mut kept = Vec::new();
-        for hop in forwarded_for(headers).rev() {
-            match parse_hop(hop) {
-                Some(ip) if self.trusts(ip) => kept.push(ip),
-                Some(ip) => {
-                    kept.push(ip);
-                    break;
+        // An untrusted peer's header is not read at all: the peer is the chain.
+        if self.trusts(peer) {
+            for hop in forwarded_for(headers).rev() {
+                match parse_hop(hop) {
+                    Some(ip) if self.trusts(ip) => kept.push(ip),
+                    Some(ip) => {
+                        kept.push(ip);
+                        break;
+                    }
+                    None => break,
                 }
-                None => break,
             }
         }
         let mut out = String::with_capacity(16 * (kept.len() + 1));

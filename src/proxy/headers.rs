@@ -171,8 +171,8 @@ fn invalid_value() -> Box<Error> {
     Error::explain(ErrorType::InvalidHTTPHeader, "invalid header value")
 }
 
-/// A header value from text the gateway did not write itself (a client
-/// address chain, a backend's host), refused as Pingora refuses one.
+/// A header value from text that may hold anything (a client address chain,
+/// a scheme a proxy forwarded), refused as Pingora refuses one.
 pub fn value(text: &str) -> Result<HeaderValue> {
     HeaderValue::from_str(text).map_err(|_| invalid_value())
 }
