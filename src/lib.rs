@@ -9,6 +9,7 @@
 //! operators, `tls` holds the listeners' certificate. README.md's "Layout"
 //! section maps every file.
 
+pub mod allocator;
 pub mod auth;
 pub mod background;
 pub mod billing;

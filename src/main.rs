@@ -2,7 +2,7 @@
 // does it in ~19k fewer instructions per request than glibc's allocator
 // (callgrind, benches/README.md "Instructions per request").
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: bluesminds::allocator::Allocator = bluesminds::allocator::Allocator;
 
 fn main() -> std::process::ExitCode {
     // No transparent huge pages for this process: mimalloc's arenas are large
