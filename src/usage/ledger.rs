@@ -70,6 +70,8 @@ struct Segment {
     written: AtomicUsize,
     /// Bytes known to be on stable storage (the sync thread's progress).
     synced: AtomicUsize,
+    /// Pages below this offset are out of the process's memory (`release`).
+    released: AtomicUsize,
     /// The file and its directory entry still need an fsync.
     new: AtomicBool,
     /// Records are JSON (a segment from before `codec`).
@@ -99,6 +101,7 @@ impl Segment {
             len,
             written: AtomicUsize::new(HEADER),
             synced: AtomicUsize::new(0),
+            released: AtomicUsize::new(0),
             new: AtomicBool::new(true),
             json: false,
         };
@@ -122,6 +125,7 @@ impl Segment {
             len,
             written: AtomicUsize::new(len),
             synced: AtomicUsize::new(len),
+            released: AtomicUsize::new(0),
             new: AtomicBool::new(false),
             json: false,
         };
@@ -143,6 +147,35 @@ impl Segment {
         // SAFETY: in bounds; callers write only above `written`, under the
         // ledger's lock, so no one else reads or writes these bytes meanwhile.
         unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(at), n) }
+    }
+
+    /// Takes the synced, whole pages below `upto` out of the process's
+    /// resident memory. Records are only ever appended, so a busy gateway
+    /// would otherwise keep every page of the current segment it has written
+    /// (up to `ledger_segment_mib`) in its RSS until the segment is deleted.
+    /// The first page stays: it holds the commit mark, written on every commit.
+    fn release(&self, upto: usize) {
+        let page = page_size();
+        let end = upto / page * page;
+        let start = self.released.load(Ordering::Relaxed).max(page);
+        if end <= start {
+            return;
+        }
+        // SAFETY: a shared file mapping, where MADV_DONTNEED only unmaps the
+        // pages from this process: their contents stay in the file's page
+        // cache (a dirty page stays dirty and is still written back), and a
+        // later read (replay after an overflow) faults them in from there.
+        // Bytes below `written` are never written again.
+        let advised = unsafe {
+            self.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+        };
+        match advised {
+            Ok(()) => self.released.store(end, Ordering::Relaxed),
+            Err(e) => {
+                tracing::debug!(error = %e, path = %self.path.display(), "cannot release synced ledger pages")
+            }
+        }
     }
 
     fn mark(&self) -> &AtomicU64 {
@@ -207,6 +240,14 @@ fn lock_dir(dir: &Path) -> std::io::Result<File> {
         )));
     }
     Ok(file)
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -721,7 +762,10 @@ impl Ledger {
                 // msync(MS_SYNC) writes the dirty pages and the file's size and
                 // block map (fdatasync's guarantee) before returning.
                 match seg.map.flush() {
-                    Ok(()) => seg.synced.store(written, Ordering::Relaxed),
+                    Ok(()) => {
+                        seg.synced.store(written, Ordering::Relaxed);
+                        seg.release(written);
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, path = %seg.path.display(), "cannot sync the usage ledger")
                     }
@@ -909,6 +953,67 @@ mod tests {
         let mut next = Vec::new();
         assert!(ledger.take(10, &mut next).unwrap().fresh);
         assert_eq!(ids(&next), ["req_030000"]);
+    }
+
+    /// Resident KiB of this process's mappings of `path` (from /proc/self/smaps).
+    #[cfg(target_os = "linux")]
+    fn resident_kib(path: &Path) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let name = path.display().to_string();
+        let mut inside = false;
+        let mut kib = 0;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if first.contains('-') && !first.ends_with(':') {
+                inside = line.ends_with(&name);
+            } else if inside && first == "Rss:" {
+                kib += line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap();
+            }
+        }
+        kib
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn synced_pages_leave_the_process_memory_and_still_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = UsageConfig {
+            ledger_segment_mib: 8,
+            ..config(dir.path(), 10)
+        };
+        let ledger = Ledger::open(&cfg, Metrics::new()).unwrap();
+        // ~4 MiB of records in one 8 MiB segment.
+        for i in 0..25_000 {
+            ledger.append(record(i));
+        }
+        let path = ledger.lock().segments.back().unwrap().path.clone();
+        assert_eq!(ledger.lock().segments.len(), 1);
+        let before = resident_kib(&path);
+        assert!(
+            before > 2048,
+            "the records' pages are resident: {before} KiB"
+        );
+        assert!(ledger.sync());
+        let after = resident_kib(&path);
+        assert!(
+            after <= 8,
+            "after the sync only the first and the partial last page stay: {after} KiB"
+        );
+        // The released pages still hold the records: read back from the segment.
+        let (all, _) = take_all(&ledger);
+        assert_eq!(ids(&all), ids(&(0..25_000).map(record).collect::<Vec<_>>()));
+        // Appends go on into the partial page, and a restart replays them all.
+        ledger.append(record(25_000));
+        drop(ledger);
+        let again = Ledger::open(&cfg, Metrics::new()).unwrap();
+        let (replayed, _) = take_all(&again);
+        assert_eq!(replayed.len(), 25_001);
+        assert_eq!(replayed.last().unwrap().request_id, "req_025000");
     }
 
     #[test]
