@@ -64,6 +64,8 @@ pub struct Pos {
 struct Segment {
     seq: u64,
     path: PathBuf,
+    /// Kept open to drop released pages from the page cache too.
+    file: File,
     map: MmapRaw,
     len: usize,
     /// Bytes of records written (appends happen under the ledger's lock).
@@ -97,6 +99,7 @@ impl Segment {
         let seg = Self {
             seq,
             path,
+            file,
             map,
             len,
             written: AtomicUsize::new(HEADER),
@@ -121,6 +124,7 @@ impl Segment {
         let mut seg = Self {
             seq,
             path: path.to_path_buf(),
+            file,
             map,
             len,
             written: AtomicUsize::new(len),
@@ -149,11 +153,14 @@ impl Segment {
         unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(at), n) }
     }
 
-    /// Takes the synced, whole pages below `upto` out of the process's
-    /// resident memory. Records are only ever appended, so a busy gateway
-    /// would otherwise keep every page of the current segment it has written
-    /// (up to `ledger_segment_mib`) in its RSS until the segment is deleted.
-    /// The first page stays: it holds the commit mark, written on every commit.
+    /// Takes the synced, whole pages below `upto` out of memory: out of the
+    /// process's mapping and out of the page cache. Records are only ever
+    /// appended, so a busy gateway would otherwise keep every page of the
+    /// current segment it has written (up to `ledger_segment_mib`) in its RSS
+    /// until the segment is deleted, and the page cache (which a container's
+    /// memory limit counts) after that. Called after the `msync` that made
+    /// them clean. The first page stays: it holds the commit mark, written on
+    /// every commit.
     fn release(&self, upto: usize) {
         let page = page_size();
         let end = upto / page * page;
@@ -171,7 +178,10 @@ impl Segment {
                 .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
         };
         match advised {
-            Ok(()) => self.released.store(end, Ordering::Relaxed),
+            Ok(()) => {
+                self.released.store(end, Ordering::Relaxed);
+                drop_cached(&self.file, start, end - start);
+            }
             Err(e) => {
                 tracing::debug!(error = %e, path = %self.path.display(), "cannot release synced ledger pages")
             }
@@ -241,6 +251,31 @@ fn lock_dir(dir: &Path) -> std::io::Result<File> {
     }
     Ok(file)
 }
+
+/// Drops clean cached pages of `file` (advice: a page still dirty or mapped
+/// somewhere stays, and a replay reads them back from the disk).
+#[cfg(target_os = "linux")]
+fn drop_cached(file: &File, at: usize, len: usize) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor; posix_fadvise returns an errno, not -1.
+    let e = unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            at as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+    if e != 0 {
+        tracing::debug!(
+            errno = e,
+            "cannot drop synced ledger pages from the page cache"
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn drop_cached(_file: &File, _at: usize, _len: usize) {}
 
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
@@ -978,6 +1013,41 @@ mod tests {
         kib
     }
 
+    /// KiB of the first `upto` bytes of `path` in the page cache (mincore
+    /// over a mapping of it).
+    #[cfg(target_os = "linux")]
+    fn cached_kib(path: &Path, upto: usize) -> u64 {
+        let file = File::open(path).unwrap();
+        // SAFETY: read-only, only its residency is asked.
+        let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+        let page = page_size();
+        let mut resident = vec![0u8; map.len().div_ceil(page)];
+        // SAFETY: the vector has one byte per page of the mapping.
+        let rc = unsafe {
+            libc::mincore(
+                map.as_ptr() as *mut libc::c_void,
+                map.len(),
+                resident.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+        resident[..upto.div_ceil(page)]
+            .iter()
+            .filter(|b| *b & 1 == 1)
+            .count() as u64
+            * page as u64
+            / 1024
+    }
+
+    #[cfg(target_os = "linux")]
+    fn on_tmpfs(dir: &Path) -> bool {
+        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path and a zeroed statfs to fill.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+        rc == 0 && st.f_type == libc::TMPFS_MAGIC
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn synced_pages_leave_the_process_memory_and_still_replay() {
@@ -1004,6 +1074,23 @@ mod tests {
             after <= 8,
             "after the sync only the first and the partial last page stay: {after} KiB"
         );
+        // Out of the page cache too (tmpfs has no other copy to drop to); the
+        // segment's unwritten rest may be cached (fallocate), so only the
+        // written part is counted.
+        if !on_tmpfs(dir.path()) {
+            let written = ledger
+                .lock()
+                .segments
+                .back()
+                .unwrap()
+                .written
+                .load(Ordering::Relaxed);
+            let cached = cached_kib(&path, written);
+            assert!(
+                cached <= 8,
+                "after the sync the released pages leave the page cache: {cached} KiB"
+            );
+        }
         // The released pages still hold the records: read back from the segment.
         let (all, _) = take_all(&ledger);
         assert_eq!(ids(&all), ids(&(0..25_000).map(record).collect::<Vec<_>>()));
