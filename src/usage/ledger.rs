@@ -41,6 +41,10 @@ const MAGIC_JSON: &[u8; 8] = b"BMLEDG01";
 /// Magic (8 bytes), then the commit mark (u64, little-endian), then reserved.
 const HEADER: usize = 64;
 const MARK_AT: usize = 8;
+/// Records the in-memory queue keeps room for after a backlog drains: more
+/// than a busy gateway queues between two batches (the writer lingers 50 ms),
+/// ~1.2 MiB.
+const QUEUE_KEEP: usize = 4096;
 /// Per record: payload length (u32) and checksum of the payload (u32).
 const FRAME: usize = 8;
 /// The checksum of JSON segments: CRC-32C with slice-by-16 tables (16 KiB).
@@ -602,6 +606,13 @@ impl Ledger {
                 q.record
             }));
             inner.cursor = end;
+            // A backlog (the database slow or down) grew the queue up to
+            // `queue_capacity` records; once it has drained, its buffer goes
+            // back instead of staying with the process for good. Only when
+            // little is left to move, as this holds the lock appends take.
+            if inner.queue.capacity() > 2 * QUEUE_KEEP && inner.queue.len() <= QUEUE_KEEP / 2 {
+                inner.queue.shrink_to(QUEUE_KEEP);
+            }
             self.shared
                 .metrics
                 .usage_queue_depth
@@ -988,6 +999,31 @@ mod tests {
         let mut next = Vec::new();
         assert!(ledger.take(10, &mut next).unwrap().fresh);
         assert_eq!(ids(&next), ["req_030000"]);
+    }
+
+    #[test]
+    fn the_queue_gives_its_room_back_once_a_backlog_drains() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&config(dir.path(), 65_536), Metrics::new()).unwrap();
+        // A database outage's worth of records, all held in memory.
+        for i in 0..50_000 {
+            ledger.append(record(i));
+        }
+        let grown = ledger.lock().queue.capacity();
+        assert!(grown >= 50_000);
+        let (all, _) = take_all(&ledger);
+        assert_eq!(all.len(), 50_000);
+        let kept = ledger.lock().queue.capacity();
+        assert!(
+            kept <= QUEUE_KEEP,
+            "{kept} records of room kept after the backlog drained (was {grown}, {} bytes each)",
+            std::mem::size_of::<Queued>()
+        );
+        // And the queue still takes records in order.
+        ledger.append(record(60_000));
+        let mut next = Vec::new();
+        assert!(ledger.take(10, &mut next).unwrap().fresh);
+        assert_eq!(ids(&next), ["req_060000"]);
     }
 
     /// Resident KiB of this process's mappings of `path` (from /proc/self/smaps).
