@@ -167,7 +167,14 @@ impl ProxyHttp for Gateway {
         let to_anthropic = backend.protocol == crate::protocols::Protocol::Anthropic;
         let mut parts = headers::request_parts(upstream_request);
         let out = &mut parts.headers;
-        headers::filter_request(out, &route.pool.forward_headers, to_anthropic);
+        // What is inserted below: the forwarding pair, host, accept-encoding,
+        // content-length, the backend's key and headers, the request id.
+        let room = 5
+            + usize::from(shape.auth.is_some())
+            + shape.headers.len()
+            + usize::from(route.pool.request_id_header.is_some());
+        headers::filter_request(out, &route.pool.forward_headers, to_anthropic, room);
+        let sized = out.capacity();
         let own = if self.state.boot.tls.is_some() {
             "https"
         } else {
@@ -221,6 +228,7 @@ impl ProxyHttp for Gateway {
             out.remove(header::TRANSFER_ENCODING);
             out.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
+        debug_assert_eq!(out.capacity(), sized, "`room` misses a header added here");
         *upstream_request = pingora::http::RequestHeader::from(parts);
         Ok(())
     }
@@ -351,7 +359,7 @@ impl ProxyHttp for Gateway {
             .route
             .as_ref()
             .map_or(&[][..], |r| &r.pool.expose_headers[..]);
-        headers::filter_response(out, expose);
+        headers::filter_response(out, expose, headers::own_count(ctx));
         headers::add_own(out, ctx)?;
         *upstream_response = ResponseHeader::from(parts);
         Ok(())

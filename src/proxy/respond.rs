@@ -21,6 +21,7 @@ pub async fn write_json(
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = http::StatusCode::from_u16(status)
         .map_err(|_| pingora::Error::explain(pingora::ErrorType::InternalError, "bad status"))?;
+    parts.headers = http::HeaderMap::with_capacity(2 + headers::own_count(ctx) + extra.len());
     let out = &mut parts.headers;
     out.insert(
         header::CONTENT_TYPE,
