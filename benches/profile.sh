@@ -15,7 +15,8 @@
 # on how long the requests take under valgrind: the summary also gives the
 # instructions in the sync and the number of syncs. Needs the release binaries (cargo build --release --workspace) and
 # oha from benches/run.sh (target/bench-tools/bin/oha). BENCH_BIN_DIR overrides
-# the directory of the binaries (as in run.sh).
+# the directory of the binaries (as in run.sh); BENCH_CHUNKS the content chunks
+# per streamed answer (10).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -82,7 +83,7 @@ wait_ok() { # url seconds [curl args]
     done
 }
 
-taskset -c 0 "$BIN/fake-upstream" --listen "$UP" --threads 1 --chunks 10 >"$WORK/upstream.log" 2>&1 &
+taskset -c 0 "$BIN/fake-upstream" --listen "$UP" --threads 1 --chunks "${BENCH_CHUNKS:-10}" >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
 wait_ok "http://$UP/health" 30
 
@@ -149,7 +150,9 @@ esac
 
 STREAM=""
 [ "$MODE" = stream ] && STREAM=',"stream":true'
-BODY="{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"system\",\"content\":\"You are a helpful assistant.\"},{\"role\":\"user\",\"content\":\"Say hello in ten words.\"}],\"max_tokens\":64$STREAM}"
+# The fake upstream sends min(chunks, max_tokens) content chunks.
+MAX_TOKENS=$((${BENCH_CHUNKS:-10} > 64 ? ${BENCH_CHUNKS:-10} : 64))
+BODY="{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"system\",\"content\":\"You are a helpful assistant.\"},{\"role\":\"user\",\"content\":\"Say hello in ten words.\"}],\"max_tokens\":$MAX_TOKENS$STREAM}"
 load() { # requests
     timeout 600 taskset -c 0 "$OHA" --no-tui --output-format quiet --worker-threads 1 -n "$1" -c 8 -m POST \
         -H 'content-type: application/json' "${AUTH[@]}" -d "$BODY" "http://127.0.0.1:$PORT/v1/chat/completions"

@@ -31,10 +31,11 @@ const TEXT_KEEP: usize = 4 * 1024 * 1024;
 const USAGE_KEY: &[u8] = b"\"usage\"";
 /// The head of a JSON body searched for the served `model`.
 const MODEL_HEAD: usize = 4096;
-/// SSE payloads kept unparsed per stream (see `ResponseCounter::raw`). A
-/// chat chunk is ~200 bytes for one token, so most answers pass this: it
-/// bounds the memory an open stream holds, not the work.
-const RAW_KEEP: usize = 16 * 1024;
+/// SSE payloads kept unparsed per stream (see `ResponseCounter::raw`): it
+/// bounds the memory an open stream holds. A chat chunk kept from its
+/// `choices` on is ~100 bytes for one token, so this holds ~80 of them, more
+/// than 16 KiB of whole OpenAI chunks did.
+const RAW_KEEP: usize = 8 * 1024;
 
 /// A `usage` object in any protocol's words, normalized: `prompt_tokens`
 /// include the cached ones and those written to a cache, `completion_tokens`
@@ -197,8 +198,12 @@ pub struct ResponseCounter {
     /// cost on a stream). When RAW_KEEP is reached the kept ones become text
     /// (a few bytes per event) and keeping starts over, so a long stream holds
     /// its text and at most RAW_KEEP of payloads, and the last ones, usage
-    /// included, are never parsed.
+    /// included, are never parsed. Chat chunks are kept from their
+    /// `choices` on (see `envelope_end`).
     raw: Vec<u8>,
+    /// A payload kept whole in `raw` names the `model`, so those after it may
+    /// be kept without theirs (see `envelope_end`).
+    raw_has_model: bool,
     bytes_seen: usize,
     /// The `model` the upstream says answered (it may differ from the one
     /// asked for: an alias, a dated version, or a router's choice).
@@ -360,6 +365,7 @@ impl ResponseCounter {
             usage: None,
             text: String::new(),
             raw: Vec::new(),
+            raw_has_model: false,
             bytes_seen: 0,
             served_model: None,
             model_looked: false,
@@ -476,7 +482,14 @@ impl ResponseCounter {
                 if self.raw.capacity() == 0 {
                     self.raw.reserve(1024);
                 }
-                self.raw.extend_from_slice(&data);
+                let kept = match self.envelope_end(&data) {
+                    Some(at) => {
+                        self.raw.push(b'{');
+                        &data[at..]
+                    }
+                    None => &data[..],
+                };
+                self.raw.extend_from_slice(kept);
                 self.raw.push(0);
                 return true;
             }
@@ -569,7 +582,26 @@ impl ResponseCounter {
 
     /// Parses the payloads kept raw into the reply text.
     /// The buffer is emptied and keeps its capacity for the next ones.
+    /// Where a Chat Completions chunk's top-level `choices` begins, when what
+    /// comes before it (`id`, `object`, `created`, `model`,
+    /// `system_fingerprint`: two thirds of an OpenAI chunk) may be left out of
+    /// `raw`: the reply text is only ever read from `choices`, and the served
+    /// model from the first payload that names one, which is then kept whole.
+    /// Kept payloads become text less often and parse faster without it.
+    fn envelope_end(&mut self, data: &[u8]) -> Option<usize> {
+        if self.dialect != Dialect::Chat {
+            return None;
+        }
+        let at = top_level_choices(data)?;
+        if self.served_model.is_none() && !self.raw_has_model {
+            self.raw_has_model = model_key(&data[..at]).is_some();
+            return None;
+        }
+        Some(at)
+    }
+
     fn parse_raw(&mut self) {
+        self.raw_has_model = false;
         let mut raw = std::mem::take(&mut self.raw);
         for data in raw.split(|&b| b == 0).filter(|d| !d.is_empty()) {
             if let Some(event) = self.read_payload(data) {
@@ -699,6 +731,33 @@ fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
+/// Where the first key `"model"` in `json` ends (see `model_in_head`).
+fn model_key(json: &[u8]) -> Option<usize> {
+    static MODEL: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"model\""));
+    MODEL
+        .find_iter(json)
+        .map(|at| at + 7)
+        .find(|&end| json[end..].trim_ascii_start().first() == Some(&b':'))
+}
+
+/// Where the key `"choices"` of a JSON object's top level begins, when it
+/// holds the object's first array and something comes before it. Nothing
+/// before it may open an object or an array, or close one, even inside a
+/// string (such a payload is simply kept whole): so the key is at the top
+/// level, and, preceded by a comma, its opening quote is not an escaped one.
+fn top_level_choices(data: &[u8]) -> Option<usize> {
+    let inside = data.trim_ascii_start().strip_prefix(b"{")?;
+    let open = memchr::memchr3(b'{', b'[', b'}', inside)?;
+    let key = inside[..open]
+        .trim_ascii_end()
+        .strip_suffix(b":")?
+        .trim_ascii_end()
+        .strip_suffix(b"\"choices\"")?;
+    let first = inside[open] == b'[' && key.trim_ascii_end().ends_with(b",");
+    first.then(|| data.len() - inside.len() + key.len())
+}
+
 /// Whether an SSE payload has `"usage": {` (not `null`, which OpenAI sends on
 /// every chunk once usage is asked for). Like `usage_from_tail`, the needle
 /// cannot match inside a JSON string.
@@ -715,12 +774,7 @@ fn carries_usage(data: &[u8]) -> bool {
 /// the needle cannot match inside a string, and a string value `"model"` is
 /// never followed by a colon.
 fn model_in_head(head: &[u8]) -> Option<String> {
-    static MODEL: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"model\""));
-    let at = MODEL
-        .find_iter(head)
-        .find(|&at| head[at + 7..].trim_ascii_start().first() == Some(&b':'))?;
-    let rest = head[at + 7..].trim_ascii_start();
+    let rest = head[model_key(head)?..].trim_ascii_start();
     let mut values = serde_json::Deserializer::from_slice(&rest[1..]).into_iter::<String>();
     values.next()?.ok()
 }
@@ -758,6 +812,78 @@ mod tests {
         "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2,\"total_tokens\":9}}\n\n",
         "data: [DONE]\n\n",
     ];
+
+    /// An OpenAI chunk's envelope (`id`, `object`, `created`, `model`,
+    /// `system_fingerprint`) before `choices`.
+    fn openai_chunk(model: &str, content: &str) -> String {
+        format!(
+            "data: {{\"id\":\"chatcmpl-AX7bq2Kf9JtY3nLw0pQe5RsT1uVz\",\"object\":\"chat.completion.chunk\",\"created\":1732550000,\"model\":\"{model}\",\"system_fingerprint\":\"fp_0ba0d124f1\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{content}}},\"logprobs\":null,\"finish_reason\":null}}],\"usage\":null}}\n\n"
+        )
+    }
+
+    #[test]
+    fn kept_chunks_lose_their_envelope_but_not_their_text_or_model() {
+        let mut events = vec![openai_chunk("gpt-4o-mini-2024-07-18", "\"\"")];
+        let words: Vec<String> = (0..40).map(|i| format!("w{i} \\\"q\\\" ")).collect();
+        for w in &words {
+            events.push(openai_chunk("gpt-4o-mini-2024-07-18", &format!("\"{w}\"")));
+        }
+        let refs: Vec<&str> = events.iter().map(String::as_str).collect();
+        let mut c = ResponseCounter::new(Some("text/event-stream"), false);
+        let sent: usize = refs.iter().map(|e| e.len()).sum();
+        for e in &refs {
+            c.on_body(&mut Some(Bytes::copy_from_slice(e.as_bytes())), false);
+        }
+        // The first payload is whole (it names the model); the rest are not.
+        assert!(c.raw.len() * 2 < sent, "{} of {sent}", c.raw.len());
+        c.on_body(&mut None, true);
+        let said: String = words.iter().map(|w| w.replace('\\', "")).collect();
+        assert_eq!(c.reply_text(), said);
+        assert_eq!(c.served_model(), Some("gpt-4o-mini-2024-07-18"));
+
+        // A first chunk without a model leaves the next one whole, which has it.
+        let mut c = ResponseCounter::new(Some("text/event-stream"), false);
+        let first =
+            "data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n";
+        feed(
+            &mut c,
+            &[
+                first,
+                &openai_chunk("served-2", "\"b\""),
+                &openai_chunk("other", "\"c\""),
+                "",
+            ],
+        );
+        assert_eq!(c.reply_text(), "abc");
+        assert_eq!(c.served_model(), Some("served-2"));
+    }
+
+    #[test]
+    fn only_a_top_level_choices_key_ends_the_envelope() {
+        let at = |s: &str| top_level_choices(s.as_bytes());
+        assert_eq!(at(r#"{"id":"x","choices":[]}"#), Some(10));
+        assert_eq!(at(r#" { "id" : 1 , "choices" : []}"#), Some(14));
+        // Nothing before it, or not a key, or inside something nested.
+        assert_eq!(at(r#"{"choices":[]}"#), None);
+        assert_eq!(at(r#"{"id":"choices","x":1}"#), None);
+        assert_eq!(at(r#"{"a":{"choices":[1]},"choices":[]}"#), None);
+        assert_eq!(at(r#"{"a":["x"],"choices":[]}"#), None);
+        assert_eq!(at(r#"{"a":"}{","choices":[]}"#), None);
+        assert_eq!(at(r#"{"a":"\"choices\":","choices":[]}"#), Some(20));
+        assert_eq!(at(r#"["choices"]"#), None);
+        // Payloads like these are kept whole and still counted.
+        let mut c = ResponseCounter::new(Some("text/event-stream"), false);
+        feed(
+            &mut c,
+            &[
+                "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"1\"}}]}\n\n",
+                "data: {\"p\":{\"choices\":[{\"delta\":{\"content\":\"no\"}}]},\"choices\":[{\"delta\":{\"content\":\"2\"}}]}\n\n",
+                "data: {\"p\":[1],\"choices\":[{\"delta\":{\"content\":\"3\"}}]}\n\n",
+                "",
+            ],
+        );
+        assert_eq!(c.reply_text(), "123");
+    }
 
     /// Images and audio name their tokens `input_tokens`/`output_tokens`; an
     /// answer with both namings keeps the chat ones (and is not refused as
