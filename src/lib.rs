@@ -17,6 +17,7 @@ pub mod cli;
 pub mod client_ip;
 pub mod config;
 pub mod error;
+pub mod json;
 pub mod limits;
 pub mod metrics;
 pub mod protocols;

@@ -3,13 +3,12 @@
 //! the bytes; it is re-serialized only in the rare case that `stream_options` must
 //! be changed in place.
 
-use std::borrow::Cow;
-
 use bytes::Bytes;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use crate::error::GatewayError;
+use crate::json::JsonStr;
 use crate::protocols::Protocol;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,7 +248,7 @@ pub fn strip_routing_fields(body: &Bytes) -> Result<Bytes, GatewayError> {
 #[derive(Deserialize)]
 struct RequestView<'a> {
     #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
+    model: Option<JsonStr<'a>>,
     #[serde(default)]
     stream: Option<bool>,
     /// `Some(Value::Null)` for an explicit `null`: it is rewritten like a

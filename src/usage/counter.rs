@@ -21,6 +21,8 @@ use bytes::{Bytes, BytesMut};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
+use crate::json::JsonStr;
+
 /// Full JSON bodies up to this size are kept to find `usage` and the reply text;
 /// beyond it only the tail is kept (OpenAI puts `usage` last).
 const JSON_KEEP: usize = 4 * 1024 * 1024;
@@ -215,7 +217,7 @@ pub struct ResponseCounter {
 #[derive(Deserialize)]
 struct ChunkView<'a> {
     #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
+    model: Option<JsonStr<'a>>,
     #[serde(default)]
     usage: Option<Usage>,
     #[serde(borrow, default)]
@@ -248,7 +250,7 @@ struct MessagesEvent<'a> {
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
+    model: Option<JsonStr<'a>>,
     #[serde(default)]
     usage: Option<Usage>,
 }
@@ -256,11 +258,11 @@ struct Envelope<'a> {
 #[derive(Deserialize)]
 struct BlockDelta<'a> {
     #[serde(borrow, default)]
-    text: Option<Cow<'a, str>>,
+    text: Option<JsonStr<'a>>,
     #[serde(borrow, default)]
-    partial_json: Option<Cow<'a, str>>,
+    partial_json: Option<JsonStr<'a>>,
     #[serde(borrow, default)]
-    thinking: Option<Cow<'a, str>>,
+    thinking: Option<JsonStr<'a>>,
 }
 
 /// A Responses stream event
@@ -270,9 +272,9 @@ struct BlockDelta<'a> {
 #[derive(Deserialize)]
 struct ResponsesEvent<'a> {
     #[serde(borrow, default, rename = "type")]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<JsonStr<'a>>,
     #[serde(borrow, default)]
-    delta: Option<Cow<'a, str>>,
+    delta: Option<JsonStr<'a>>,
     #[serde(borrow, default)]
     response: Option<Envelope<'a>>,
 }
@@ -284,7 +286,7 @@ struct ChoiceView<'a> {
     #[serde(borrow, default)]
     message: Option<TextView<'a>>,
     #[serde(borrow, default)]
-    text: Option<Cow<'a, str>>,
+    text: Option<JsonStr<'a>>,
     #[serde(default)]
     finish_reason: Option<IgnoredAny>,
 }
@@ -296,13 +298,13 @@ struct ChoiceView<'a> {
 #[derive(Deserialize)]
 struct TextView<'a> {
     #[serde(borrow, default)]
-    content: Option<Cow<'a, str>>,
+    content: Option<JsonStr<'a>>,
     #[serde(borrow, default)]
-    refusal: Option<Cow<'a, str>>,
+    refusal: Option<JsonStr<'a>>,
     #[serde(borrow, default)]
-    reasoning_content: Option<Cow<'a, str>>,
+    reasoning_content: Option<JsonStr<'a>>,
     #[serde(borrow, default)]
-    reasoning: Option<Cow<'a, str>>,
+    reasoning: Option<JsonStr<'a>>,
     #[serde(borrow, default)]
     tool_calls: Option<Vec<ToolCallView<'a>>>,
     /// The legacy single function call.
@@ -320,9 +322,9 @@ pub(crate) struct ToolCallView<'a> {
 #[derive(Deserialize)]
 pub(crate) struct FunctionView<'a> {
     #[serde(borrow, default)]
-    pub name: Option<Cow<'a, str>>,
+    pub name: Option<JsonStr<'a>>,
     #[serde(borrow, default)]
-    pub arguments: Option<Cow<'a, str>>,
+    pub arguments: Option<JsonStr<'a>>,
 }
 
 impl TextView<'_> {
@@ -530,7 +532,7 @@ impl ResponseCounter {
                     keep: chunk.usage.is_none()
                         || !chunk.choices.as_deref().is_some_and(carry_nothing),
                     usage: chunk.usage,
-                    model: chunk.model.map(Cow::into_owned),
+                    model: chunk.model.map(JsonStr::into_owned),
                 })
             }
             Dialect::Messages => {
@@ -543,9 +545,9 @@ impl ResponseCounter {
                         push_text(text, piece);
                     }
                 }
-                let (model, inner_usage) = event
-                    .message
-                    .map_or((None, None), |m| (m.model.map(Cow::into_owned), m.usage));
+                let (model, inner_usage) = event.message.map_or((None, None), |m| {
+                    (m.model.map(JsonStr::into_owned), m.usage)
+                });
                 Some(Payload {
                     keep: true,
                     usage: event.usage.or(inner_usage),
@@ -568,9 +570,9 @@ impl ResponseCounter {
                 if let Some(d) = event.delta.as_deref().filter(|_| counted_delta) {
                     push_text(text, d);
                 }
-                let (model, usage) = event
-                    .response
-                    .map_or((None, None), |r| (r.model.map(Cow::into_owned), r.usage));
+                let (model, usage) = event.response.map_or((None, None), |r| {
+                    (r.model.map(JsonStr::into_owned), r.usage)
+                });
                 Some(Payload {
                     keep: true,
                     usage,

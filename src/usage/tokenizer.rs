@@ -8,6 +8,7 @@ use serde::Deserialize;
 use tiktoken_rs::CoreBPE;
 
 use super::counter::ToolCallView;
+use crate::json::JsonStr;
 
 static O200K: OnceLock<CoreBPE> = OnceLock::new();
 static CL100K: OnceLock<CoreBPE> = OnceLock::new();
@@ -51,7 +52,7 @@ enum Content<'a> {
 #[derive(Deserialize)]
 struct Part<'a> {
     #[serde(borrow, default)]
-    text: Option<Cow<'a, str>>,
+    text: Option<JsonStr<'a>>,
 }
 
 #[derive(Deserialize)]
