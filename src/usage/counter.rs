@@ -605,7 +605,15 @@ impl ResponseCounter {
     fn parse_raw(&mut self) {
         self.raw_has_model = false;
         let mut raw = std::mem::take(&mut self.raw);
-        for data in raw.split(|&b| b == 0).filter(|d| !d.is_empty()) {
+        // memchr, not `split`: the byte-wise split cost ~4 instructions a
+        // byte, ~350 a payload (callgrind, a 400-chunk stream).
+        let mut start = 0;
+        for end in memchr::memchr_iter(0, &raw) {
+            let data = &raw[start..end];
+            start = end + 1;
+            if data.is_empty() {
+                continue;
+            }
             if let Some(event) = self.read_payload(data) {
                 if self.served_model.is_none() {
                     self.served_model = event.model;
