@@ -212,6 +212,15 @@ pub fn value(text: &str) -> Result<HeaderValue> {
 mod tests {
     use super::*;
 
+    /// A 200 answer's headers as the gateway edits them.
+    fn upstream_answer(headers: &[(&'static str, &str)]) -> HeaderMap {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for &(k, v) in headers {
+            resp.insert_header(k, v).unwrap();
+        }
+        response_parts(&mut resp).headers
+    }
+
     #[test]
     fn only_allowed_headers_cross_in_each_direction() {
         let mut req = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
@@ -244,16 +253,12 @@ mod tests {
         left.sort();
         assert_eq!(left, ["anthropic-beta", "content-type"]);
 
-        let mut resp = ResponseHeader::build(200, None).unwrap();
-        for (k, v) in [
+        let mut resp = upstream_answer(&[
             ("content-type", "application/json"),
             ("x-litellm-response-cost", "0.0042"),
             ("llm_provider-openai-organization", "org-123"),
             ("openai-processing-ms", "12"),
-        ] {
-            resp.insert_header(k, v).unwrap();
-        }
-        let mut resp = response_parts(&mut resp).headers;
+        ]);
         filter_response(&mut resp, &[], 0);
         let mut left: Vec<&str> = resp.keys().map(|k| k.as_str()).collect();
         left.sort();
@@ -281,16 +286,12 @@ mod tests {
         ];
         for info in &infos {
             for anthropic in [false, true] {
-                let mut resp = ResponseHeader::build(200, None).unwrap();
-                for (k, v) in [
+                let mut out = upstream_answer(&[
                     ("content-type", "text/event-stream"),
                     ("transfer-encoding", "chunked"),
                     ("cache-control", "no-cache"),
                     ("x-litellm-response-cost", "0.0042"),
-                ] {
-                    resp.insert_header(k, v).unwrap();
-                }
-                let mut out = response_parts(&mut resp).headers;
+                ]);
                 let count = count_own(info.as_ref(), anthropic);
                 filter_response(&mut out, &[], count);
                 let (kept, room) = (out.len(), out.capacity());

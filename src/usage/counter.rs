@@ -582,8 +582,6 @@ impl ResponseCounter {
         }
     }
 
-    /// Parses the payloads kept raw into the reply text.
-    /// The buffer is emptied and keeps its capacity for the next ones.
     /// Where a Chat Completions chunk's top-level `choices` begins, when what
     /// comes before it (`id`, `object`, `created`, `model`,
     /// `system_fingerprint`: two thirds of an OpenAI chunk) may be left out of
@@ -602,6 +600,8 @@ impl ResponseCounter {
         Some(at)
     }
 
+    /// Parses the payloads kept raw into the reply text.
+    /// The buffer is emptied and keeps its capacity for the next ones.
     fn parse_raw(&mut self) {
         self.raw_has_model = false;
         let mut raw = std::mem::take(&mut self.raw);
