@@ -1,9 +1,12 @@
 //! Prometheus metrics shared by the proxy and the side app (served on `/metrics`).
 
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
 use prometheus::core::Collector;
 use prometheus::{
-    CounterVec, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -17,6 +20,8 @@ pub struct Metrics {
     pub cost_usd: CounterVec,
     /// Refusals by limit: requests, tokens, concurrency, quota.
     pub rate_limited: IntCounterVec,
+    /// The per-request series above, by model label, resolved once.
+    series: Arc<RwLock<HashMap<Box<str>, Arc<ModelSeries>>>>,
     /// 1 when a backend is in rotation, by pool and backend.
     pub backend_up: IntGaugeVec,
     /// Addresses a backend's host name resolves to now (0: it does not), by pool and backend.
@@ -231,6 +236,7 @@ impl Metrics {
                 )
                 .expect("metric"),
             ),
+            series: Arc::default(),
             registry: r,
         }
     }
@@ -241,6 +247,61 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding never fails");
         String::from_utf8(out).expect("prometheus text is utf-8")
+    }
+}
+
+impl Metrics {
+    fn model_series(&self, model: &str) -> Arc<ModelSeries> {
+        if let Some(s) = self.series.read().expect("series lock").get(model) {
+            return s.clone();
+        }
+        // Model labels are bounded (configured names, `other`, `none`).
+        let mut all = self.series.write().expect("series lock");
+        all.entry(model.into()).or_default().clone()
+    }
+}
+
+/// One model label's series, each made on its first use as `with_label_values`
+/// would make it (a series appears on `/metrics` once it is touched). Looking
+/// them up by label on every request hashed each label with SipHash under the
+/// vector's lock, six times a request (perf: ~0.4 µs of ~43 µs).
+#[derive(Default)]
+struct ModelSeries {
+    latency: OnceLock<Histogram>,
+    ttfb: OnceLock<Histogram>,
+    tokens_in: OnceLock<IntCounter>,
+    tokens_out: OnceLock<IntCounter>,
+    cost: OnceLock<Counter>,
+    /// By backend and status: a few per model, so a list.
+    requests: RwLock<Vec<(Box<str>, u16, IntCounter)>>,
+}
+
+/// `slot`'s series of `vec`, made with `labels` the first time.
+fn labeled<'a, B: prometheus::core::MetricVecBuilder>(
+    slot: &'a OnceLock<B::M>,
+    vec: &prometheus::core::MetricVec<B>,
+    labels: &[&str],
+) -> &'a B::M {
+    slot.get_or_init(|| vec.with_label_values(labels))
+}
+
+impl ModelSeries {
+    fn requests(&self, vec: &IntCounterVec, model: &str, backend: &str, status: u16) -> IntCounter {
+        let find = |list: &[(Box<str>, u16, IntCounter)]| {
+            list.iter()
+                .find(|(b, s, _)| *s == status && **b == *backend)
+                .map(|(_, _, c)| c.clone())
+        };
+        if let Some(c) = find(&self.requests.read().expect("series lock")) {
+            return c;
+        }
+        let mut list = self.requests.write().expect("series lock");
+        if let Some(c) = find(&list) {
+            return c;
+        }
+        let c = vec.with_label_values(&[model, backend, &status.to_string()]);
+        list.push((backend.into(), status, c.clone()));
+        c
     }
 }
 
@@ -275,29 +336,24 @@ impl Metrics {
             _ => "none",
         };
         let backend = record.backend.as_deref().unwrap_or("none");
-        self.requests
-            .with_label_values(&[model, backend, &record.status.to_string()])
+        let series = self.model_series(model);
+        series
+            .requests(&self.requests, model, backend, record.status)
             .inc();
         if ended.reached_upstream {
-            self.latency
-                .with_label_values(&[model])
+            labeled(&series.latency, &self.latency, &[model])
                 .observe(record.latency_ms as f64 / 1000.0);
             if let Some(ttfb) = record.ttfb_ms {
-                self.ttfb
-                    .with_label_values(&[model])
-                    .observe(ttfb as f64 / 1000.0);
+                labeled(&series.ttfb, &self.ttfb, &[model]).observe(ttfb as f64 / 1000.0);
             }
         }
         let (prompt, completion) = (record.prompt_tokens, record.completion_tokens);
         if prompt + completion > 0 {
-            self.tokens.with_label_values(&[model, "in"]).inc_by(prompt);
-            self.tokens
-                .with_label_values(&[model, "out"])
-                .inc_by(completion);
+            labeled(&series.tokens_in, &self.tokens, &[model, "in"]).inc_by(prompt);
+            labeled(&series.tokens_out, &self.tokens, &[model, "out"]).inc_by(completion);
         }
         if record.cost_nanousd > 0 {
-            self.cost_usd
-                .with_label_values(&[model])
+            labeled(&series.cost, &self.cost_usd, &[model])
                 .inc_by(record.cost_nanousd as f64 / 1e9);
         }
         let limit = match ended.error {
@@ -312,5 +368,32 @@ impl Metrics {
         if let Some(limit) = limit {
             self.rate_limited.with_label_values(&[limit]).inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolved_series_count_apart_and_appear_only_once_used() {
+        let m = Metrics::new();
+        let shared = m.clone();
+        let s = m.model_series("gpt");
+        assert!(Arc::ptr_eq(&s, &shared.model_series("gpt")));
+        for (backend, status) in [("b1", 200), ("b1", 200), ("b2", 200), ("b1", 500)] {
+            s.requests(&m.requests, "gpt", backend, status).inc();
+        }
+        let count = |b: &str, st: &str| m.requests.with_label_values(&["gpt", b, st]).get();
+        assert_eq!(
+            (count("b1", "200"), count("b2", "200"), count("b1", "500")),
+            (2, 1, 1)
+        );
+        // Untouched series stay off /metrics, as with_label_values leaves them.
+        assert!(!m.render().contains("bluesminds_tokens_total{"));
+        labeled(&s.tokens_in, &m.tokens, &["gpt", "in"]).inc_by(3);
+        labeled(&s.tokens_in, &m.tokens, &["gpt", "in"]).inc_by(4);
+        assert_eq!(m.tokens.with_label_values(&["gpt", "in"]).get(), 7);
+        assert!(!m.render().contains("direction=\"out\""));
     }
 }

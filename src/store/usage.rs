@@ -182,7 +182,7 @@ impl Store {
             ));
             for r in chunk {
                 query = query
-                    .bind(&r.request_id)
+                    .bind(r.request_id.as_str())
                     .bind(r.created_at)
                     .bind(r.key_id)
                     .bind(r.user_id)
