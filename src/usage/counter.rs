@@ -60,38 +60,38 @@ pub struct Usage {
 /// (<https://docs.anthropic.com/en/api/messages>), which LiteLLM also adds to
 /// chat usage, where `prompt_tokens` already counts them. Separate fields, not
 /// serde aliases: an answer that had both names would fail as a duplicate.
-#[derive(Deserialize)]
-struct UsageWire {
+#[derive(Default, Deserialize)]
+pub(super) struct UsageWire {
     #[serde(default)]
-    prompt_tokens: Option<u64>,
+    pub(super) prompt_tokens: Option<u64>,
     #[serde(default)]
-    completion_tokens: Option<u64>,
+    pub(super) completion_tokens: Option<u64>,
     #[serde(default)]
-    input_tokens: Option<u64>,
+    pub(super) input_tokens: Option<u64>,
     #[serde(default)]
-    output_tokens: Option<u64>,
+    pub(super) output_tokens: Option<u64>,
     #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
+    pub(super) cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
+    pub(super) cache_read_input_tokens: Option<u64>,
     #[serde(default)]
-    prompt_tokens_details: Option<Details>,
+    pub(super) prompt_tokens_details: Option<Details>,
     #[serde(default)]
-    completion_tokens_details: Option<Details>,
+    pub(super) completion_tokens_details: Option<Details>,
     #[serde(default)]
-    input_tokens_details: Option<Details>,
+    pub(super) input_tokens_details: Option<Details>,
     #[serde(default)]
-    output_tokens_details: Option<Details>,
+    pub(super) output_tokens_details: Option<Details>,
 }
 
 /// The parts of `*_tokens_details` the gateway stores (`null` members are
 /// as good as absent).
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
-struct Details {
+pub(super) struct Details {
     #[serde(default)]
-    cached_tokens: Option<u64>,
+    pub(super) cached_tokens: Option<u64>,
     #[serde(default)]
-    reasoning_tokens: Option<u64>,
+    pub(super) reasoning_tokens: Option<u64>,
 }
 
 impl From<UsageWire> for Usage {
@@ -797,7 +797,11 @@ fn usage_from_tail(body: &[u8]) -> Option<Usage> {
     let pos = USAGE.rfind(body)?;
     let rest = &body[pos + USAGE_KEY.len()..];
     let colon = rest.iter().position(|&b| b == b':')?;
-    let mut de = serde_json::Deserializer::from_slice(&rest[colon + 1..]).into_iter::<Usage>();
+    let value = &rest[colon + 1..];
+    if let Some(plain) = super::plain_usage::plain_usage(value) {
+        return Some(plain.into());
+    }
+    let mut de = serde_json::Deserializer::from_slice(value).into_iter::<Usage>();
     de.next()?.ok()
 }
 
