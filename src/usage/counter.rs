@@ -60,38 +60,38 @@ pub struct Usage {
 /// (<https://docs.anthropic.com/en/api/messages>), which LiteLLM also adds to
 /// chat usage, where `prompt_tokens` already counts them. Separate fields, not
 /// serde aliases: an answer that had both names would fail as a duplicate.
-#[derive(Default, Deserialize)]
-pub(super) struct UsageWire {
+#[derive(Deserialize)]
+struct UsageWire {
     #[serde(default)]
-    pub(super) prompt_tokens: Option<u64>,
+    prompt_tokens: Option<u64>,
     #[serde(default)]
-    pub(super) completion_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
     #[serde(default)]
-    pub(super) input_tokens: Option<u64>,
+    input_tokens: Option<u64>,
     #[serde(default)]
-    pub(super) output_tokens: Option<u64>,
+    output_tokens: Option<u64>,
     #[serde(default)]
-    pub(super) cache_creation_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
-    pub(super) cache_read_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
     #[serde(default)]
-    pub(super) prompt_tokens_details: Option<Details>,
+    prompt_tokens_details: Option<Details>,
     #[serde(default)]
-    pub(super) completion_tokens_details: Option<Details>,
+    completion_tokens_details: Option<Details>,
     #[serde(default)]
-    pub(super) input_tokens_details: Option<Details>,
+    input_tokens_details: Option<Details>,
     #[serde(default)]
-    pub(super) output_tokens_details: Option<Details>,
+    output_tokens_details: Option<Details>,
 }
 
 /// The parts of `*_tokens_details` the gateway stores (`null` members are
 /// as good as absent).
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
-pub(super) struct Details {
+struct Details {
     #[serde(default)]
-    pub(super) cached_tokens: Option<u64>,
+    cached_tokens: Option<u64>,
     #[serde(default)]
-    pub(super) reasoning_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
 }
 
 impl From<UsageWire> for Usage {
@@ -797,11 +797,7 @@ fn usage_from_tail(body: &[u8]) -> Option<Usage> {
     let pos = USAGE.rfind(body)?;
     let rest = &body[pos + USAGE_KEY.len()..];
     let colon = rest.iter().position(|&b| b == b':')?;
-    let value = &rest[colon + 1..];
-    if let Some(plain) = super::plain_usage::plain_usage(value) {
-        return Some(plain.into());
-    }
-    let mut de = serde_json::Deserializer::from_slice(value).into_iter::<Usage>();
+    let mut de = serde_json::Deserializer::from_slice(&rest[colon + 1..]).into_iter::<Usage>();
     de.next()?.ok()
 }
 

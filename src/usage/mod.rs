@@ -6,7 +6,6 @@ mod codec;
 pub mod cost;
 pub mod counter;
 pub mod ledger;
-mod plain_usage;
 pub mod tokenizer;
 pub mod verify;
 pub mod writer;
