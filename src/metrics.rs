@@ -250,17 +250,6 @@ impl Metrics {
     }
 }
 
-impl Metrics {
-    fn model_series(&self, model: &str) -> Arc<ModelSeries> {
-        if let Some(s) = self.series.read().expect("series lock").get(model) {
-            return s.clone();
-        }
-        // Model labels are bounded (configured names, `other`, `none`).
-        let mut all = self.series.write().expect("series lock");
-        all.entry(model.into()).or_default().clone()
-    }
-}
-
 /// One model label's series, each made on its first use as `with_label_values`
 /// would make it (a series appears on `/metrics` once it is touched). Looking
 /// them up by label on every request hashed each label with SipHash under the
@@ -368,6 +357,15 @@ impl Metrics {
         if let Some(limit) = limit {
             self.rate_limited.with_label_values(&[limit]).inc();
         }
+    }
+
+    fn model_series(&self, model: &str) -> Arc<ModelSeries> {
+        if let Some(s) = self.series.read().expect("series lock").get(model) {
+            return s.clone();
+        }
+        // Model labels are bounded (configured names, `other`, `none`).
+        let mut all = self.series.write().expect("series lock");
+        all.entry(model.into()).or_default().clone()
     }
 }
 
