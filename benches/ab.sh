@@ -16,6 +16,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OHA="${CARGO_TARGET_DIR:-$ROOT/target}/bench-tools/bin/oha"
+# shellcheck source=benches/bm-config.sh
+source "$ROOT/benches/bm-config.sh"
 [ $# -ge 2 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
 A="$(cd "$1" && pwd)" B="$(cd "$2" && pwd)"
 ROUNDS="${3:-3}" SECS="${4:-8}"
@@ -50,30 +52,7 @@ run() {
     taskset -c 1 "$dir/fake-upstream" --listen "$up" --threads 1 --chunks 10 --chunk-delay-ms 0 >"$w/up.log" 2>&1 &
     upid=$!
     PIDS+=("$upid")
-    cat >"$w/gateway.yaml" <<EOF
-server:
-  proxy_listen: "127.0.0.1:$port"
-  admin_listen: "127.0.0.1:$admin"
-  threads: 1
-  grace_period_secs: 1
-database:
-  url: "sqlite://$w/bm.db"
-usage:
-  ledger_dir: "$w/ledger"
-health_check:
-  enabled: true
-limits:
-  rpm: 1000000000
-  tpm: 1000000000000
-  concurrency: 100000
-pools:
-  - name: bench
-    models: [gpt-4o-mini]
-    backends:
-      - url: http://$up
-prices:
-  gpt-4o-mini: { input_per_1m: 0.15, output_per_1m: 0.60 }
-EOF
+    bm_config "$w/gateway.yaml" "$port" "$admin" "sqlite://$w/bm.db" "$w/ledger" "$up" 1
     key=$(cd "$w" && "$dir/bluesminds" --config "$w/gateway.yaml" keys create --name ab 2>>"$w/keys.log")
     (cd "$w" && exec taskset -c 0 env RUST_LOG=warn "$dir/bluesminds" --config "$w/gateway.yaml") >"$w/gw.log" 2>&1 &
     gw=$!

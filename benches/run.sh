@@ -718,37 +718,8 @@ fi
 # With --postgres / --cluster the same gateway again on PostgreSQL, with Redis
 # limits on one instance, and as one of three Redis-synced instances.
 
-# bm_config file port admin dburl ledger [redis_url prefix]: one instance's config.
-bm_config() {
-    local file=$1 port=$2 admin=$3 dburl=$4 ledger=$5 redis_url=${6:-} prefix=${7:-}
-    cat >"$file" <<EOF
-server:
-  proxy_listen: "127.0.0.1:$port"
-  admin_listen: "127.0.0.1:$admin"
-  threads: $PROXY_THREADS
-  grace_period_secs: 1
-database:
-  url: "$dburl"
-usage:
-  ledger_dir: "$ledger"
-health_check:
-  enabled: true
-limits:
-  rpm: 1000000000
-  tpm: 1000000000000
-  concurrency: 100000
-pools:
-  - name: bench
-    models: [gpt-4o-mini]
-    backends:
-      - url: http://$UP
-prices:
-  gpt-4o-mini: { input_per_1m: 0.15, output_per_1m: 0.60 }
-EOF
-    if [ -n "$redis_url" ]; then
-        printf 'redis:\n  url: "%s"\n  prefix: "%s"\n  sync_ms: 100\n' "$redis_url" "$prefix" >>"$file"
-    fi
-}
+# shellcheck source=benches/bm-config.sh
+source "$ROOT/benches/bm-config.sh"
 
 # run_bm name url-of-db instances redis: make the key, start the instances
 # (the first on the proxy's ports), warm the others on the key, measure the
@@ -765,7 +736,7 @@ run_bm() {
     read -r -a ports <<<"$P_BM $(free_ports $((n - 1)))"
     read -r -a admins <<<"$P_BM_ADMIN $(free_ports $((n - 1)))"
     for ((i = 1; i <= n; i++)); do
-        bm_config "$dir/gateway$i.yaml" "${ports[i - 1]}" "${admins[i - 1]}" "$dburl" "$dir/usage-ledger$i" \
+        bm_config "$dir/gateway$i.yaml" "${ports[i - 1]}" "${admins[i - 1]}" "$dburl" "$dir/usage-ledger$i" "$UP" "$PROXY_THREADS" \
             "$([ "$redis" = 1 ] && echo "$REDIS_URL")" "$prefix"
     done
     key=$(cd "$dir" && "$BIN/bluesminds" --config "$dir/gateway1.yaml" keys create --name bench 2>>"$WORK/logs/$name-keys.log" || true)

@@ -1,0 +1,36 @@
+# Sourced by run.sh and ab.sh: the gateway's benchmark config. SQLite (or the
+# given database) usage logging, health checks on, and key limits set far
+# above the load so the rate-limit path runs on every request without denying.
+
+# bm_config file port admin dburl ledger upstream threads [redis_url prefix]:
+# one instance's config.
+bm_config() {
+    local file=$1 port=$2 admin=$3 dburl=$4 ledger=$5 upstream=$6 threads=$7 redis_url=${8:-} prefix=${9:-}
+    cat >"$file" <<EOF2
+server:
+  proxy_listen: "127.0.0.1:$port"
+  admin_listen: "127.0.0.1:$admin"
+  threads: $threads
+  grace_period_secs: 1
+database:
+  url: "$dburl"
+usage:
+  ledger_dir: "$ledger"
+health_check:
+  enabled: true
+limits:
+  rpm: 1000000000
+  tpm: 1000000000000
+  concurrency: 100000
+pools:
+  - name: bench
+    models: [gpt-4o-mini]
+    backends:
+      - url: http://$upstream
+prices:
+  gpt-4o-mini: { input_per_1m: 0.15, output_per_1m: 0.60 }
+EOF2
+    if [ -n "$redis_url" ]; then
+        printf 'redis:\n  url: "%s"\n  prefix: "%s"\n  sync_ms: 100\n' "$redis_url" "$prefix" >>"$file"
+    fi
+}
