@@ -1,4 +1,4 @@
-# Sourced by run.sh and ab.sh: the gateway's benchmark config. SQLite (or the
+# Sourced by run.sh, profile.sh and ab.sh: the gateway's benchmark config. SQLite (or the
 # given database) usage logging, health checks on, and key limits set far
 # above the load so the rate-limit path runs on every request without denying.
 

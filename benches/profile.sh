@@ -23,6 +23,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="${BENCH_BIN_DIR:-$TARGET/release}"
 OHA="$TARGET/bench-tools/bin/oha"
+# shellcheck source=benches/bm-config.sh
+source "$ROOT/benches/bm-config.sh"
 POSTGRES=0 REDIS=0
 ARGS=()
 for a in "$@"; do
@@ -112,31 +114,8 @@ case "$NAME" in
             for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
             REDIS_URL="redis://127.0.0.1:$RPORT"
         fi
-        cat >"$WORK/gateway.yaml" <<EOF
-server:
-  proxy_listen: "127.0.0.1:$PORT"
-  admin_listen: "127.0.0.1:$ADMIN"
-  threads: 1
-  grace_period_secs: 1
-database:
-  url: "$DB_URL"
-usage:
-  ledger_dir: "$WORK/usage-ledger"
-limits:
-  rpm: 1000000000
-  tpm: 1000000000000
-  concurrency: 100000
-pools:
-  - name: bench
-    models: [gpt-4o-mini]
-    backends:
-      - url: http://$UP
-prices:
-  gpt-4o-mini: { input_per_1m: 0.15, output_per_1m: 0.60 }
-EOF
-        if [ "$REDIS" = 1 ]; then
-            printf 'redis:\n  url: "%s"\n  prefix: "%s"\n  sync_ms: 100\n' "$REDIS_URL" "$REDIS_PREFIX" >>"$WORK/gateway.yaml"
-        fi
+        bm_config "$WORK/gateway.yaml" "$PORT" "$ADMIN" "$DB_URL" "$WORK/usage-ledger" "$UP" 1 \
+            "$([ "$REDIS" = 1 ] && echo "$REDIS_URL" || true)" "$REDIS_PREFIX"
         KEY=$(cd "$WORK" && "$BIN/bluesminds" --config "$WORK/gateway.yaml" keys create --name profile 2>/dev/null)
         AUTH=(-H "authorization: Bearer $KEY")
         (cd "$WORK" && exec taskset -c 1 env RUST_LOG=warn "${CG[@]}" "$BIN/bluesminds" --config "$WORK/gateway.yaml") \
