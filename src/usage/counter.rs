@@ -588,6 +588,8 @@ impl ResponseCounter {
     /// `raw`: the reply text is only ever read from `choices`, and the served
     /// model from the first payload that names one, which is then kept whole.
     /// Kept payloads become text less often and parse faster without it.
+    /// Until one is, a payload naming the model is kept whole, and
+    /// `raw_has_model` records that it was.
     fn envelope_end(&mut self, data: &[u8]) -> Option<usize> {
         if self.dialect != Dialect::Chat {
             return None;
