@@ -38,22 +38,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_ok() { # url log: up within 10 s, or the run stops with the log
-    for _ in $(seq 100); do
-        curl -sf -o /dev/null "$1" && return 0
-        sleep 0.1
-    done
-    echo "$1 did not answer; its log:" >&2
-    cat "$2" >&2
-    exit 1
-}
-
-BODY='{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in ten words."}],"max_tokens":64}'
-
 # run DIR LABEL: one fresh gateway measured; prints "LABEL rps user_us sys_us".
 run() {
     local dir=$1 label=$2 w up port admin key gw upid
@@ -70,7 +54,7 @@ run() {
     wait_ok "http://$up/health" "$w/up.log"
     wait_ok "http://127.0.0.1:$admin/readyz" "$w/gw.log"
     local load=(taskset -c 1 "$OHA" --no-tui --output-format json --worker-threads 1 -c 64 -t 30s -m POST
-        -H 'content-type: application/json' -H "authorization: Bearer $key" -d "$BODY"
+        -H 'content-type: application/json' -H "authorization: Bearer $key" -d "$BM_BODY"
         "http://127.0.0.1:$port/v1/chat/completions")
     "${load[@]}" -z 3s >/dev/null
     local before after

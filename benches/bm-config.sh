@@ -1,6 +1,24 @@
-# Sourced by run.sh, profile.sh and ab.sh: the gateway's benchmark config. SQLite (or the
+# Sourced by run.sh, profile.sh, ab.sh and tail.sh: the gateway's benchmark config. SQLite (or the
 # given database) usage logging, health checks on, and key limits set far
-# above the load so the rate-limit path runs on every request without denying.
+# above the load so the rate-limit path runs on every request without denying;
+# and, for ab.sh and tail.sh, the request they send and two helpers.
+
+# The non-streaming chat request of the closed and open loops.
+BM_BODY='{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in ten words."}],"max_tokens":64}'
+
+free_port() { # a free loopback port
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_ok() { # url log: up within 10 s, or the run stops with the log
+    for _ in $(seq 100); do
+        curl -sf -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    echo "$1 did not answer; its log:" >&2
+    cat "$2" >&2
+    exit 1
+}
 
 # bm_config file port admin dburl ledger upstream threads [redis_url prefix]:
 # one instance's config.
