@@ -28,31 +28,17 @@ for d in "$A" "$B"; do
     done
 done
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/bm-ab.XXXXXX")"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-    sleep 1
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_work bm-ab
 
 # run DIR LABEL: one fresh gateway measured; prints "LABEL rps user_us sys_us".
 run() {
     local dir=$1 label=$2 w up port admin key gw upid
     w="$(mktemp -d "$WORK/run.XXXXXX")"
-    up="127.0.0.1:$(free_port)" port=$(free_port) admin=$(free_port)
-    taskset -c 1 "$dir/fake-upstream" --listen "$up" --threads 1 --chunks 10 --chunk-delay-ms 0 >"$w/up.log" 2>&1 &
-    upid=$!
-    PIDS+=("$upid")
-    bm_config "$w/gateway.yaml" "$port" "$admin" "sqlite://$w/bm.db" "$w/ledger" "$up" 1
-    key=$(cd "$w" && "$dir/bluesminds" --config "$w/gateway.yaml" keys create --name ab 2>>"$w/keys.log")
-    (cd "$w" && exec taskset -c 0 env RUST_LOG=warn "$dir/bluesminds" --config "$w/gateway.yaml") >"$w/gw.log" 2>&1 &
-    gw=$!
-    PIDS+=("$gw")
-    wait_ok "http://$up/health" "$w/up.log"
-    wait_ok "http://127.0.0.1:$admin/readyz" "$w/gw.log"
+    port=$(free_port) admin=$(free_port)
+    up_start "$dir" "$w"
+    up=$UP upid=$UP_PID
+    bm_start "$dir" "$w" "$port" "$admin" "$up"
+    gw=$BM_PID key=$BM_KEY
     local load=(taskset -c 1 "$OHA" --no-tui --output-format json --worker-threads 1 -c 64 -t 30s -m POST
         -H 'content-type: application/json' -H "authorization: Bearer $key" -d "$BM_BODY"
         "http://127.0.0.1:$port/v1/chat/completions")

@@ -1,13 +1,53 @@
 # Sourced by run.sh, profile.sh, ab.sh and tail.sh: the gateway's benchmark config. SQLite (or the
 # given database) usage logging, health checks on, and key limits set far
 # above the load so the rate-limit path runs on every request without denying;
-# and, for ab.sh and tail.sh, the request they send and two helpers.
+# and, for ab.sh and tail.sh, the request they send and helpers that start
+# and stop the processes they measure.
 
 # The non-streaming chat request of the closed and open loops.
 BM_BODY='{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in ten words."}],"max_tokens":64}'
 
 free_port() { # a free loopback port
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# up_start BIN_DIR W: a fresh fake upstream (one thread, pinned to CPU 1 with
+# the load) on a free port, answering; sets UP (host:port) and UP_PID and
+# adds the process to PIDS.
+up_start() {
+    UP="127.0.0.1:$(free_port)"
+    taskset -c 1 "$1/fake-upstream" --listen "$UP" --threads 1 --chunks 10 --chunk-delay-ms 0 >"$2/up.log" 2>&1 &
+    UP_PID=$!
+    PIDS+=("$UP_PID")
+    wait_ok "http://$UP/health" "$2/up.log"
+}
+
+# bm_start BIN_DIR W PORT ADMIN UPSTREAM: a fresh gateway with one worker in
+# W (SQLite, a new key) pinned to CPU 0, ready; sets BM_PID and BM_KEY and
+# adds the process to PIDS.
+bm_start() {
+    local dir=$1 w=$2
+    bm_config "$w/gateway.yaml" "$3" "$4" "sqlite://$w/bm.db" "$w/ledger" "$5" 1
+    BM_KEY=$(cd "$w" && "$dir/bluesminds" --config "$w/gateway.yaml" keys create --name bench 2>>"$w/keys.log")
+    (cd "$w" && exec taskset -c 0 env RUST_LOG=warn "$dir/bluesminds" --config "$w/gateway.yaml") >"$w/gw.log" 2>&1 &
+    BM_PID=$!
+    PIDS+=("$BM_PID")
+    wait_ok "http://127.0.0.1:$4/readyz" "$w/gw.log"
+}
+
+# bench_work NAME: a fresh temp directory in WORK, and at exit every process
+# in PIDS stopped (SIGINT, then SIGKILL) and the directory removed.
+bench_work() {
+    WORK="$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")"
+    PIDS=()
+    trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+    for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+    sleep 1
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
 }
 
 wait_ok() { # url log: up within 10 s, or the run stops with the log

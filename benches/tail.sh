@@ -28,15 +28,7 @@ for b in bluesminds bare-pingora fake-upstream timeline-load; do
     [ -x "$DIR/$b" ] || { echo "$DIR/$b is missing" >&2; exit 1; }
 done
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/bm-tail.XXXXXX")"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-    sleep 1
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_work bm-tail
 
 # closed_loop hostport key: the closed loop's rps (2xx per second).
 closed_loop() {
@@ -56,13 +48,11 @@ open_loop() {
 
 # round N: prints "N bare_rps bm_rps rate bare_p50 p90 p99 failed bm_p50 p90 p99 failed".
 round() {
-    local w up port admin key pid upid bare_rps bm_rps rate bare bm
+    local w up port admin pid upid bare_rps bm_rps rate bare bm
     w="$(mktemp -d "$WORK/round.XXXXXX")"
-    up="127.0.0.1:$(free_port)" port=$(free_port) admin=$(free_port)
-    taskset -c 1 "$DIR/fake-upstream" --listen "$up" --threads 1 --chunks 10 --chunk-delay-ms 0 >"$w/up.log" 2>&1 &
-    upid=$!
-    PIDS+=("$upid")
-    wait_ok "http://$up/health" "$w/up.log"
+    port=$(free_port) admin=$(free_port)
+    up_start "$DIR" "$w"
+    up=$UP upid=$UP_PID
 
     taskset -c 0 "$DIR/bare-pingora" --listen "127.0.0.1:$port" --upstream "$up" --threads 1 >"$w/bare.log" 2>&1 &
     pid=$!
@@ -75,14 +65,10 @@ round() {
     wait "$pid" 2>/dev/null || true
 
     port=$(free_port)
-    bm_config "$w/gateway.yaml" "$port" "$admin" "sqlite://$w/bm.db" "$w/ledger" "$up" 1
-    key=$(cd "$w" && "$DIR/bluesminds" --config "$w/gateway.yaml" keys create --name tail 2>>"$w/keys.log")
-    (cd "$w" && exec taskset -c 0 env RUST_LOG=warn "$DIR/bluesminds" --config "$w/gateway.yaml") >"$w/gw.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    wait_ok "http://127.0.0.1:$admin/readyz" "$w/gw.log"
-    bm_rps=$(closed_loop "127.0.0.1:$port" "$key")
-    bm=$(open_loop "127.0.0.1:$port" "$key" "$rate" "bm-$1")
+    bm_start "$DIR" "$w" "$port" "$admin" "$up"
+    pid=$BM_PID
+    bm_rps=$(closed_loop "127.0.0.1:$port" "$BM_KEY")
+    bm=$(open_loop "127.0.0.1:$port" "$BM_KEY" "$rate" "bm-$1")
     kill -INT "$pid" "$upid"
     wait "$pid" "$upid" 2>/dev/null || true
     echo "$1 $bare_rps $bm_rps $rate $bare $bm"
