@@ -32,21 +32,15 @@ bench_work bm-ab
 
 # run DIR LABEL: one fresh gateway measured; prints "LABEL rps user_us sys_us".
 run() {
-    local dir=$1 label=$2 w up port admin key gw upid
+    local dir=$1 label=$2 w port admin before after
     w="$(mktemp -d "$WORK/run.XXXXXX")"
     port=$(free_port) admin=$(free_port)
     up_start "$dir" "$w"
-    up=$UP upid=$UP_PID
-    bm_start "$dir" "$w" "$port" "$admin" "$up"
-    gw=$BM_PID key=$BM_KEY
-    local load=(taskset -c 1 "$OHA" --no-tui --output-format json --worker-threads 1 -c 64 -t 30s -m POST
-        -H 'content-type: application/json' -H "authorization: Bearer $key" -d "$BM_BODY"
-        "http://127.0.0.1:$port/v1/chat/completions")
-    "${load[@]}" -z 3s >/dev/null
-    local before after
-    before=$(awk '{print $14, $15}' "/proc/$gw/stat")
-    "${load[@]}" -z "${SECS}s" >"$w/oha.json"
-    after=$(awk '{print $14, $15}' "/proc/$gw/stat")
+    bm_start "$dir" "$w" "$port" "$admin" "$UP"
+    bm_oha "127.0.0.1:$port" "$BM_KEY" -z 3s >/dev/null
+    before=$(awk '{print $14, $15}' "/proc/$BM_PID/stat")
+    bm_oha "127.0.0.1:$port" "$BM_KEY" -z "${SECS}s" >"$w/oha.json"
+    after=$(awk '{print $14, $15}' "/proc/$BM_PID/stat")
     python3 - "$w/oha.json" "$label" "$before" "$after" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -56,8 +50,8 @@ u1, s1 = map(int, sys.argv[4].split())
 tick_us = 1e6 / int(sys.argv[5])
 print(f"{sys.argv[2]} {ok / d['summary']['total']:.0f} {(u1 - u0) * tick_us / ok:.2f} {(s1 - s0) * tick_us / ok:.2f}")
 PY
-    kill -INT "$gw" "$upid"
-    wait "$gw" "$upid" 2>/dev/null || true
+    kill -INT "$BM_PID" "$UP_PID"
+    wait "$BM_PID" "$UP_PID" 2>/dev/null || true
 }
 
 RESULTS="$WORK/results"

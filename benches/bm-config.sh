@@ -11,6 +11,27 @@ free_port() { # a free loopback port
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+wait_ok() { # url log: up within 10 s, or the run stops with the log
+    for _ in $(seq 100); do
+        curl -sf -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    echo "$1 did not answer; its log:" >&2
+    cat "$2" >&2
+    exit 1
+}
+
+# bm_oha HOSTPORT KEY OHA_ARGS...: the closed loop of ab.sh and tail.sh: OHA
+# (the caller's oha) on CPU 1, 64 keep-alive connections sending BM_BODY;
+# its JSON summary on stdout.
+bm_oha() {
+    local to=$1 key=$2
+    shift 2
+    taskset -c 1 "$OHA" --no-tui --output-format json --worker-threads 1 -c 64 -t 30s -m POST \
+        -H 'content-type: application/json' -H "authorization: Bearer $key" -d "$BM_BODY" \
+        "$@" "http://$to/v1/chat/completions"
+}
+
 # up_start BIN_DIR W: a fresh fake upstream (one thread, pinned to CPU 1 with
 # the load) on a free port, answering; sets UP (host:port) and UP_PID and
 # adds the process to PIDS.
@@ -48,16 +69,6 @@ bench_cleanup() {
     sleep 1
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
     rm -rf "$WORK"
-}
-
-wait_ok() { # url log: up within 10 s, or the run stops with the log
-    for _ in $(seq 100); do
-        curl -sf -o /dev/null "$1" && return 0
-        sleep 0.1
-    done
-    echo "$1 did not answer; its log:" >&2
-    cat "$2" >&2
-    exit 1
 }
 
 # bm_config file port admin dburl ledger upstream threads [redis_url prefix]:

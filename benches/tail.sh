@@ -32,11 +32,8 @@ bench_work bm-tail
 
 # closed_loop hostport key: the closed loop's rps (2xx per second).
 closed_loop() {
-    local load=(taskset -c 1 "$OHA" --no-tui --output-format json --worker-threads 1 -c 64 -t 30s -m POST
-        -H 'content-type: application/json' -H "authorization: Bearer $2" -d "$BM_BODY"
-        "http://$1/v1/chat/completions")
-    "${load[@]}" -z 3s >/dev/null
-    "${load[@]}" -z 8s | python3 -c 'import json,sys; d=json.load(sys.stdin); print(round(d["statusCodeDistribution"].get("200",0)/d["summary"]["total"]))'
+    bm_oha "$1" "$2" -z 3s >/dev/null
+    bm_oha "$1" "$2" -z 8s | python3 -c 'import json,sys; d=json.load(sys.stdin); print(round(d["statusCodeDistribution"].get("200",0)/d["summary"]["total"]))'
 }
 
 # open_loop hostport key rate name: timeline-load at rate; prints "p50 p90 p99 failed".
@@ -48,13 +45,12 @@ open_loop() {
 
 # round N: prints "N bare_rps bm_rps rate bare_p50 p90 p99 failed bm_p50 p90 p99 failed".
 round() {
-    local w up port admin pid upid bare_rps bm_rps rate bare bm
+    local w port admin pid bare_rps bm_rps rate bare bm
     w="$(mktemp -d "$WORK/round.XXXXXX")"
     port=$(free_port) admin=$(free_port)
     up_start "$DIR" "$w"
-    up=$UP upid=$UP_PID
 
-    taskset -c 0 "$DIR/bare-pingora" --listen "127.0.0.1:$port" --upstream "$up" --threads 1 >"$w/bare.log" 2>&1 &
+    taskset -c 0 "$DIR/bare-pingora" --listen "127.0.0.1:$port" --upstream "$UP" --threads 1 >"$w/bare.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     wait_ok "http://127.0.0.1:$port/health" "$w/bare.log"
@@ -65,18 +61,19 @@ round() {
     wait "$pid" 2>/dev/null || true
 
     port=$(free_port)
-    bm_start "$DIR" "$w" "$port" "$admin" "$up"
-    pid=$BM_PID
+    bm_start "$DIR" "$w" "$port" "$admin" "$UP"
     bm_rps=$(closed_loop "127.0.0.1:$port" "$BM_KEY")
     bm=$(open_loop "127.0.0.1:$port" "$BM_KEY" "$rate" "bm-$1")
-    kill -INT "$pid" "$upid"
-    wait "$pid" "$upid" 2>/dev/null || true
+    kill -INT "$BM_PID" "$UP_PID"
+    wait "$BM_PID" "$UP_PID" 2>/dev/null || true
     echo "$1 $bare_rps $bm_rps $rate $bare $bm"
 }
 
 RESULTS="$WORK/results"
 for ((i = 1; i <= ROUNDS; i++)); do
-    round "$i" | tee -a "$RESULTS" >&2
+    # Not in a pipeline: a subshell's processes would escape the clean-up.
+    round "$i" >>"$RESULTS"
+    tail -n 1 "$RESULTS" >&2
 done
 python3 - "$RESULTS" "$DIR" "$SECS" <<'PY'
 import statistics, sys
@@ -84,7 +81,6 @@ rows = [list(map(int, l.split())) for l in open(sys.argv[1])]
 print(f"binaries: {sys.argv[2]}; open loop {sys.argv[3]} s per target per round, at half of bare Pingora's closed-loop rps\n")
 print("| round | bare rps | BluesMinds rps (vs bare) | rate | bare p50 / p90 / p99 | BluesMinds p50 / p90 / p99 | added p99 | failed |")
 print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-us = lambda v: f"{v:,} µs"
 for n, bare, bm, rate, b50, b90, b99, bf, g50, g90, g99, gf in rows:
     print(f"| {n} | {bare:,} | {bm:,} ({bm / bare:.2f}x) | {rate:,} | {b50:,} / {b90:,} / {b99:,} µs | "
           f"{g50:,} / {g90:,} / {g99:,} µs | {g99 - b99:+,} µs | {bf} / {gf} |")
