@@ -586,10 +586,10 @@ impl ResponseCounter {
     /// comes before it (`id`, `object`, `created`, `model`,
     /// `system_fingerprint`: two thirds of an OpenAI chunk) may be left out of
     /// `raw`: the reply text is only ever read from `choices`, and the served
-    /// model from the first payload that names one, which is then kept whole.
-    /// Kept payloads become text less often and parse faster without it.
-    /// Until one is, a payload naming the model is kept whole, and
-    /// `raw_has_model` records that it was.
+    /// model from the first payload that names one. Until the served model is
+    /// known, a payload naming it is kept whole, and `raw_has_model` records
+    /// that one was. Kept payloads become text less often and parse faster
+    /// without the envelope.
     fn envelope_end(&mut self, data: &[u8]) -> Option<usize> {
         if self.dialect != Dialect::Chat {
             return None;
