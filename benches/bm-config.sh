@@ -1,11 +1,20 @@
-# Sourced by run.sh, profile.sh, ab.sh and tail.sh: the gateway's benchmark config. SQLite (or the
-# given database) usage logging, health checks on, and key limits set far
-# above the load so the rate-limit path runs on every request without denying;
-# and, for ab.sh and tail.sh, the request they send and helpers that start
-# and stop the processes they measure.
+# Sourced by run.sh, profile.sh, ab.sh, tail.sh and symbol-order.sh: the
+# gateway's benchmark config. SQLite (or the given database) usage logging,
+# health checks on, and key limits set far above the load so the rate-limit
+# path runs on every request without denying; and, for the scripts that run
+# one gateway at a time, the request they send and helpers that find the
+# binaries and start and stop the processes they measure.
 
 # The non-streaming chat request of the closed and open loops.
 BM_BODY='{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in ten words."}],"max_tokens":64}'
+
+# bench_paths: the release binaries (BIN; BENCH_BIN_DIR overrides, as in
+# run.sh) and oha as run.sh installs it (OHA), under ROOT's target directory.
+bench_paths() {
+    TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+    BIN="${BENCH_BIN_DIR:-$TARGET/release}"
+    OHA="$TARGET/bench-tools/bin/oha"
+}
 
 free_port() { # a free loopback port
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

@@ -20,11 +20,9 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="${BENCH_BIN_DIR:-$TARGET/release}"
-OHA="$TARGET/bench-tools/bin/oha"
 # shellcheck source=benches/bm-config.sh
 source "$ROOT/benches/bm-config.sh"
+bench_paths
 POSTGRES=0 REDIS=0
 ARGS=()
 for a in "$@"; do

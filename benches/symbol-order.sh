@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Writes benches/symbol-order.txt, the order in which the release linker lays
+# out the gateway's functions (build.rs passes it to lld as
+# --symbol-ordering-file): every function the gateway runs from start-up
+# through a light load, hottest first.
+#
+#   bash benches/symbol-order.sh
+#
+# Why: the kernel maps an executable 64 KiB around each page it faults in, so
+# the few MiB of code the gateway runs, scattered through 15 MiB of text,
+# kept nearly all of it resident. Put together they take a quarter of the
+# pages (benches/README.md, "The executable's pages, laid out by use").
+#
+# The run: the release binaries (cargo build --release --workspace) and oha
+# from benches/run.sh; the gateway under valgrind's callgrind from its first
+# instruction, with SQLite usage records, serving JSON and streamed chat
+# completions, the model list, a refused key and a /metrics scrape. Symbols
+# are the linker's (mangled) names. A function that later changes keeps its
+# name (legacy Rust symbols hash the crate and the instance, not the body);
+# one that is new or renamed is placed after the listed ones, so the file
+# ages slowly. BENCH_BIN_DIR as in run.sh. Prints how many 64 KiB windows of
+# that binary's text the functions it ran touch: run it again on a build
+# with the file to see the layout in effect.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=benches/bm-config.sh
+source "$ROOT/benches/bm-config.sh"
+bench_paths
+for tool in valgrind nm python3 curl; do
+    command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
+done
+[ -x "$OHA" ] || { echo "run benches/run.sh --quick once first (installs oha)" >&2; exit 1; }
+
+bench_work bm-symbol-order
+up_start "$BIN" "$WORK"
+PORT=$(free_port)
+ADMIN=$(free_port)
+bm_config "$WORK/gateway.yaml" "$PORT" "$ADMIN" "sqlite://$WORK/bm.db" "$WORK/ledger" "$UP" 1
+KEY=$(cd "$WORK" && "$BIN/bluesminds" --config "$WORK/gateway.yaml" keys create --name order 2>>"$WORK/keys.log")
+(cd "$WORK" && exec taskset -c 0 env RUST_LOG=warn valgrind --tool=callgrind --demangle=no \
+    --callgrind-out-file="$WORK/cg.out" "$BIN/bluesminds" --config "$WORK/gateway.yaml") >"$WORK/gw.log" 2>&1 &
+GW=$!
+PIDS+=("$GW")
+
+CHAT="http://127.0.0.1:$PORT/v1/chat/completions"
+chat() { # body
+    curl -sf -o /dev/null -H "authorization: Bearer $KEY" -H 'content-type: application/json' -d "$1" "$CHAT"
+}
+for _ in $(seq 600); do # start-up under valgrind takes tens of seconds
+    chat "$BM_BODY" && break
+    kill -0 "$GW" 2>/dev/null || { cat "$WORK/gw.log" >&2; exit 1; }
+    sleep 0.5
+done
+chat "$BM_BODY" || { echo "the gateway did not answer; its log:" >&2; cat "$WORK/gw.log" >&2; exit 1; }
+load() { # requests body
+    taskset -c 1 "$OHA" --no-tui --output-format quiet --worker-threads 1 -n "$1" -c 8 -m POST \
+        -H 'content-type: application/json' -H "authorization: Bearer $KEY" -d "$2" "$CHAT"
+}
+load 1000 "$BM_BODY"
+load 200 "${BM_BODY%\}},\"stream\":true}"
+curl -sf -o /dev/null -H "authorization: Bearer $KEY" "http://127.0.0.1:$PORT/v1/models"
+curl -s -o /dev/null -H "authorization: Bearer bm_not_a_key" -H 'content-type: application/json' -d "$BM_BODY" "$CHAT"
+curl -sf -o /dev/null "http://127.0.0.1:$ADMIN/metrics"
+sleep 2 # the usage writer's last batch
+kill -INT "$GW"
+wait "$GW" || true
+
+nm -S --defined-only "$BIN/bluesminds" >"$WORK/syms.txt"
+python3 - "$WORK/cg.out" "$WORK/syms.txt" "$ROOT/benches/symbol-order.txt" <<'PY'
+import collections, re, sys
+
+cg, syms, out = sys.argv[1:]
+# callgrind's format names a function or object once, as "(id) name", and
+# by its id after that; a cost line right after "calls=" is the callee's.
+names = {"fn": {}, "ob": {}}
+kind = {"fn": "fn", "cfn": "fn", "ob": "ob", "cob": "ob"}
+spec = re.compile(r"^(c?fn|c?ob)=\((\d+)\)(?: (.*))?$")
+cost = collections.Counter()
+obj = fn = None
+after_call = False
+for line in open(cg):
+    m = spec.match(line.rstrip("\n"))
+    if m:
+        key, ident, name = m.groups()
+        table = names[kind[key]]
+        if name:
+            table[ident] = name
+        if key == "ob":
+            obj = table[ident]
+        elif key == "fn":
+            fn = (obj, table[ident])
+        continue
+    if line.startswith("calls="):
+        after_call = True
+    elif line[:1].isdigit() or line[:1] in "+-*":
+        if after_call:
+            after_call = False
+        elif fn and fn[0] and fn[0].endswith("/bluesminds"):
+            parts = line.split()
+            if len(parts) > 1 and parts[1].isdigit():
+                # "'2" marks a recursive call's level, not a symbol.
+                cost[re.sub(r"'\d+$", "", fn[1])] += int(parts[1])
+
+text = {}
+for line in open(syms):
+    parts = line.split()
+    if len(parts) == 4 and parts[2] in "tTwW":
+        text[parts[3]] = (int(parts[0], 16), int(parts[1], 16))
+ran = [name for name, _ in cost.most_common() if name in text]
+with open(out, "w") as f:
+    f.write("".join(name + "\n" for name in ran))
+windows = {w for name in ran for w in range(text[name][0] >> 16, (sum(text[name]) >> 16) + 1)}
+print(f"{len(ran)} functions ran ({sum(text[n][1] for n in ran) / 2**20:.1f} MiB of "
+      f"{sum(s for _, s in text.values()) / 2**20:.1f} MiB of text); in this binary they touch "
+      f"{len(windows)} 64 KiB windows ({len(windows) / 16:.1f} MiB)")
+print(f"wrote {out}")
+PY
