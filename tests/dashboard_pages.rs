@@ -29,6 +29,18 @@ async fn page(user: &User, path: &str) -> String {
     resp.text().await.unwrap()
 }
 
+/// Makes a chat completion with a new key of `user`, and waits for its record.
+async fn one_request(gw: &Gateway, user: &User) {
+    let key = user.new_key("first").await.1;
+    assert_eq!(
+        gw.chat(&key, &chat_body("gpt-4o-mini", false))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    gw.wait_usage_rows(1).await;
+}
+
 fn assert_page_headers(resp: &reqwest::Response, path: &str) {
     let h = resp.headers();
     assert_eq!(
@@ -112,14 +124,7 @@ async fn pages_and_static_assets() {
         assert_eq!(resp.headers()[header::LOCATION], "/dashboard", "{path}");
     }
 
-    let key = ann.new_key("first").await.1;
-    assert_eq!(
-        gw.chat(&key, &chat_body("gpt-4o-mini", false))
-            .await
-            .status(),
-        StatusCode::OK
-    );
-    gw.wait_usage_rows(1).await;
+    one_request(&gw, &ann).await;
 
     for path in ["/dashboard", "/keys", "/billing"] {
         let body = page(&ann, path).await;
@@ -237,4 +242,91 @@ async fn a_reloaded_plan_shows_on_the_billing_page_and_the_quota_bar() {
     let dashboard = page(&ann, "/dashboard").await;
     assert!(dashboard.contains("2,500,000"), "{dashboard}");
     assert!(!dashboard.contains("1,000,000"), "{dashboard}");
+}
+
+/// The overview is read from one snapshot of the database: while usage is being
+/// committed (here a writer that keeps adding to the user's daily totals), every
+/// load shows the same number of requests in the totals card, in the month's
+/// figure under it and in the sum of the by-model table. Read as separate
+/// queries, a commit landing between them left the page contradicting itself
+/// (in the browser test: 3 requests counted, and "No requests in the last 30
+/// days" under "By model").
+#[tokio::test]
+async fn the_overview_never_contradicts_itself_while_usage_is_written() {
+    let up = fake().await;
+    let gw = start(&up).await;
+    let ann = User::signup(&gw, "ann@example.com").await;
+    one_request(&gw, &ann).await;
+
+    let pool = gw.db.pool().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut commits = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                sqlx::query(
+                    "UPDATE usage_daily SET requests = requests + 1, prompt_tokens = prompt_tokens + 7",
+                )
+                .execute(&pool)
+                .await
+                .unwrap();
+                commits += 1;
+            }
+            commits
+        }
+    });
+
+    let mut last = 0;
+    for load in 0..200 {
+        let body = page(&ann, "/dashboard").await;
+        let (total, month) = requests_card(&body);
+        let by_model = models_table_requests(&body);
+        assert!(
+            total == month && total == by_model,
+            "load {load}: {total} requests in the card, {month} this month, {by_model} by model"
+        );
+        assert!(total >= last, "load {load}: {total} after {last}");
+        last = total;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let commits = writer.await.unwrap();
+    assert!(
+        commits > 0 && last > 1,
+        "{commits} commits, {last} requests"
+    );
+}
+
+/// The "Requests" card: its value, and the month's figure in its subtitle.
+fn requests_card(body: &str) -> (i64, i64) {
+    let card = &body[body.find("data-stat=\"Requests\"").expect("the card")..];
+    let value = between(card, "class=\"stat-value\">", "<");
+    let month = between(card, "last 30 days · ", " this month");
+    (number(value), number(month))
+}
+
+/// The sum of the "Requests" column of the by-model table (0 without the table).
+fn models_table_requests(body: &str) -> i64 {
+    let Some(at) = body.find("id=\"models-table\"") else {
+        return 0;
+    };
+    let table = between(&body[at..], "<tbody>", "</tbody>");
+    table
+        .split("<tr>")
+        .skip(1)
+        .map(|row| number(between(row, "<td class=\"num\">", "</td>")))
+        .sum()
+}
+
+fn between<'a>(s: &'a str, from: &str, to: &str) -> &'a str {
+    let start = s.find(from).unwrap_or_else(|| panic!("no {from:?}")) + from.len();
+    let len = s[start..].find(to).unwrap_or_else(|| panic!("no {to:?}"));
+    &s[start..start + len]
+}
+
+fn number(s: &str) -> i64 {
+    s.trim()
+        .replace(',', "")
+        .parse()
+        .unwrap_or_else(|e| panic!("{s:?}: {e}"))
 }

@@ -23,7 +23,9 @@ mod users;
 pub use billing::EventOutcome;
 pub use keys::{KeyRecord, NewKey};
 pub use servers::{NewServer, ServerRecord};
-pub use usage::{recent_requests_sql, GroupTotals, RequestRow, UsageFilter, UsageTotals};
+pub use usage::{
+    recent_requests_sql, GroupTotals, RequestRow, UsageFilter, UsageTotals, UserOverview,
+};
 pub use users::{SessionRecord, UserRecord};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -118,6 +120,20 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// A read-only transaction whose queries all see the database as of its
+    /// first read, whatever commits meanwhile. SQLite's deferred transaction
+    /// already does (WAL); PostgreSQL's default level takes a new snapshot for
+    /// each statement.
+    async fn read_snapshot(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

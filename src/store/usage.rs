@@ -1,7 +1,7 @@
 //! Usage: the per-request records, the daily totals kept beside them, and the
 //! queries of both. The insert path is tuned with benchmarks (see `insert_usage`).
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use super::{day_of, Backend, Store, StoreError};
 use crate::usage::UsageRecord;
@@ -340,27 +340,28 @@ impl Store {
         filter: &UsageFilter,
         by_model: bool,
     ) -> Result<Vec<UsageTotals>, StoreError> {
-        let group = if by_model { "model" } else { "day" };
-        let sql = format!(
-            "SELECT {group} AS grp, CAST(SUM(requests) AS BIGINT) AS requests, \
-             CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens, CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, \
-             CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, CAST(SUM(cache_write_tokens) AS BIGINT) AS cache_write_tokens, \
-             CAST(SUM(reasoning_tokens) AS BIGINT) AS reasoning_tokens, \
-             CAST(SUM(cost_nanousd) AS BIGINT) AS cost_nanousd FROM usage_daily \
-             WHERE day >= $1 AND day <= $2 AND ($3 = 0 OR key_id = $4) AND ($5 = 0 OR user_id = $6) \
-             GROUP BY {group} ORDER BY {group}"
-        );
-        let key = filter.key_id.unwrap_or(0);
-        let user = filter.user_id.unwrap_or(0);
-        Ok(sqlx::query_as(&sql)
-            .bind(&filter.from_day)
-            .bind(&filter.to_day)
-            .bind(key)
-            .bind(key)
-            .bind(user)
-            .bind(user)
-            .fetch_all(&self.pool)
-            .await?)
+        totals(&mut *self.pool.acquire().await?, filter, by_model).await
+    }
+
+    /// What the overview shows of a user's usage: the daily totals of `last_30`,
+    /// its totals by model, the daily totals of `month`, and the `recent`
+    /// newest requests. Read in one snapshot, so the parts agree with each
+    /// other while the usage writer commits.
+    pub async fn user_overview(
+        &self,
+        last_30: &UsageFilter,
+        month: &UsageFilter,
+        recent: i64,
+    ) -> Result<UserOverview, StoreError> {
+        let mut tx = self.read_snapshot().await?;
+        let overview = UserOverview {
+            daily: totals(&mut tx, last_30, false).await?,
+            by_model: totals(&mut tx, last_30, true).await?,
+            month: totals(&mut tx, month, false).await?,
+            recent: requests(&mut tx, last_30.key_id, last_30.user_id, None, recent).await?,
+        };
+        tx.commit().await?;
+        Ok(overview)
     }
 
     /// For reconciliation, per (day, key, model) over the days `from_day` to
@@ -414,43 +415,93 @@ impl Store {
         before_id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<RequestRow>, StoreError> {
-        let sql = recent_requests_sql(key_id.is_some(), user_id.is_some());
-        let mut query = sqlx::query(&sql);
-        for id in key_id.into_iter().chain(user_id) {
-            query = query.bind(id);
-        }
-        query
-            .bind(before_id.unwrap_or(i64::MAX))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(RequestRow {
-                    id: r.try_get("id")?,
-                    request_id: r.try_get("request_id")?,
-                    created_at: r.try_get("created_at")?,
-                    key_id: r.try_get("key_id")?,
-                    key_name: r.try_get("key_name")?,
-                    endpoint: r.try_get("endpoint")?,
-                    model: r.try_get("model")?,
-                    model_raw: r.try_get("model_raw")?,
-                    status: r.try_get("status")?,
-                    stream: r.try_get::<i64, _>("stream")? != 0,
-                    prompt_tokens: r.try_get("prompt_tokens")?,
-                    completion_tokens: r.try_get("completion_tokens")?,
-                    cached_tokens: r.try_get("cached_tokens")?,
-                    cache_write_tokens: r.try_get("cache_write_tokens")?,
-                    reasoning_tokens: r.try_get("reasoning_tokens")?,
-                    served_model: r.try_get("served_model")?,
-                    cost_nanousd: r.try_get("cost_nanousd")?,
-                    latency_ms: r.try_get("latency_ms")?,
-                    ttfb_ms: r.try_get("ttfb_ms")?,
-                    error_code: r.try_get("error_code")?,
-                })
-            })
-            .collect()
+        let mut conn = self.pool.acquire().await?;
+        requests(&mut conn, key_id, user_id, before_id, limit).await
     }
+}
+
+/// `Store::user_overview`.
+#[derive(Debug, Clone)]
+pub struct UserOverview {
+    pub daily: Vec<UsageTotals>,
+    pub by_model: Vec<UsageTotals>,
+    pub month: Vec<UsageTotals>,
+    pub recent: Vec<RequestRow>,
+}
+
+/// `Store::usage_totals`, on a given connection or transaction.
+async fn totals(
+    conn: &mut AnyConnection,
+    filter: &UsageFilter,
+    by_model: bool,
+) -> Result<Vec<UsageTotals>, StoreError> {
+    let group = if by_model { "model" } else { "day" };
+    let sql = format!(
+        "SELECT {group} AS grp, CAST(SUM(requests) AS BIGINT) AS requests, \
+         CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens, CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, \
+         CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, CAST(SUM(cache_write_tokens) AS BIGINT) AS cache_write_tokens, \
+         CAST(SUM(reasoning_tokens) AS BIGINT) AS reasoning_tokens, \
+         CAST(SUM(cost_nanousd) AS BIGINT) AS cost_nanousd FROM usage_daily \
+         WHERE day >= $1 AND day <= $2 AND ($3 = 0 OR key_id = $4) AND ($5 = 0 OR user_id = $6) \
+         GROUP BY {group} ORDER BY {group}"
+    );
+    let key = filter.key_id.unwrap_or(0);
+    let user = filter.user_id.unwrap_or(0);
+    Ok(sqlx::query_as(&sql)
+        .bind(&filter.from_day)
+        .bind(&filter.to_day)
+        .bind(key)
+        .bind(key)
+        .bind(user)
+        .bind(user)
+        .fetch_all(&mut *conn)
+        .await?)
+}
+
+/// `Store::recent_requests`, on a given connection or transaction.
+async fn requests(
+    conn: &mut AnyConnection,
+    key_id: Option<i64>,
+    user_id: Option<i64>,
+    before_id: Option<i64>,
+    limit: i64,
+) -> Result<Vec<RequestRow>, StoreError> {
+    let sql = recent_requests_sql(key_id.is_some(), user_id.is_some());
+    let mut query = sqlx::query(&sql);
+    for id in key_id.into_iter().chain(user_id) {
+        query = query.bind(id);
+    }
+    query
+        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(RequestRow {
+                id: r.try_get("id")?,
+                request_id: r.try_get("request_id")?,
+                created_at: r.try_get("created_at")?,
+                key_id: r.try_get("key_id")?,
+                key_name: r.try_get("key_name")?,
+                endpoint: r.try_get("endpoint")?,
+                model: r.try_get("model")?,
+                model_raw: r.try_get("model_raw")?,
+                status: r.try_get("status")?,
+                stream: r.try_get::<i64, _>("stream")? != 0,
+                prompt_tokens: r.try_get("prompt_tokens")?,
+                completion_tokens: r.try_get("completion_tokens")?,
+                cached_tokens: r.try_get("cached_tokens")?,
+                cache_write_tokens: r.try_get("cache_write_tokens")?,
+                reasoning_tokens: r.try_get("reasoning_tokens")?,
+                served_model: r.try_get("served_model")?,
+                cost_nanousd: r.try_get("cost_nanousd")?,
+                latency_ms: r.try_get("latency_ms")?,
+                ttfb_ms: r.try_get("ttfb_ms")?,
+                error_code: r.try_get("error_code")?,
+            })
+        })
+        .collect()
 }
 
 /// The query behind `recent_requests`: binds the key id (if `by_key`), the

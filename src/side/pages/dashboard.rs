@@ -12,7 +12,7 @@ use super::chart::{self, Chart};
 use super::{format, page, unavailable, Chrome, PageUser};
 use crate::limits::quota::period_start;
 use crate::state::AppState;
-use crate::store::{now_ms, UsageFilter, UsageTotals};
+use crate::store::{now_ms, UsageFilter, UsageTotals, UserOverview};
 
 /// Days the overview's chart and 30-day totals cover (today included).
 const CHART_DAYS: u16 = 30;
@@ -110,16 +110,20 @@ pub async fn dashboard(State(state): State<Arc<AppState>>, PageUser(s): PageUser
         ..last_30.clone()
     };
     let store = &state.store;
-    let (daily, by_model, month, recent, keys) = match tokio::try_join!(
-        store.usage_totals(&last_30, false),
-        store.usage_totals(&last_30, true),
-        store.usage_totals(&this_month, false),
-        store.recent_requests(None, Some(s.user.id), None, 20),
+    // The usage figures come from one snapshot, so they agree with each other.
+    let (overview, keys) = match tokio::try_join!(
+        store.user_overview(&last_30, &this_month, 20),
         store.keys_of_user(s.user.id),
     ) {
         Ok(v) => v,
         Err(e) => return unavailable(e),
     };
+    let UserOverview {
+        daily,
+        by_model,
+        month,
+        recent,
+    } = overview;
     let (requests_30, tokens_30, cost_30) = sum(&daily);
     let (requests_month, tokens_month, cost_month) = sum(&month);
     let prompt_30: i64 = daily.iter().map(|r| r.prompt_tokens).sum();
