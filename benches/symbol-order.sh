@@ -14,7 +14,8 @@
 # The run: the release binaries (cargo build --release --workspace) and oha
 # from benches/run.sh; the gateway under valgrind's callgrind from its first
 # instruction, with SQLite usage records, serving JSON and streamed chat
-# completions, the model list, a refused key and a /metrics scrape. Symbols
+# completions (some dropped by the client), the model list, a refused key
+# and a /metrics scrape. Symbols
 # are the linker's (mangled) names. A function that later changes keeps its
 # name (legacy Rust symbols hash the crate and the instance, not the body);
 # one that is new or renamed is placed after the listed ones, so the file
@@ -53,12 +54,15 @@ for _ in $(seq 600); do # start-up under valgrind takes tens of seconds
     sleep 0.5
 done
 chat "$BM_BODY" || { echo "the gateway did not answer; its log:" >&2; cat "$WORK/gw.log" >&2; exit 1; }
-load() { # requests body
-    taskset -c 1 "$OHA" --no-tui --output-format quiet --worker-threads 1 -n "$1" -c 8 -m POST \
+load() { # "-n N" or "-z SECONDS", body
+    taskset -c 1 "$OHA" --no-tui --output-format quiet --worker-threads 1 $1 -c 64 -m POST \
         -H 'content-type: application/json' -H "authorization: Bearer $KEY" -d "$2" "$CHAT"
 }
-load 1000 "$BM_BODY"
-load 200 "${BM_BODY%\}},\"stream\":true}"
+load "-n 3000" "$BM_BODY"
+load "-n 200" "${BM_BODY%\}},\"stream\":true}"
+# A timed run ends with its requests in flight dropped: the paths of clients
+# that go away (the closed loops of the benchmarks end that way too).
+load "-z 3s" "$BM_BODY"
 curl -sf -o /dev/null -H "authorization: Bearer $KEY" "http://127.0.0.1:$PORT/v1/models"
 curl -s -o /dev/null -H "authorization: Bearer bm_not_a_key" -H 'content-type: application/json' -d "$BM_BODY" "$CHAT"
 curl -sf -o /dev/null "http://127.0.0.1:$ADMIN/metrics"
@@ -66,11 +70,30 @@ sleep 2 # the usage writer's last batch
 kill -INT "$GW"
 wait "$GW" || true
 
+# valgrind hides CPU features such as SHA-NI and AVX-512, so the code taken
+# on them (sha2's key hashing, crc32fast's) never ran above. perf samples
+# the binary itself under a closed loop; what it sees that callgrind did not
+# goes after the callgrind list. Without perf the list is callgrind's alone.
+: >"$WORK/sampled.txt"
+if command -v perf >/dev/null; then
+    mkdir -p "$WORK/real"
+    REAL_PORT=$(free_port)
+    bm_start "$BIN" "$WORK/real" "$REAL_PORT" "$(free_port)" "$UP"
+    perf record -q -F 10000 -e cpu-clock -p "$BM_PID" -o "$WORK/perf.data" -- sleep 6 >/dev/null 2>&1 &
+    PERF=$!
+    sleep 0.5
+    bm_oha "127.0.0.1:$REAL_PORT" "$BM_KEY" -z 5s >/dev/null
+    wait "$PERF" || true
+    perf report -i "$WORK/perf.data" --no-demangle --sort sym --stdio 2>/dev/null |
+        awk '/^ +[0-9]/ {print $NF}' >"$WORK/sampled.txt"
+else
+    echo "perf not found: only what callgrind saw is listed" >&2
+fi
 nm -S --defined-only "$BIN/bluesminds" >"$WORK/syms.txt"
-python3 - "$WORK/cg.out" "$WORK/syms.txt" "$ROOT/benches/symbol-order.txt" <<'PY'
+python3 - "$WORK/cg.out" "$WORK/syms.txt" "$ROOT/benches/symbol-order.txt" "$WORK/sampled.txt" <<'PY'
 import collections, re, sys
 
-cg, syms, out = sys.argv[1:]
+cg, syms, out, sampled = sys.argv[1:]
 # callgrind's format names a function or object once, as "(id) name", and
 # by its id after that; a cost line right after "calls=" is the callee's.
 names = {"fn": {}, "ob": {}}
@@ -108,10 +131,13 @@ for line in open(syms):
     if len(parts) == 4 and parts[2] in "tTwW":
         text[parts[3]] = (int(parts[0], 16), int(parts[1], 16))
 ran = [name for name, _ in cost.most_common() if name in text]
+seen = set(ran)
+extra = [n for n in dict.fromkeys(l.strip() for l in open(sampled)) if n in text and n not in seen]
+ran += extra
 with open(out, "w") as f:
     f.write("".join(name + "\n" for name in ran))
 windows = {w for name in ran for w in range(text[name][0] >> 16, (sum(text[name]) >> 16) + 1)}
-print(f"{len(ran)} functions ran ({sum(text[n][1] for n in ran) / 2**20:.1f} MiB of "
+print(f"{len(ran)} functions ran ({len(extra)} seen only by perf; {sum(text[n][1] for n in ran) / 2**20:.1f} MiB of "
       f"{sum(s for _, s in text.values()) / 2**20:.1f} MiB of text); in this binary they touch "
       f"{len(windows)} 64 KiB windows ({len(windows) / 16:.1f} MiB)")
 print(f"wrote {out}")
