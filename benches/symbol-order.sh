@@ -15,13 +15,13 @@
 # from benches/run.sh; the gateway under valgrind's callgrind from its first
 # instruction, with SQLite usage records, serving JSON and streamed chat
 # completions (some dropped by the client), the model list, a refused key
-# and a /metrics scrape. Symbols
-# are the linker's (mangled) names. A function that later changes keeps its
-# name (legacy Rust symbols hash the crate and the instance, not the body);
-# one that is new or renamed is placed after the listed ones, so the file
-# ages slowly. BENCH_BIN_DIR as in run.sh. Prints how many 64 KiB windows of
-# that binary's text the functions it ran touch: run it again on a build
-# with the file to see the layout in effect.
+# and a /metrics scrape; then, with perf, the real binary under a closed
+# loop. Symbols are the linker's (mangled) names. A function that later
+# changes keeps its name (legacy Rust symbols hash the crate and the
+# instance, not the body); one that is new or renamed is placed after the
+# listed ones, so the file ages slowly. BENCH_BIN_DIR as in run.sh. Prints
+# how many 64 KiB windows of that binary's text the functions it ran touch:
+# run it again on a build with the file to see the layout in effect.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
