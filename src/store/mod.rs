@@ -17,12 +17,14 @@ use sqlx::AnyPool;
 mod billing;
 mod keys;
 mod servers;
+mod sqlite_usage;
 mod usage;
 mod users;
 
 pub use billing::EventOutcome;
 pub use keys::{KeyRecord, NewKey};
 pub use servers::{NewServer, ServerRecord};
+pub use sqlite_usage::SqliteError;
 pub use usage::{
     recent_requests_sql, GroupTotals, RequestRow, UsageFilter, UsageTotals, UserOverview,
 };
@@ -35,12 +37,17 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// From the usage batches SQLite is given directly (`sqlite_usage`).
+    #[error("database error: {0}")]
+    Sqlite(SqliteError),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot create the database directory {0}: {1}")]
     CreateDir(String, std::io::Error),
     #[error("{0}")]
     NotFound(String),
+    #[error("`{0}` is not a file: the gateway keeps its usage records in a SQLite file (e.g. sqlite://data/bluesminds.db) or in PostgreSQL")]
+    InMemory(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +60,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite's connection for the usage batches (`None` on PostgreSQL).
+    usage_conn: Option<std::sync::Arc<sqlite_usage::UsageConnection>>,
 }
 
 /// The UTC day (`YYYY-MM-DD`) of a unix-milliseconds time.
@@ -111,11 +120,23 @@ impl Store {
             });
         }
         let pool = options.connect(&url).await?;
-        match backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
-            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
-        }
-        Ok(Self { pool, backend })
+        let usage_conn = match backend {
+            Backend::Sqlite => {
+                SQLITE_MIGRATIONS.run(&pool).await?;
+                Some(std::sync::Arc::new(
+                    sqlite_usage::UsageConnection::open(&url).await?,
+                ))
+            }
+            Backend::Postgres => {
+                POSTGRES_MIGRATIONS.run(&pool).await?;
+                None
+            }
+        };
+        Ok(Self {
+            pool,
+            backend,
+            usage_conn,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -143,17 +164,21 @@ impl Store {
 }
 
 /// `sqlite://data/x.db` -> creates `data/` and asks SQLite to create the file.
+/// An in-memory database is refused: it would lose every usage record at
+/// exit, and the usage writer's own connection would not even see it.
 fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
     let rest = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path != ":memory:" && !path.is_empty() {
-        if let Some(dir) = std::path::Path::new(path).parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::CreateDir(dir.display().to_string(), e))?;
-            }
+    if path.is_empty() || path.contains(":memory:") || query.split('&').any(|p| p == "mode=memory")
+    {
+        return Err(StoreError::InMemory(url.to_string()));
+    }
+    if let Some(dir) = std::path::Path::new(path).parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::CreateDir(dir.display().to_string(), e))?;
         }
     }
     Ok(if query.contains("mode=") {

@@ -81,12 +81,76 @@ pub struct RequestRow {
     pub error_code: Option<String>,
 }
 
-/// Columns of one usage row.
-const USAGE_COLUMNS: usize = 21;
-/// Rows per usage INSERT: a batch is cut into statements of these sizes only
-/// (largest first), so the few distinct statements stay in sqlx's prepared
-/// statement cache instead of being parsed again for every batch size
-/// (64 x 21 = 1,344 parameters, well under both databases' limits).
+/// Columns of one usage row, in `USAGE_COLUMN_LIST`'s order.
+pub(super) const USAGE_COLUMNS: usize = 21;
+pub(super) const USAGE_COLUMN_LIST: &str =
+    "usage_records (request_id, created_at, key_id, user_id, endpoint, model, model_raw, backend, \
+     status, stream, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, \
+     served_model, usage_source, cost_nanousd, latency_ms, ttfb_ms, error_code)";
+
+/// Adds a batch's totals to `usage_daily`: $1-$4 the day, key, model and
+/// user, $5-$11 the sums in `UsageTotals`' order.
+pub(super) const DAILY_UPSERT_SQL: &str =
+    "INSERT INTO usage_daily (day, key_id, model, user_id, requests, prompt_tokens, completion_tokens, \
+     cached_tokens, cache_write_tokens, reasoning_tokens, cost_nanousd) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+     ON CONFLICT (day, key_id, model) DO UPDATE SET \
+     requests = usage_daily.requests + excluded.requests, \
+     prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
+     completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
+     cached_tokens = usage_daily.cached_tokens + excluded.cached_tokens, \
+     cache_write_tokens = usage_daily.cache_write_tokens + excluded.cache_write_tokens, \
+     reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens, \
+     cost_nanousd = usage_daily.cost_nanousd + excluded.cost_nanousd, \
+     user_id = excluded.user_id";
+
+/// What a batch adds to `usage_daily`, by (day, key, model), with the user
+/// of the last record counted there.
+#[derive(Default)]
+pub(super) struct DailyAdds(std::collections::BTreeMap<(String, i64, String), (i64, UsageTotals)>);
+
+impl DailyAdds {
+    pub fn add(&mut self, r: &UsageRecord) {
+        let key = (
+            day_of(r.created_at),
+            r.key_id.unwrap_or(0),
+            r.model.clone().unwrap_or_default(),
+        );
+        let (user, t) = self.0.entry(key).or_insert_with(|| {
+            (
+                r.user_id.unwrap_or(0),
+                UsageTotals {
+                    group: String::new(),
+                    requests: 0,
+                    prompt_tokens: 0,
+                    completion_tokens: 0,
+                    cached_tokens: 0,
+                    cache_write_tokens: 0,
+                    reasoning_tokens: 0,
+                    cost_nanousd: 0,
+                },
+            )
+        });
+        *user = r.user_id.unwrap_or(*user);
+        t.requests += 1;
+        t.prompt_tokens += r.prompt_tokens as i64;
+        t.completion_tokens += r.completion_tokens as i64;
+        t.cached_tokens += r.cached_tokens as i64;
+        t.cache_write_tokens += r.cache_write_tokens as i64;
+        t.reasoning_tokens += r.reasoning_tokens as i64;
+        t.cost_nanousd += r.cost_nanousd;
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&(String, i64, String), &(i64, UsageTotals))> {
+        self.0.iter()
+    }
+}
+
+/// Rows per PostgreSQL usage INSERT: a batch is cut into statements of these
+/// sizes only (largest first), so the few distinct statements stay in sqlx's
+/// prepared statement cache instead of being parsed again for every batch
+/// size (64 x 21 = 1,344 parameters, well under PostgreSQL's limit).
+/// SQLite's batches take their own way (`sqlite_usage`).
 const USAGE_INSERT_SIZES: [usize; 4] = [64, 16, 4, 1];
 
 /// `records` cut into chunks of `USAGE_INSERT_SIZES`.
@@ -101,43 +165,21 @@ fn usage_chunks(mut records: &[UsageRecord]) -> impl Iterator<Item = &[UsageReco
     })
 }
 
-/// The multi-row usage INSERT for `rows` rows; `known_new` leaves out the
-/// conflict handling (see `insert_usage`). SQLite gets anonymous `?`
-/// parameters: with numbered ones SQLite looks each name up in a list as long
-/// as the statement's parameters, which made binding quadratic (callgrind: half
-/// of all instructions at 200 rows per statement).
-///
-/// SQLite's fast path is `INSERT OR FAIL`: under the default conflict action
-/// (ABORT) SQLite must be able to undo one statement inside the transaction,
-/// so it copied every page the statement changed a second time, into a
-/// statement journal (callgrind: ~1.1 % of the gateway's instructions). A
-/// failing row leaves the rows before it in the transaction, which is never
-/// committed then: `insert_usage` returns at the first error and the
-/// transaction is rolled back whole.
-fn usage_insert_sql(backend: Backend, rows: usize, known_new: bool) -> String {
+/// PostgreSQL's multi-row usage INSERT for `rows` rows; `known_new` leaves
+/// out the conflict handling (see `insert_usage`).
+fn usage_insert_sql(rows: usize, known_new: bool) -> String {
     let mut sql = String::with_capacity(300 + rows * USAGE_COLUMNS * 6);
-    sql.push_str(match (backend, known_new) {
-        (Backend::Sqlite, true) => "INSERT OR FAIL INTO ",
-        _ => "INSERT INTO ",
-    });
-    sql.push_str(
-        "usage_records (request_id, created_at, key_id, user_id, endpoint, model, model_raw, backend, \
-         status, stream, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, \
-         served_model, usage_source, cost_nanousd, latency_ms, ttfb_ms, error_code) VALUES ",
-    );
+    sql.push_str("INSERT INTO ");
+    sql.push_str(USAGE_COLUMN_LIST);
+    sql.push_str(" VALUES ");
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
         for col in 0..USAGE_COLUMNS {
             if col > 0 {
                 sql.push_str(", ");
             }
-            match backend {
-                Backend::Sqlite => sql.push('?'),
-                Backend::Postgres => {
-                    sql.push('$');
-                    sql.push_str(&(row * USAGE_COLUMNS + col + 1).to_string());
-                }
-            }
+            sql.push('$');
+            sql.push_str(&(row * USAGE_COLUMNS + col + 1).to_string());
         }
         sql.push(')');
     }
@@ -150,20 +192,14 @@ fn usage_insert_sql(backend: Backend, rows: usize, known_new: bool) -> String {
 /// `usage_insert_sql`, built once per statement shape: building it anew for
 /// every batch cost ~450 instructions per record at the small batches of a
 /// lightly loaded gateway (callgrind).
-fn cached_usage_insert_sql(backend: Backend, rows: usize, known_new: bool) -> &'static str {
-    static SQL: [[[std::sync::OnceLock<String>; 2]; USAGE_INSERT_SIZES.len()]; 2] =
-        [const { [const { [const { std::sync::OnceLock::new() }; 2] }; USAGE_INSERT_SIZES.len()] };
-            2];
+fn cached_usage_insert_sql(rows: usize, known_new: bool) -> &'static str {
+    static SQL: [[std::sync::OnceLock<String>; 2]; USAGE_INSERT_SIZES.len()] =
+        [const { [const { std::sync::OnceLock::new() }; 2] }; USAGE_INSERT_SIZES.len()];
     let size = USAGE_INSERT_SIZES
         .iter()
         .position(|&n| n == rows)
         .expect("batches are cut into USAGE_INSERT_SIZES");
-    let by_backend = match backend {
-        Backend::Sqlite => 0,
-        Backend::Postgres => 1,
-    };
-    SQL[by_backend][size][usize::from(known_new)]
-        .get_or_init(|| usage_insert_sql(backend, rows, known_new))
+    SQL[size][usize::from(known_new)].get_or_init(|| usage_insert_sql(rows, known_new))
 }
 
 impl Store {
@@ -174,24 +210,22 @@ impl Store {
     ///
     /// `known_new`: the batch was never sent before (fresh request ids from the
     /// queue), so the per-row conflict check and RETURNING are left out, which
-    /// roughly halves SQLite's work per row. Should a row exist after all, the
+    /// roughly halves the database's work per row. Should a row exist after all, the
     /// whole transaction fails and the caller retries with `known_new` false.
     pub async fn insert_usage(
         &self,
         records: &[UsageRecord],
         known_new: bool,
     ) -> Result<(), StoreError> {
+        if let Some(conn) = &self.usage_conn {
+            return conn.insert(records, known_new).await;
+        }
         let mut tx = self.pool.begin().await?;
-        let mut daily: std::collections::BTreeMap<(String, i64, String), (i64, UsageTotals)> =
-            Default::default();
+        let mut daily = DailyAdds::default();
         // Many rows per statement: one statement per record made the writer the
         // gateway's largest cost under load (benches/, callgrind).
         for chunk in usage_chunks(records) {
-            let mut query = sqlx::query(cached_usage_insert_sql(
-                self.backend,
-                chunk.len(),
-                known_new,
-            ));
+            let mut query = sqlx::query(cached_usage_insert_sql(chunk.len(), known_new));
             for r in chunk {
                 query = query
                     .bind(r.request_id.as_str())
@@ -217,80 +251,36 @@ impl Store {
                     .bind(r.error_code.as_deref());
             }
             // Only rows actually inserted count toward the totals (replays do not).
-            let inserted = if known_new {
+            if known_new {
                 query.execute(&mut *tx).await?;
-                None
+                chunk.iter().for_each(|r| daily.add(r));
             } else {
-                Some(
-                    query
-                        .fetch_all(&mut *tx)
-                        .await?
-                        .iter()
-                        .map(|row| row.try_get::<String, _>(0))
-                        .collect::<Result<std::collections::HashSet<String>, _>>()?,
-                )
-            };
-            let added =
-                |r: &&UsageRecord| inserted.as_ref().is_none_or(|i| i.contains(&r.request_id));
-            for r in chunk.iter().filter(added) {
-                let key = (
-                    day_of(r.created_at),
-                    r.key_id.unwrap_or(0),
-                    r.model.clone().unwrap_or_default(),
-                );
-                let (user, t) = daily.entry(key).or_insert_with(|| {
-                    (
-                        r.user_id.unwrap_or(0),
-                        UsageTotals {
-                            group: String::new(),
-                            requests: 0,
-                            prompt_tokens: 0,
-                            completion_tokens: 0,
-                            cached_tokens: 0,
-                            cache_write_tokens: 0,
-                            reasoning_tokens: 0,
-                            cost_nanousd: 0,
-                        },
-                    )
-                });
-                *user = r.user_id.unwrap_or(*user);
-                t.requests += 1;
-                t.prompt_tokens += r.prompt_tokens as i64;
-                t.completion_tokens += r.completion_tokens as i64;
-                t.cached_tokens += r.cached_tokens as i64;
-                t.cache_write_tokens += r.cache_write_tokens as i64;
-                t.reasoning_tokens += r.reasoning_tokens as i64;
-                t.cost_nanousd += r.cost_nanousd;
+                let inserted = query
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get::<String, _>(0))
+                    .collect::<Result<std::collections::HashSet<String>, _>>()?;
+                for r in chunk.iter().filter(|r| inserted.contains(&r.request_id)) {
+                    daily.add(r);
+                }
             }
         }
-        for ((day, key_id, model), (user_id, t)) in daily {
-            sqlx::query(
-                "INSERT INTO usage_daily (day, key_id, model, user_id, requests, prompt_tokens, completion_tokens, \
-                 cached_tokens, cache_write_tokens, reasoning_tokens, cost_nanousd) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT (day, key_id, model) DO UPDATE SET \
-                 requests = usage_daily.requests + excluded.requests, \
-                 prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
-                 completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
-                 cached_tokens = usage_daily.cached_tokens + excluded.cached_tokens, \
-                 cache_write_tokens = usage_daily.cache_write_tokens + excluded.cache_write_tokens, \
-                 reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens, \
-                 cost_nanousd = usage_daily.cost_nanousd + excluded.cost_nanousd, \
-                 user_id = excluded.user_id",
-            )
-            .bind(day)
-            .bind(key_id)
-            .bind(model)
-            .bind(user_id)
-            .bind(t.requests)
-            .bind(t.prompt_tokens)
-            .bind(t.completion_tokens)
-            .bind(t.cached_tokens)
-            .bind(t.cache_write_tokens)
-            .bind(t.reasoning_tokens)
-            .bind(t.cost_nanousd)
-            .execute(&mut *tx)
-            .await?;
+        for ((day, key_id, model), (user_id, t)) in daily.iter() {
+            sqlx::query(DAILY_UPSERT_SQL)
+                .bind(day.as_str())
+                .bind(*key_id)
+                .bind(model.as_str())
+                .bind(*user_id)
+                .bind(t.requests)
+                .bind(t.prompt_tokens)
+                .bind(t.completion_tokens)
+                .bind(t.cached_tokens)
+                .bind(t.cache_write_tokens)
+                .bind(t.reasoning_tokens)
+                .bind(t.cost_nanousd)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -575,12 +565,10 @@ mod tests {
         assert_eq!(ids.len(), 150);
         assert_eq!((ids[0], ids[149]), ("req_0", "req_149"));
         assert_eq!(usage_chunks(&[]).count(), 0);
-        let sql = usage_insert_sql(Backend::Sqlite, 2, false);
-        assert_eq!(sql.matches('?').count(), 2 * USAGE_COLUMNS);
+        let sql = usage_insert_sql(2, false);
+        assert_eq!(sql.matches('$').count(), 2 * USAGE_COLUMNS);
         assert!(sql.starts_with("INSERT INTO") && sql.ends_with("DO NOTHING RETURNING request_id"));
-        assert!(usage_insert_sql(Backend::Sqlite, 2, true).starts_with("INSERT OR FAIL INTO"));
-        assert!(usage_insert_sql(Backend::Postgres, 2, true).starts_with("INSERT INTO"));
-        assert!(usage_insert_sql(Backend::Postgres, 2, true).ends_with("$42)"));
+        assert!(usage_insert_sql(2, true).ends_with("$42)"));
     }
 
     #[tokio::test]
@@ -591,14 +579,16 @@ mod tests {
             .unwrap();
         let first: Vec<_> = (0..3).map(record).collect();
         store.insert_usage(&first, true).await.unwrap();
-        // req_2 is stored already, third of a four-row statement: the fast
+        // req_2 is stored already, third of an eight-row statement: the fast
         // path must not skip it silently, nor keep the two rows before it...
-        let again: Vec<_> = [10, 11, 2, 12].into_iter().map(record).collect();
-        assert_eq!(usage_chunks(&again).count(), 1);
+        let again: Vec<_> = [10, 11, 2, 12, 13, 14, 15, 16]
+            .into_iter()
+            .map(record)
+            .collect();
         assert!(store.insert_usage(&again, true).await.is_err());
         let stored = store.recent_requests(Some(1), None, None, 100).await;
         assert_eq!(stored.unwrap().len(), 3, "a refused batch left rows behind");
-        // ...and the writer's retry (careful) adds only the three new ones.
+        // ...and the writer's retry (careful) adds only the seven new ones.
         store.insert_usage(&again, false).await.unwrap();
         let totals = store
             .usage_totals(
@@ -613,11 +603,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(totals.len(), 1);
-        assert_eq!(totals[0].requests, 6);
+        assert_eq!(totals[0].requests, 10);
         let rows = store
             .recent_requests(Some(1), None, None, 100)
             .await
             .unwrap();
-        assert_eq!(rows.len(), 6);
+        assert_eq!(rows.len(), 10);
     }
 }

@@ -122,8 +122,10 @@ impl StoreError {
     /// constraint), not the connection or the schema: splitting the batch
     /// finds the row, and retrying it as it is would fail forever.
     pub fn is_data_error(&self) -> bool {
-        let StoreError::Db(sqlx::Error::Database(db)) = self else {
-            return false;
+        let db = match self {
+            StoreError::Db(sqlx::Error::Database(db)) => db,
+            StoreError::Sqlite(e) => return sqlite_data_error(e.code),
+            _ => return false,
         };
         use sqlx::error::ErrorKind;
         if !matches!(db.kind(), ErrorKind::Other) {
@@ -137,9 +139,12 @@ impl StoreError {
         {
             return true;
         }
-        // SQLite result codes (extended codes keep the primary in the low byte):
-        // TOOBIG, CONSTRAINT, MISMATCH.
-        code.parse::<u32>()
-            .is_ok_and(|c| matches!(c & 0xff, 18..=20))
+        code.parse::<i32>().is_ok_and(sqlite_data_error)
     }
+}
+
+/// SQLite result codes (extended codes keep the primary in the low byte):
+/// TOOBIG, CONSTRAINT, MISMATCH.
+fn sqlite_data_error(code: i32) -> bool {
+    matches!(code & 0xff, 18..=20)
 }

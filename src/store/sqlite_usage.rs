@@ -1,0 +1,583 @@
+//! SQLite's usage batches, written through SQLite's own C API on a connection
+//! kept for them.
+//!
+//! Why: through sqlx's `Any` driver each of a row's 21 values was converted
+//! into an `Any` value, moved to SQLite's worker thread, converted again and
+//! copied once more by SQLite (`SQLITE_TRANSIENT`): ~9k instructions per row
+//! (binding, clearing, the writer task) beside SQLite's own ~11.6k, on the
+//! cores the proxy shares (callgrind, benches/README.md). Here the values are
+//! bound where they lie in the records (`SQLITE_STATIC`), on the writer's own
+//! thread, into statements prepared once. sqlx still opens, configures and
+//! closes the connection, and lends its handle while a batch is written
+//! (`lock_handle`: its worker thread waits meanwhile), so the connection is
+//! never used by two threads at once.
+
+use std::ffi::{c_int, CStr, CString};
+use std::ptr::NonNull;
+use std::str::FromStr;
+use std::time::Duration;
+
+use libsqlite3_sys as ffi;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::ConnectOptions;
+
+use super::usage::{DailyAdds, DAILY_UPSERT_SQL, USAGE_COLUMNS, USAGE_COLUMN_LIST};
+use super::StoreError;
+use crate::usage::UsageRecord;
+
+/// Rows per fast INSERT, largest first. Each run of a statement costs ~14k
+/// instructions beyond its rows (callgrind: cursors on the table and its four
+/// indexes, the program's start), so a batch is cut into as few as these sizes
+/// allow: a busy gateway's ~800-row batch takes 5 statements, and a remainder
+/// at most 3 of each smaller size (256 x 21 values is far below SQLite's
+/// 32,766 parameters).
+const FAST_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// The connection and its prepared statements, used by one batch at a time.
+pub(super) struct UsageConnection(tokio::sync::Mutex<Prepared>);
+
+struct Prepared {
+    /// `INSERT OR FAIL` of `FAST_SIZES[i]` rows; prepared on first use.
+    fast: [Option<Stmt>; FAST_SIZES.len()],
+    /// One row, skipped when its request id is stored already.
+    careful: Option<Stmt>,
+    daily: Option<Stmt>,
+    conn: SqliteConnection,
+}
+
+// The statements are finalized before sqlx closes the connection: sqlx's
+// close fails (and panics on its worker thread) while any is left. Nothing
+// else uses the connection here: the batch that used it last has ended, and
+// sqlx's worker thread only waits for commands.
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        self.fast.iter_mut().for_each(|s| drop(s.take()));
+        self.careful.take();
+        self.daily.take();
+    }
+}
+
+impl UsageConnection {
+    /// Opens the database at `url` (a file: see `Store::connect`) with the
+    /// pool's settings.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let conn = SqliteConnectOptions::from_str(url)?
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .pragma("temp_store", "MEMORY")
+            // Statements here are SQLite's, not sqlx's cache.
+            .statement_cache_capacity(0)
+            .disable_statement_logging()
+            .connect()
+            .await?;
+        Ok(Self(tokio::sync::Mutex::new(Prepared {
+            fast: Default::default(),
+            careful: None,
+            daily: None,
+            conn,
+        })))
+    }
+
+    /// Writes `records` and their daily totals in one transaction (see
+    /// `Store::insert_usage` for `known_new`).
+    pub async fn insert(&self, records: &[UsageRecord], known_new: bool) -> Result<(), StoreError> {
+        let mut guard = self.0.lock().await;
+        let Prepared {
+            fast,
+            careful,
+            daily,
+            conn,
+        } = &mut *guard;
+        let mut handle = conn.lock_handle().await?;
+        let db = Db(handle.as_raw_handle());
+        // SQLite's work blocks this thread for the batch (milliseconds under
+        // load), as it blocked sqlx's worker thread before; other tasks of the
+        // control runtime move to its other thread meanwhile.
+        blocking(|| {
+            db.exec(c"BEGIN IMMEDIATE")?;
+            let written = write(&db, fast, careful, daily, records, known_new)
+                .and_then(|()| db.exec(c"COMMIT"));
+            if written.is_err() && !db.autocommit() {
+                // Nothing of a failed batch stays; the connection is left as
+                // sqlx expects it, outside a transaction.
+                let _ = db.exec(c"ROLLBACK");
+            }
+            written
+        })
+        .map_err(StoreError::from)
+    }
+}
+
+/// Runs `f`, which blocks, letting a multi-threaded runtime move its other
+/// tasks off this thread (a single-threaded one, as in unit tests, cannot).
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+fn write(
+    db: &Db,
+    fast: &mut [Option<Stmt>; FAST_SIZES.len()],
+    careful: &mut Option<Stmt>,
+    daily: &mut Option<Stmt>,
+    records: &[UsageRecord],
+    known_new: bool,
+) -> Result<(), SqliteError> {
+    let mut adds = DailyAdds::default();
+    if known_new {
+        let mut rest = records;
+        while !rest.is_empty() {
+            let size = FAST_SIZES.iter().position(|&n| n <= rest.len()).unwrap();
+            let (chunk, tail) = rest.split_at(FAST_SIZES[size]);
+            let stmt = match &mut fast[size] {
+                Some(stmt) => stmt,
+                slot => slot.insert(db.prepare(&insert_sql(chunk.len(), true))?),
+            };
+            for (row, r) in chunk.iter().enumerate() {
+                stmt.bind_row(row * USAGE_COLUMNS, r)?;
+            }
+            stmt.run()?;
+            chunk.iter().for_each(|r| adds.add(r));
+            rest = tail;
+        }
+    } else {
+        let stmt = match careful {
+            Some(stmt) => stmt,
+            slot => slot.insert(db.prepare(&insert_sql(1, false))?),
+        };
+        for r in records {
+            stmt.bind_row(0, r)?;
+            stmt.run()?;
+            // Only rows actually inserted count toward the totals (replays do not).
+            if db.changes() == 1 {
+                adds.add(r);
+            }
+        }
+    }
+    let stmt = match daily {
+        Some(stmt) => stmt,
+        slot => slot.insert(db.prepare(DAILY_UPSERT_SQL)?),
+    };
+    for ((day, key_id, model), (user_id, t)) in adds.iter() {
+        stmt.bind(1, Value::Text(day))?;
+        stmt.bind(2, Value::Int(*key_id))?;
+        stmt.bind(3, Value::Text(model))?;
+        stmt.bind(4, Value::Int(*user_id))?;
+        let sums = [
+            t.requests,
+            t.prompt_tokens,
+            t.completion_tokens,
+            t.cached_tokens,
+            t.cache_write_tokens,
+            t.reasoning_tokens,
+            t.cost_nanousd,
+        ];
+        for (i, v) in sums.into_iter().enumerate() {
+            stmt.bind(5 + i as c_int, Value::Int(v))?;
+        }
+        stmt.run()?;
+    }
+    Ok(())
+}
+
+/// The usage INSERT of `rows` rows with anonymous parameters; the fast one
+/// (`known_new`) fails at a stored request id, the careful one skips it.
+///
+/// `INSERT OR FAIL`: under the default conflict action (ABORT) SQLite must be
+/// able to undo one statement inside the transaction, so it copied every page
+/// the statement changed a second time, into a statement journal (callgrind:
+/// ~1.1 % of the gateway's instructions). A failing row leaves the rows
+/// before it in the transaction, which `insert` then rolls back whole.
+fn insert_sql(rows: usize, known_new: bool) -> String {
+    let mut sql = String::with_capacity(300 + rows * USAGE_COLUMNS * 3);
+    sql.push_str(if known_new {
+        "INSERT OR FAIL INTO "
+    } else {
+        "INSERT INTO "
+    });
+    sql.push_str(USAGE_COLUMN_LIST);
+    sql.push_str(" VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(?" } else { ", (?" });
+        sql.push_str(&",?".repeat(USAGE_COLUMNS - 1));
+        sql.push(')');
+    }
+    if !known_new {
+        sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+    }
+    sql
+}
+
+/// What SQLite said when it refused: its extended result code and message.
+#[derive(Debug)]
+pub struct SqliteError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl std::fmt::Display for SqliteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (SQLite code {})", self.message, self.code)
+    }
+}
+
+impl From<SqliteError> for StoreError {
+    fn from(e: SqliteError) -> Self {
+        StoreError::Sqlite(e)
+    }
+}
+
+/// A connection's handle, lent by sqlx for one batch.
+struct Db(NonNull<ffi::sqlite3>);
+
+impl Db {
+    fn error(&self, rc: c_int) -> SqliteError {
+        // SAFETY: the handle is open; the message is copied before any other call.
+        unsafe {
+            let message = ffi::sqlite3_errmsg(self.0.as_ptr());
+            let message = if message.is_null() {
+                CStr::from_ptr(ffi::sqlite3_errstr(rc))
+            } else {
+                CStr::from_ptr(message)
+            };
+            SqliteError {
+                code: ffi::sqlite3_extended_errcode(self.0.as_ptr()),
+                message: message.to_string_lossy().into_owned(),
+            }
+        }
+    }
+
+    fn exec(&self, sql: &CStr) -> Result<(), SqliteError> {
+        // SAFETY: the handle is open and `sql` is NUL-terminated.
+        let rc = unsafe {
+            ffi::sqlite3_exec(
+                self.0.as_ptr(),
+                sql.as_ptr(),
+                None,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        match rc {
+            ffi::SQLITE_OK => Ok(()),
+            rc => Err(self.error(rc)),
+        }
+    }
+
+    fn prepare(&self, sql: &str) -> Result<Stmt, SqliteError> {
+        let sql = CString::new(sql).expect("the statements have no NUL byte");
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: the handle is open; `raw` receives a statement or NULL.
+        let rc = unsafe {
+            ffi::sqlite3_prepare_v3(
+                self.0.as_ptr(),
+                sql.as_ptr(),
+                -1,
+                ffi::SQLITE_PREPARE_PERSISTENT,
+                &mut raw,
+                std::ptr::null_mut(),
+            )
+        };
+        match (rc, NonNull::new(raw)) {
+            (ffi::SQLITE_OK, Some(raw)) => Ok(Stmt { raw, db: self.0 }),
+            _ => Err(self.error(rc)),
+        }
+    }
+
+    fn changes(&self) -> i64 {
+        // SAFETY: the handle is open.
+        unsafe { ffi::sqlite3_changes64(self.0.as_ptr()) }
+    }
+
+    fn autocommit(&self) -> bool {
+        // SAFETY: the handle is open.
+        unsafe { ffi::sqlite3_get_autocommit(self.0.as_ptr()) != 0 }
+    }
+}
+
+/// A value to bind; text is bound without a copy (`SQLITE_STATIC`), which
+/// `Stmt::run` makes sound by stepping and resetting before the borrow ends.
+#[derive(Clone, Copy)]
+enum Value<'a> {
+    Int(i64),
+    Text(&'a str),
+    Null,
+}
+
+impl<'a> From<Option<&'a str>> for Value<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        v.map_or(Value::Null, Value::Text)
+    }
+}
+
+impl From<Option<i64>> for Value<'_> {
+    fn from(v: Option<i64>) -> Self {
+        v.map_or(Value::Null, Value::Int)
+    }
+}
+
+/// A prepared statement of a `UsageConnection`'s handle.
+struct Stmt {
+    raw: NonNull<ffi::sqlite3_stmt>,
+    db: NonNull<ffi::sqlite3>,
+}
+
+// SAFETY: a statement is used only by the batch holding `UsageConnection`'s
+// lock, on one thread at a time, like the connection it belongs to.
+unsafe impl Send for Stmt {}
+
+impl Drop for Stmt {
+    fn drop(&mut self) {
+        // SAFETY: finalized once, here; see `Prepared`'s Drop for when.
+        unsafe { ffi::sqlite3_finalize(self.raw.as_ptr()) };
+    }
+}
+
+impl Stmt {
+    fn db(&self) -> Db {
+        Db(self.db)
+    }
+
+    /// Binds `value` as parameter `at` (1-based). Text stays borrowed until
+    /// the statement is reset: callers bind and `run` within one borrow.
+    fn bind(&mut self, at: c_int, value: Value<'_>) -> Result<(), SqliteError> {
+        let stmt = self.raw.as_ptr();
+        // SAFETY: `stmt` is a live statement; text outlives its binding (above).
+        let rc = unsafe {
+            match value {
+                Value::Int(v) => ffi::sqlite3_bind_int64(stmt, at, v),
+                Value::Null => ffi::sqlite3_bind_null(stmt, at),
+                Value::Text(s) => ffi::sqlite3_bind_text64(
+                    stmt,
+                    at,
+                    s.as_ptr().cast(),
+                    s.len() as u64,
+                    ffi::SQLITE_STATIC(),
+                    ffi::SQLITE_UTF8 as u8,
+                ),
+            }
+        };
+        match rc {
+            ffi::SQLITE_OK => Ok(()),
+            rc => {
+                let e = self.db().error(rc);
+                self.forget();
+                Err(e)
+            }
+        }
+    }
+
+    /// Binds one usage record's columns after the first `skip` parameters.
+    fn bind_row(&mut self, skip: usize, r: &UsageRecord) -> Result<(), SqliteError> {
+        let values: [Value<'_>; USAGE_COLUMNS] = [
+            Value::Text(&r.request_id),
+            Value::Int(r.created_at),
+            r.key_id.into(),
+            r.user_id.into(),
+            Value::Text(&r.endpoint),
+            r.model.as_deref().into(),
+            r.model_raw.as_deref().into(),
+            r.backend.as_deref().into(),
+            Value::Int(i64::from(r.status)),
+            Value::Int(i64::from(r.stream)),
+            Value::Int(r.prompt_tokens as i64),
+            Value::Int(r.completion_tokens as i64),
+            Value::Int(r.cached_tokens as i64),
+            Value::Int(r.cache_write_tokens as i64),
+            Value::Int(r.reasoning_tokens as i64),
+            r.served_model.as_deref().into(),
+            Value::Text(r.usage_source.as_str()),
+            Value::Int(r.cost_nanousd),
+            Value::Int(r.latency_ms as i64),
+            r.ttfb_ms.map(|v| v as i64).into(),
+            r.error_code.as_deref().into(),
+        ];
+        for (col, value) in values.into_iter().enumerate() {
+            self.bind((skip + col + 1) as c_int, value)?;
+        }
+        Ok(())
+    }
+
+    /// Steps the statement to its end and resets it, so it holds no borrowed
+    /// text afterwards and is ready for the next bind.
+    fn run(&mut self) -> Result<(), SqliteError> {
+        let stmt = self.raw.as_ptr();
+        // SAFETY: `stmt` is a live statement with every parameter bound.
+        let rc = unsafe { ffi::sqlite3_step(stmt) };
+        let result = match rc {
+            ffi::SQLITE_DONE | ffi::SQLITE_ROW => Ok(()),
+            rc => Err(self.db().error(rc)),
+        };
+        self.forget();
+        result
+    }
+
+    /// Resets the statement and drops its bindings (reset alone keeps them,
+    /// and the borrowed text is about to go).
+    fn forget(&mut self) {
+        // SAFETY: `stmt` is a live statement; reset's return only repeats the
+        // last step's error, which `run` has read.
+        unsafe {
+            ffi::sqlite3_reset(self.raw.as_ptr());
+            ffi::sqlite3_clear_bindings(self.raw.as_ptr());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use crate::usage::UsageSource;
+    use sqlx::Row;
+
+    #[test]
+    fn the_statements_have_a_parameter_per_value() {
+        let sql = insert_sql(8, true);
+        assert!(sql.starts_with("INSERT OR FAIL INTO usage_records ("));
+        assert_eq!(sql.matches('?').count(), 8 * USAGE_COLUMNS);
+        let sql = insert_sql(1, false);
+        assert_eq!(sql.matches('?').count(), USAGE_COLUMNS);
+        assert!(sql.ends_with("(request_id) DO NOTHING"));
+    }
+
+    /// Every column set, and text SQLite must keep byte for byte.
+    fn record(i: usize) -> UsageRecord {
+        UsageRecord {
+            request_id: format!("req_{i}"),
+            created_at: 1_700_000_000_000 + i as i64,
+            key_id: Some(7),
+            user_id: i.is_multiple_of(2).then_some(3),
+            endpoint: "chat".into(),
+            model: Some(format!("m{}", i % 3)),
+            model_raw: Some(format!("raw\0{i}\u{1F600}'); DROP TABLE usage_records; --")),
+            backend: Some("http://b:1".into()),
+            status: 200 + (i % 3) as u16,
+            stream: i % 2 == 1,
+            prompt_tokens: i as u64,
+            completion_tokens: 2 * i as u64,
+            cached_tokens: 1,
+            cache_write_tokens: 2,
+            reasoning_tokens: 3,
+            served_model: None,
+            usage_source: UsageSource::Upstream,
+            cost_nanousd: 5_000_000_000 + i as i64,
+            latency_ms: 10,
+            ttfb_ms: i.is_multiple_of(2).then_some(4),
+            error_code: (i == 5).then(|| "upstream_error".to_string()),
+        }
+    }
+
+    async fn store(dir: &std::path::Path) -> Store {
+        Store::connect(&format!("sqlite://{}/u.db", dir.display()), 1)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn batches_of_every_size_come_back_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path()).await;
+        // 256 + 64 + 16 + 4 + 4 + 1, then a one-row batch.
+        let records: Vec<_> = (0..345).map(record).collect();
+        store.insert_usage(&records, true).await.unwrap();
+        store.insert_usage(&[record(345)], true).await.unwrap();
+        let rows = sqlx::query(
+            "SELECT request_id, created_at, key_id, user_id, endpoint, model, model_raw, backend, status, \
+             stream, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, \
+             served_model, usage_source, cost_nanousd, latency_ms, ttfb_ms, error_code FROM usage_records ORDER BY id",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 346);
+        for (i, row) in rows.iter().enumerate() {
+            let r = record(i);
+            let text = |c: usize| row.try_get::<Option<String>, _>(c).unwrap();
+            let int = |c: usize| row.try_get::<Option<i64>, _>(c).unwrap();
+            assert_eq!(text(0).as_deref(), Some(r.request_id.as_str()));
+            assert_eq!(int(1), Some(r.created_at));
+            assert_eq!((int(2), int(3)), (r.key_id, r.user_id));
+            assert_eq!(text(4).as_deref(), Some("chat"));
+            assert_eq!(
+                (text(5), text(6), text(7)),
+                (r.model, r.model_raw, r.backend)
+            );
+            assert_eq!(
+                (int(8), int(9)),
+                (Some(i64::from(r.status)), Some(i64::from(r.stream)))
+            );
+            let tokens: Vec<_> = (10..15).map(int).collect();
+            let expected = [r.prompt_tokens, r.completion_tokens, 1, 2, 3];
+            assert_eq!(tokens, expected.map(|t| Some(t as i64)));
+            assert_eq!((text(15), text(16).as_deref()), (None, Some("upstream")));
+            assert_eq!((int(17), int(18)), (Some(r.cost_nanousd), Some(10)));
+            assert_eq!(
+                (int(19), text(20)),
+                (r.ttfb_ms.map(|t| t as i64), r.error_code)
+            );
+        }
+        let daily: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT model, requests, CAST(prompt_tokens AS BIGINT) FROM usage_daily ORDER BY model",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let expected: Vec<_> = (0..3)
+            .map(|m| {
+                let of_model = (0..346).filter(|i| i % 3 == m);
+                (
+                    format!("m{m}"),
+                    of_model.clone().count() as i64,
+                    of_model.sum::<usize>() as i64,
+                )
+            })
+            .collect();
+        assert_eq!(daily, expected);
+    }
+
+    #[tokio::test]
+    async fn a_refused_row_is_a_data_error_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path()).await;
+        sqlx::query(
+            "CREATE TRIGGER refuse BEFORE INSERT ON usage_records WHEN NEW.request_id = 'req_70' \
+             BEGIN SELECT RAISE(ABORT, 'refused by a check'); END",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let records: Vec<_> = (0..75).map(record).collect();
+        for known_new in [true, false] {
+            let e = store.insert_usage(&records, known_new).await.unwrap_err();
+            assert!(e.is_data_error(), "{e}");
+            assert!(e.to_string().contains("refused by a check"), "{e}");
+        }
+        let count = |sql: &'static str| {
+            let pool = store.pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(count("SELECT COUNT(*) FROM usage_records").await, 0);
+        assert_eq!(count("SELECT COUNT(*) FROM usage_daily").await, 0);
+        // The connection is out of the failed transaction and goes on.
+        store.insert_usage(&records[..70], true).await.unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM usage_records").await, 70);
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_is_refused_with_the_reason() {
+        for url in ["sqlite::memory:", "sqlite://file.db?mode=memory", "sqlite:"] {
+            let e = Store::connect(url, 1).await.err().expect(url);
+            assert!(e.to_string().contains("is not a file"), "{url}: {e}");
+        }
+    }
+}
