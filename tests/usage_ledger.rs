@@ -408,3 +408,42 @@ async fn a_full_ledger_refuses_new_requests_until_the_database_is_back() {
     assert_eq!(recorded, Ok(expected), "records for {expected} answers");
     assert_eq!(daily_requests(&gw).await, expected);
 }
+
+/// Another writer holding the database's write lock for a moment (an
+/// operator's `sqlite3` session, the dashboard) makes the usage writer wait,
+/// not fail: no write error, every row once.
+#[tokio::test]
+async fn usage_waits_for_another_writer_instead_of_failing() {
+    let up = fake().await;
+    let gw = gateway().backend(Backend::new(up.url())).start().await;
+    let key = gw.create_key("busy", &[]);
+    let pool = gw.db.pool().await;
+    let mut holder = pool.acquire().await.unwrap();
+    let lock: &[&str] = if gw.is_postgres() {
+        &["BEGIN", "LOCK TABLE usage_daily IN EXCLUSIVE MODE"]
+    } else {
+        &["BEGIN IMMEDIATE"]
+    };
+    for sql in lock {
+        sqlx::query(sql).execute(&mut *holder).await.unwrap();
+    }
+    let body = chat_body("gpt-4o-mini", false);
+    for _ in 0..20 {
+        assert_eq!(gw.chat(&key, &body).await.status(), 200);
+    }
+    // Long enough for the writer to have tried (it lingers 50 ms), well
+    // within SQLite's busy timeout (5 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(usage_rows(&pool).await.len(), 0, "written through the lock");
+    sqlx::query("COMMIT").execute(&mut *holder).await.unwrap();
+    drop(holder);
+
+    let rows = gw.wait_usage_rows(20).await;
+    assert_eq!(rows.len(), 20);
+    assert_eq!(daily_requests(&gw).await, 20);
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        sample(&metrics, "bluesminds_usage_write_errors_total", &[]),
+        Some(0.0)
+    );
+}
