@@ -1,16 +1,17 @@
 //! SQLite's usage batches, written through SQLite's own C API on a connection
-//! kept for them.
+//! and a thread kept for them.
 //!
 //! Why: through sqlx's `Any` driver each of a row's 21 values was converted
 //! into an `Any` value, moved to SQLite's worker thread, converted again and
 //! copied once more by SQLite (`SQLITE_TRANSIENT`): ~9k instructions per row
 //! (binding, clearing, the writer task) beside SQLite's own ~11.6k, on the
 //! cores the proxy shares (callgrind, benches/README.md). Here the values are
-//! bound where they lie in the records (`SQLITE_STATIC`), on the writer's own
-//! thread, into statements prepared once. sqlx still opens, configures and
-//! closes the connection, and lends its handle while a batch is written
-//! (`lock_handle`: its worker thread waits meanwhile), so the connection is
-//! never used by two threads at once.
+//! bound where they lie in the records (`SQLITE_STATIC`) into statements
+//! prepared once. sqlx still opens, configures and closes the connection; its
+//! handle is lent (`lock_handle`) to one thread, `bm-usage-sqlite`, for the
+//! connection's life, so only that thread ever uses it (sqlx's own worker
+//! thread for it just waits), and SQLite's allocations for it stay in that
+//! thread's malloc arena. The batches cross to it and back by channel.
 
 use std::ffi::{c_int, CStr, CString};
 use std::ptr::NonNull;
@@ -27,39 +28,41 @@ use crate::usage::UsageRecord;
 
 /// Rows per fast INSERT, largest first. Each run of a statement costs ~14k
 /// instructions beyond its rows (callgrind: cursors on the table and its four
-/// indexes, the program's start), so a batch is cut into as few as these sizes
-/// allow: a busy gateway's ~800-row batch takes 5 statements, and a remainder
-/// at most 3 of each smaller size (256 x 21 values is far below SQLite's
-/// 32,766 parameters).
-const FAST_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
+/// indexes, the program's start), so a batch is cut into as few statements as
+/// these sizes allow; a busy gateway's ~800-row batch takes 14. Not larger:
+/// a prepared statement holds its program and a value slot per parameter
+/// for good, and one of 256 rows held ~0.5 MiB (smaps), for ~160
+/// instructions a row saved.
+const FAST_SIZES: [usize; 4] = [64, 16, 4, 1];
 
-/// The connection and its prepared statements, used by one batch at a time.
-pub(super) struct UsageConnection(tokio::sync::Mutex<Prepared>);
+/// The way to the `bm-usage-sqlite` thread. Dropping the last one ends the
+/// thread, which finalizes its statements and then lets sqlx close the
+/// connection.
+pub(super) struct UsageConnection {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
 
+/// A batch for the thread, given back with the outcome.
+struct Job {
+    records: Vec<UsageRecord>,
+    known_new: bool,
+    done: tokio::sync::oneshot::Sender<(Vec<UsageRecord>, Result<(), SqliteError>)>,
+}
+
+/// The statements of the thread's connection, prepared on first use.
+#[derive(Default)]
 struct Prepared {
-    /// `INSERT OR FAIL` of `FAST_SIZES[i]` rows; prepared on first use.
+    /// `INSERT OR FAIL` of `FAST_SIZES[i]` rows.
     fast: [Option<Stmt>; FAST_SIZES.len()],
     /// One row, skipped when its request id is stored already.
     careful: Option<Stmt>,
     daily: Option<Stmt>,
-    conn: SqliteConnection,
-}
-
-// The statements are finalized before sqlx closes the connection: sqlx's
-// close fails (and panics on its worker thread) while any is left. Nothing
-// else uses the connection here: the batch that used it last has ended, and
-// sqlx's worker thread only waits for commands.
-impl Drop for Prepared {
-    fn drop(&mut self) {
-        self.fast.iter_mut().for_each(|s| drop(s.take()));
-        self.careful.take();
-        self.daily.take();
-    }
 }
 
 impl UsageConnection {
     /// Opens the database at `url` (a file: see `Store::connect`) with the
-    /// pool's settings.
+    /// pool's settings and starts its thread. The thread inherits the calling
+    /// thread's priority (the control runtime's: `crate::background`).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let conn = SqliteConnectOptions::from_str(url)?
             .journal_mode(SqliteJournalMode::Wal)
@@ -71,62 +74,101 @@ impl UsageConnection {
             .disable_statement_logging()
             .connect()
             .await?;
-        Ok(Self(tokio::sync::Mutex::new(Prepared {
-            fast: Default::default(),
-            careful: None,
-            daily: None,
-            conn,
-        })))
+        let (jobs, queue) = std::sync::mpsc::channel();
+        let (ready, started) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("bm-usage-sqlite".into())
+            .spawn(move || serve(conn, &runtime, queue, ready))
+            .map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+        started
+            .await
+            .map_err(|_| StoreError::Db(sqlx::Error::WorkerCrashed))??;
+        Ok(Self { jobs })
     }
 
     /// Writes `records` and their daily totals in one transaction (see
-    /// `Store::insert_usage` for `known_new`).
-    pub async fn insert(&self, records: &[UsageRecord], known_new: bool) -> Result<(), StoreError> {
-        let mut guard = self.0.lock().await;
-        let Prepared {
-            fast,
-            careful,
-            daily,
-            conn,
-        } = &mut *guard;
-        let mut handle = conn.lock_handle().await?;
-        let db = Db(handle.as_raw_handle());
-        // SQLite's work blocks this thread for the batch (milliseconds under
-        // load), as it blocked sqlx's worker thread before; other tasks of the
-        // control runtime move to its other thread meanwhile.
-        blocking(|| {
-            db.exec(c"BEGIN IMMEDIATE")?;
-            let written = write(&db, fast, careful, daily, records, known_new)
-                .and_then(|()| db.exec(c"COMMIT"));
-            if written.is_err() && !db.autocommit() {
-                // Nothing of a failed batch stays; the connection is left as
-                // sqlx expects it, outside a transaction.
-                let _ = db.exec(c"ROLLBACK");
-            }
-            written
-        })
-        .map_err(StoreError::from)
+    /// `Store::insert_usage` for `known_new`). The records go to the thread
+    /// and come back into `records`; should this future be dropped before,
+    /// they are gone from it (the ledger still holds them).
+    pub async fn insert(
+        &self,
+        records: &mut Vec<UsageRecord>,
+        known_new: bool,
+    ) -> Result<(), StoreError> {
+        let gone = || StoreError::Db(sqlx::Error::WorkerCrashed);
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            records: std::mem::take(records),
+            known_new,
+            done,
+        };
+        if let Err(std::sync::mpsc::SendError(job)) = self.jobs.send(job) {
+            *records = job.records;
+            return Err(gone());
+        }
+        let (back, written) = answer.await.map_err(|_| gone())?;
+        *records = back;
+        Ok(written?)
     }
 }
 
-/// Runs `f`, which blocks, letting a multi-threaded runtime move its other
-/// tasks off this thread (a single-threaded one, as in unit tests, cannot).
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
+/// The thread: holds the connection's handle until the last
+/// `UsageConnection` is dropped, and writes each batch it is sent.
+fn serve(
+    mut conn: SqliteConnection,
+    runtime: &tokio::runtime::Handle,
+    queue: std::sync::mpsc::Receiver<Job>,
+    ready: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+) {
+    let mut handle = match runtime.block_on(conn.lock_handle()) {
+        Ok(handle) => handle,
+        Err(e) => {
+            let _ = ready.send(Err(e.into()));
+            return;
+        }
+    };
+    let db = Db(handle.as_raw_handle());
+    let mut prepared = Prepared::default();
+    let _ = ready.send(Ok(()));
+    while let Ok(job) = queue.recv() {
+        let written = batch(&db, &mut prepared, &job.records, job.known_new);
+        let _ = job.done.send((job.records, written));
     }
+    // Finalized while the handle is still lent: sqlx's close fails (and
+    // panics on its worker thread) while a statement is left.
+    drop(prepared);
+    drop(handle);
+    drop(conn);
+}
+
+/// One batch in one transaction; on any failure nothing of it stays and the
+/// connection is left outside a transaction, as sqlx expects it.
+fn batch(
+    db: &Db,
+    prepared: &mut Prepared,
+    records: &[UsageRecord],
+    known_new: bool,
+) -> Result<(), SqliteError> {
+    db.exec(c"BEGIN IMMEDIATE")?;
+    let written = write(db, prepared, records, known_new).and_then(|()| db.exec(c"COMMIT"));
+    if written.is_err() && !db.autocommit() {
+        let _ = db.exec(c"ROLLBACK");
+    }
+    written
 }
 
 fn write(
     db: &Db,
-    fast: &mut [Option<Stmt>; FAST_SIZES.len()],
-    careful: &mut Option<Stmt>,
-    daily: &mut Option<Stmt>,
+    prepared: &mut Prepared,
     records: &[UsageRecord],
     known_new: bool,
 ) -> Result<(), SqliteError> {
+    let Prepared {
+        fast,
+        careful,
+        daily,
+    } = prepared;
     let mut adds = DailyAdds::default();
     if known_new {
         let mut rest = records;
@@ -329,13 +371,10 @@ struct Stmt {
     db: NonNull<ffi::sqlite3>,
 }
 
-// SAFETY: a statement is used only by the batch holding `UsageConnection`'s
-// lock, on one thread at a time, like the connection it belongs to.
-unsafe impl Send for Stmt {}
-
 impl Drop for Stmt {
     fn drop(&mut self) {
-        // SAFETY: finalized once, here; see `Prepared`'s Drop for when.
+        // SAFETY: finalized once, here, on the thread that uses it, before
+        // the connection is closed (`serve`).
         unsafe { ffi::sqlite3_finalize(self.raw.as_ptr()) };
     }
 }
@@ -485,10 +524,14 @@ mod tests {
     async fn batches_of_every_size_come_back_as_written() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path()).await;
-        // 256 + 64 + 16 + 4 + 4 + 1, then a one-row batch.
-        let records: Vec<_> = (0..345).map(record).collect();
-        store.insert_usage(&records, true).await.unwrap();
-        store.insert_usage(&[record(345)], true).await.unwrap();
+        // 64 x 5 + 16 + 4 + 4 + 1, then a one-row batch.
+        let mut records: Vec<_> = (0..345).map(record).collect();
+        store.insert_usage(&mut records, true).await.unwrap();
+        assert_eq!(records.len(), 345, "the records come back");
+        store
+            .insert_usage(&mut vec![record(345)], true)
+            .await
+            .unwrap();
         let rows = sqlx::query(
             "SELECT request_id, created_at, key_id, user_id, endpoint, model, model_raw, backend, status, \
              stream, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, \
@@ -554,9 +597,12 @@ mod tests {
         .execute(&store.pool)
         .await
         .unwrap();
-        let records: Vec<_> = (0..75).map(record).collect();
+        let mut records: Vec<_> = (0..75).map(record).collect();
         for known_new in [true, false] {
-            let e = store.insert_usage(&records, known_new).await.unwrap_err();
+            let e = store
+                .insert_usage(&mut records, known_new)
+                .await
+                .unwrap_err();
             assert!(e.is_data_error(), "{e}");
             assert!(e.to_string().contains("refused by a check"), "{e}");
         }
@@ -572,7 +618,8 @@ mod tests {
         assert_eq!(count("SELECT COUNT(*) FROM usage_records").await, 0);
         assert_eq!(count("SELECT COUNT(*) FROM usage_daily").await, 0);
         // The connection is out of the failed transaction and goes on.
-        store.insert_usage(&records[..70], true).await.unwrap();
+        records.truncate(70);
+        store.insert_usage(&mut records, true).await.unwrap();
         assert_eq!(count("SELECT COUNT(*) FROM usage_records").await, 70);
     }
 

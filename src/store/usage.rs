@@ -212,14 +212,18 @@ impl Store {
     /// queue), so the per-row conflict check and RETURNING are left out, which
     /// roughly halves the database's work per row. Should a row exist after all, the
     /// whole transaction fails and the caller retries with `known_new` false.
+    ///
+    /// `records` is the same on return, written or not: on SQLite the batch
+    /// goes to its writing thread and back (`sqlite_usage`).
     pub async fn insert_usage(
         &self,
-        records: &[UsageRecord],
+        records: &mut Vec<UsageRecord>,
         known_new: bool,
     ) -> Result<(), StoreError> {
         if let Some(conn) = &self.usage_conn {
             return conn.insert(records, known_new).await;
         }
+        let records = &records[..];
         let mut tx = self.pool.begin().await?;
         let mut daily = DailyAdds::default();
         // Many rows per statement: one statement per record made the writer the
@@ -577,19 +581,19 @@ mod tests {
         let store = Store::connect(&format!("sqlite://{}/u.db", dir.path().display()), 1)
             .await
             .unwrap();
-        let first: Vec<_> = (0..3).map(record).collect();
-        store.insert_usage(&first, true).await.unwrap();
+        let mut first: Vec<_> = (0..3).map(record).collect();
+        store.insert_usage(&mut first, true).await.unwrap();
         // req_2 is stored already, third of an eight-row statement: the fast
         // path must not skip it silently, nor keep the two rows before it...
-        let again: Vec<_> = [10, 11, 2, 12, 13, 14, 15, 16]
+        let mut again: Vec<_> = [10, 11, 2, 12, 13, 14, 15, 16]
             .into_iter()
             .map(record)
             .collect();
-        assert!(store.insert_usage(&again, true).await.is_err());
+        assert!(store.insert_usage(&mut again, true).await.is_err());
         let stored = store.recent_requests(Some(1), None, None, 100).await;
         assert_eq!(stored.unwrap().len(), 3, "a refused batch left rows behind");
         // ...and the writer's retry (careful) adds only the seven new ones.
-        store.insert_usage(&again, false).await.unwrap();
+        store.insert_usage(&mut again, false).await.unwrap();
         let totals = store
             .usage_totals(
                 &UsageFilter {

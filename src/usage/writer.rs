@@ -34,8 +34,8 @@ async fn write_batch(
     let mut backoff = Duration::from_millis(50);
     // Sub-batches still to write, with whether they may skip the conflict check.
     let mut pending: Vec<(Vec<UsageRecord>, bool, u32)> = vec![(std::mem::take(batch), fresh, 0)];
-    while let Some((rows, known_new, tries)) = pending.pop() {
-        match store.insert_usage(&rows, known_new).await {
+    while let Some((mut rows, known_new, tries)) = pending.pop() {
+        match store.insert_usage(&mut rows, known_new).await {
             Ok(()) => {
                 metrics.usage_written.inc_by(rows.len() as u64);
                 if let Some(oldest) = rows.iter().map(|r| r.created_at).min() {
