@@ -276,7 +276,7 @@ impl From<SqliteError> for StoreError {
     }
 }
 
-/// A connection's handle, lent by sqlx for one batch.
+/// The usage connection's handle, lent by sqlx to `bm-usage-sqlite` (`serve`).
 struct Db(NonNull<ffi::sqlite3>);
 
 impl Db {
@@ -365,7 +365,7 @@ impl From<Option<i64>> for Value<'_> {
     }
 }
 
-/// A prepared statement of a `UsageConnection`'s handle.
+/// A prepared statement of that handle, used and finalized on its thread.
 struct Stmt {
     raw: NonNull<ffi::sqlite3_stmt>,
     db: NonNull<ffi::sqlite3>,
