@@ -22,18 +22,12 @@ use libsqlite3_sys as ffi;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::ConnectOptions;
 
-use super::usage::{DailyAdds, DAILY_UPSERT_SQL, USAGE_COLUMNS, USAGE_COLUMN_LIST};
+use super::usage::{
+    size_slot, usage_chunks, DailyAdds, DAILY_UPSERT_SQL, USAGE_COLUMNS, USAGE_COLUMN_LIST,
+    USAGE_INSERT_SIZES,
+};
 use super::StoreError;
 use crate::usage::UsageRecord;
-
-/// Rows per fast INSERT, largest first. Each run of a statement costs ~14k
-/// instructions beyond its rows (callgrind: cursors on the table and its four
-/// indexes, the program's start), so a batch is cut into as few statements as
-/// these sizes allow; a busy gateway's ~800-row batch takes 14. Not larger:
-/// a prepared statement holds its program and a value slot per parameter
-/// for good, and one of 256 rows held ~0.5 MiB (smaps), for ~160
-/// instructions a row saved.
-const FAST_SIZES: [usize; 4] = [64, 16, 4, 1];
 
 /// The way to the `bm-usage-sqlite` thread. Dropping the last one ends the
 /// thread, which finalizes its statements and then lets sqlx close the
@@ -52,8 +46,8 @@ struct Job {
 /// The statements of the thread's connection, prepared on first use.
 #[derive(Default)]
 struct Prepared {
-    /// `INSERT OR FAIL` of `FAST_SIZES[i]` rows.
-    fast: [Option<Stmt>; FAST_SIZES.len()],
+    /// `INSERT OR FAIL` of `USAGE_INSERT_SIZES[i]` rows.
+    fast: [Option<Stmt>; USAGE_INSERT_SIZES.len()],
     /// One row, skipped when its request id is stored already.
     careful: Option<Stmt>,
     daily: Option<Stmt>,
@@ -171,11 +165,8 @@ fn write(
     } = prepared;
     let mut adds = DailyAdds::default();
     if known_new {
-        let mut rest = records;
-        while !rest.is_empty() {
-            let size = FAST_SIZES.iter().position(|&n| n <= rest.len()).unwrap();
-            let (chunk, tail) = rest.split_at(FAST_SIZES[size]);
-            let stmt = match &mut fast[size] {
+        for chunk in usage_chunks(records) {
+            let stmt = match &mut fast[size_slot(chunk.len())] {
                 Some(stmt) => stmt,
                 slot => slot.insert(db.prepare(&insert_sql(chunk.len(), true))?),
             };
@@ -184,7 +175,6 @@ fn write(
             }
             stmt.run()?;
             chunk.iter().for_each(|r| adds.add(r));
-            rest = tail;
         }
     } else {
         let stmt = match careful {
