@@ -3,6 +3,9 @@
 //! the ledger (`Ledger::append`, once per request: a copy into the mapped
 //! segment file plus the in-memory copy the writer takes).
 //!
+//! And, off the hot path, the writer's batches into SQLite (`Store::insert_usage`)
+//! by batch size and by how many keys the rows spread over.
+//!
 //! `cargo bench --bench usage` (see benches/README.md).
 
 use std::hint::black_box;
@@ -10,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bluesminds::config::UsageConfig;
 use bluesminds::metrics::Metrics;
+use bluesminds::store::Store;
 use bluesminds::usage::{Ledger, ResponseCounter, UsageRecord, UsageSource};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -237,5 +241,71 @@ fn usage_ledger(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, response_counter, usage_ledger);
+/// Rows already in the table when a batch bench starts: the indexes' shape
+/// (how many leaf pages each key's rows span) is what costs, not the row count.
+const PREFILL_ROWS: usize = 200_000;
+
+/// A record of one of `keys` keys (each of its own user), the `n`-th of a run:
+/// request ids and times rise as a gateway's do.
+fn spread_record(template: &UsageRecord, n: u64, keys: u64) -> UsageRecord {
+    let key = (n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 17) % keys + 1;
+    UsageRecord {
+        request_id: format!("0193655d-{n:012x}-7abc-8def"),
+        created_at: template.created_at + n as i64,
+        key_id: Some(key as i64),
+        user_id: Some(key as i64),
+        ..template.clone()
+    }
+}
+
+/// `Store::insert_usage` per row, in fresh batches of `batch` rows spread over
+/// `keys` keys: each key's rows end in a leaf page of their own in the
+/// `(key_id, id)` and `(user_id, id)` indexes, so with many keys a batch
+/// touches (reads, dirties and writes to the WAL) up to two pages per row,
+/// and a larger batch shares each page among more of its rows.
+fn usage_batches(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut g = c.benchmark_group("usage_batch");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(10);
+    let template = record();
+    for keys in [1u64, 1_000] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/bench.db", dir.path().display());
+        let store = rt.block_on(Store::connect(&url, 2)).expect("store");
+        let mut n = 0u64;
+        let mut rows = Vec::with_capacity(4096);
+        while (n as usize) < PREFILL_ROWS {
+            rows.extend((0..4096).map(|i| spread_record(&template, n + i, keys)));
+            n += 4096;
+            rt.block_on(store.insert_usage(&mut rows, true))
+                .expect("prefill");
+            rows.clear();
+        }
+        for batch in [512usize, 2048, 4096] {
+            g.bench_function(format!("{keys}_keys/{batch}_rows"), |b| {
+                b.iter_custom(|iters| {
+                    let mut timed = Duration::ZERO;
+                    let mut left = iters;
+                    while left > 0 {
+                        let take = left.min(batch as u64);
+                        rows.extend((0..take).map(|i| spread_record(&template, n + i, keys)));
+                        n += take;
+                        let start = Instant::now();
+                        rt.block_on(store.insert_usage(&mut rows, true))
+                            .expect("batch");
+                        timed += start.elapsed();
+                        rows.clear();
+                        left -= take;
+                    }
+                    timed
+                })
+            });
+        }
+        drop(store);
+    }
+    g.finish();
+}
+
+criterion_group!(benches, response_counter, usage_ledger, usage_batches);
 criterion_main!(benches);

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub usage_write_errors: IntCounter,
     /// Age of the oldest record in the last batch written: how far the database trails.
     pub usage_writer_lag: Gauge,
+    /// Rows per usage write transaction: small while idle, thousands when busy.
+    pub usage_batch_rows: Histogram,
     pub config_reloads: IntCounterVec,
     /// Reloads of the listeners' certificate (`server.tls`) by result.
     pub tls_reloads: IntCounterVec,
@@ -211,6 +213,19 @@ impl Metrics {
                 Gauge::new(
                     "bluesminds_usage_writer_lag_seconds",
                     "Age of the oldest record in the last batch written to the database",
+                )
+                .expect("metric"),
+            ),
+            usage_batch_rows: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "bluesminds_usage_batch_rows",
+                        "Usage records per database transaction",
+                    )
+                    .buckets(vec![
+                        1.0, 4.0, 16.0, 64.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+                    ]),
                 )
                 .expect("metric"),
             ),
