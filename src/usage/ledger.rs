@@ -909,7 +909,7 @@ impl Ledger {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::usage::UsageSource;
 
@@ -922,7 +922,8 @@ mod tests {
         }
     }
 
-    fn record(i: usize) -> UsageRecord {
+    /// The `i`-th record of a test: its request id and prompt tokens tell it apart.
+    pub(crate) fn record(i: usize) -> UsageRecord {
         UsageRecord {
             request_id: format!("req_{i:06}"),
             created_at: 1,

@@ -157,34 +157,8 @@ fn sqlite_data_error(code: i32) -> bool {
 mod tests {
     use super::*;
     use crate::config::UsageConfig;
-    use crate::usage::UsageSource;
+    use crate::usage::ledger::tests::record;
     use prometheus::core::Metric as _;
-
-    fn record(i: usize) -> UsageRecord {
-        UsageRecord {
-            request_id: format!("req_{i:08}"),
-            created_at: 1_732_550_000_000 + i as i64,
-            key_id: Some(1 + (i % 7) as i64),
-            user_id: None,
-            endpoint: "chat.completions".into(),
-            model: Some("gpt-4o-mini".into()),
-            model_raw: None,
-            backend: None,
-            status: 200,
-            stream: false,
-            prompt_tokens: 10,
-            completion_tokens: 1,
-            cached_tokens: 0,
-            cache_write_tokens: 0,
-            reasoning_tokens: 0,
-            served_model: None,
-            usage_source: UsageSource::Upstream,
-            cost_nanousd: 0,
-            latency_ms: 0,
-            ttfb_ms: None,
-            error_code: None,
-        }
-    }
 
     /// Transactions of more than `rows` rows so far.
     fn batches_above(metrics: &Metrics, rows: f64) -> u64 {
