@@ -160,21 +160,41 @@ mod tests {
     use crate::usage::ledger::tests::record;
     use prometheus::core::Metric as _;
 
-    /// Transactions of more than `rows` rows so far.
-    fn batches_above(metrics: &Metrics, rows: f64) -> u64 {
+    /// The batch histogram's buckets: (rows, transactions of at most that many).
+    fn buckets(metrics: &Metrics) -> Vec<(f64, u64)> {
         let m = metrics.usage_batch_rows.metric();
-        let h = m.get_histogram();
-        let at_most = h
-            .get_bucket()
+        let buckets = m.get_histogram().get_bucket();
+        buckets
             .iter()
-            .find(|b| b.upper_bound() >= rows)
-            .map_or(0, |b| b.cumulative_count());
-        h.get_sample_count() - at_most
+            .map(|b| (b.upper_bound(), b.cumulative_count()))
+            .collect()
     }
 
+    /// Transactions of more than `rows` rows so far.
+    fn batches_above(metrics: &Metrics, rows: f64) -> u64 {
+        let at_most = buckets(metrics)
+            .into_iter()
+            .find(|&(upper, _)| upper >= rows)
+            .map_or(0, |(_, count)| count);
+        metrics.usage_batch_rows.get_sample_count() - at_most
+    }
+
+    /// Waits until `n` records are written; a writer that stops short fails
+    /// the test instead of hanging it.
     async fn written(metrics: &Metrics, n: u64) {
-        while metrics.usage_written.get() < n {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let waiting = async {
+            while metrics.usage_written.get() < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(60), waiting)
+            .await
+            .is_err()
+        {
+            panic!(
+                "{} of {n} records written after 60 s",
+                metrics.usage_written.get()
+            );
         }
     }
 
@@ -218,14 +238,7 @@ mod tests {
             batches_above(&metrics, 1024.0) >= 1,
             "no batch above 1,024 rows in {} batches (rows, batches at most that many): {:?}",
             metrics.usage_batch_rows.get_sample_count(),
-            metrics
-                .usage_batch_rows
-                .metric()
-                .get_histogram()
-                .get_bucket()
-                .iter()
-                .map(|b| (b.upper_bound(), b.cumulative_count()))
-                .collect::<Vec<_>>()
+            buckets(&metrics)
         );
         let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_records")
             .fetch_one(&mut other)
