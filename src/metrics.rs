@@ -1,6 +1,5 @@
 //! Prometheus metrics shared by the proxy and the side app (served on `/metrics`).
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use prometheus::core::Collector;
@@ -21,7 +20,7 @@ pub struct Metrics {
     /// Refusals by limit: requests, tokens, concurrency, quota.
     pub rate_limited: IntCounterVec,
     /// The per-request series above, by model label, resolved once.
-    series: Arc<RwLock<HashMap<Box<str>, Arc<ModelSeries>>>>,
+    series: Arc<RwLock<foldhash::HashMap<Box<str>, Arc<ModelSeries>>>>,
     /// 1 when a backend is in rotation, by pool and backend.
     pub backend_up: IntGaugeVec,
     /// Addresses a backend's host name resolves to now (0: it does not), by pool and backend.

@@ -168,7 +168,7 @@ impl ApiKey {
 #[derive(Clone)]
 pub struct KeyCache {
     /// Known keys only, for a minute (dropped explicitly when revoked).
-    cache: Cache<[u8; 32], Arc<ApiKey>>,
+    cache: Cache<[u8; 32], Arc<ApiKey>, foldhash::fast::RandomState>,
     /// Well-formed tokens the store did not know, briefly (bounded apart from `cache`).
     unknown: Cache<[u8; 32], ()>,
     /// Unknown tokens per client address in the current window.
@@ -186,7 +186,7 @@ impl KeyCache {
             cache: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(60))
-                .build(),
+                .build_with_hasher(Default::default()),
             unknown: Cache::builder()
                 .max_capacity(50_000)
                 .time_to_live(Duration::from_secs(5))

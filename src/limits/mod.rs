@@ -254,7 +254,7 @@ pub struct Ask {
 }
 
 pub struct Limiter {
-    subjects: Cache<Subject, Arc<SubjectState>>,
+    subjects: Cache<Subject, Arc<SubjectState>, foldhash::fast::RandomState>,
     clustered: bool,
     /// Where cluster-wide levels are read on a subject's first sight.
     cluster: std::sync::OnceLock<Arc<cluster::Cluster>>,
@@ -292,7 +292,7 @@ impl Limiter {
             subjects: Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_idle(Duration::from_secs(3600))
-                .build(),
+                .build_with_hasher(Default::default()),
         }
     }
 

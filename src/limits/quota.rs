@@ -72,7 +72,7 @@ pub fn next_period_start(start: Date) -> Date {
 
 #[derive(Clone)]
 pub struct QuotaLedger {
-    users: Cache<i64, Arc<Mutex<Period>>>,
+    users: Cache<i64, Arc<Mutex<Period>>, foldhash::fast::RandomState>,
     store: Store,
     db_runtime: Handle,
 }
@@ -89,7 +89,9 @@ pub enum QuotaError {
 impl QuotaLedger {
     pub fn new(store: Store, db_runtime: Handle) -> Self {
         Self {
-            users: Cache::builder().max_capacity(1_000_000).build(),
+            users: Cache::builder()
+                .max_capacity(1_000_000)
+                .build_with_hasher(Default::default()),
             store,
             db_runtime,
         }

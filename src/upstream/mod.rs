@@ -8,7 +8,6 @@
 //! active checks, a backend that fails a request is ejected for a while (passive
 //! ejection), and a request never goes to the same backend twice when failing over.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -205,7 +204,7 @@ enum ModelMatch {
 pub struct Upstreams {
     pools: Vec<Arc<Pool>>,
     routes: Vec<(ModelMatch, usize)>,
-    exact: HashMap<String, usize>,
+    exact: foldhash::HashMap<String, usize>,
     lookups: Lookups,
 }
 
@@ -241,7 +240,7 @@ impl Upstreams {
         let pool_configs = merged_pools(&cfg.pools, servers);
         let mut pools = Vec::new();
         let mut routes = Vec::new();
-        let mut exact = HashMap::new();
+        let mut exact = foldhash::HashMap::default();
         let mut next_id = 0;
         for (pool_index, pc) in pool_configs.iter().enumerate() {
             let mut by_priority: std::collections::BTreeMap<u32, Vec<Arc<BackendMeta>>> =

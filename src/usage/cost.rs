@@ -18,7 +18,7 @@ struct NanoPrice {
 
 #[derive(Debug, Clone, Default)]
 pub struct PriceTable {
-    prices: HashMap<String, NanoPrice>,
+    prices: foldhash::HashMap<String, NanoPrice>,
 }
 
 impl PriceTable {
