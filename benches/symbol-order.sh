@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Writes benches/symbol-order.txt, the order in which the release linker lays
 # out the gateway's functions (build.rs passes it to lld as
-# --symbol-ordering-file): every function the gateway runs from start-up
-# through a light load, hottest first.
+# --symbol-ordering-file): every function the gateway runs while serving a
+# light load, hottest first, then those only start-up ran (their pages are
+# released once start-up is over: src/startup_pages.rs).
 #
 #   bash benches/symbol-order.sh
 #
@@ -53,10 +54,15 @@ chat() { # body
     curl -sf -o /dev/null -H "authorization: Bearer $KEY" -H 'content-type: application/json' -d "$1" "$CHAT"
 }
 for _ in $(seq 600); do # start-up under valgrind takes tens of seconds
-    chat "$BM_BODY" && break
+    (: <>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
     kill -0 "$GW" 2>/dev/null || { cat "$WORK/gw.log" >&2; exit 1; }
     sleep 0.5
 done
+# Start-up is over once the proxy accepts connections: its part goes to its
+# own file (cg.out.1). What runs from here on goes to cg.out, the first
+# request's own work included (the key's lookup, the usage statements'
+# preparation), since a running gateway does it after start-up too.
+callgrind_control -d "$GW" >/dev/null
 chat "$BM_BODY" || { echo "the gateway did not answer; its log:" >&2; cat "$WORK/gw.log" >&2; exit 1; }
 load() { # "-n N" or "-z SECONDS", body
     taskset -c 1 "$OHA" --no-tui --output-format quiet --worker-threads 1 $1 -c 64 -m POST \
@@ -94,55 +100,76 @@ else
     echo "perf not found: only what callgrind saw is listed" >&2
 fi
 nm -S --defined-only "$BIN/bluesminds" >"$WORK/syms.txt"
-python3 - "$WORK/cg.out" "$WORK/syms.txt" "$ROOT/benches/symbol-order.txt" "$WORK/sampled.txt" <<'PY'
+python3 - "$WORK/cg.out" "$WORK/cg.out.1" "$WORK/syms.txt" "$ROOT/benches/symbol-order.txt" "$WORK/sampled.txt" <<'PY'
 import collections, re, sys
 
-cg, syms, out, sampled = sys.argv[1:]
-# callgrind's format names a function or object once, as "(id) name", and
-# by its id after that; a cost line right after "calls=" is the callee's.
-names = {"fn": {}, "ob": {}}
-kind = {"fn": "fn", "cfn": "fn", "ob": "ob", "cob": "ob"}
+running, starting, syms, out, sampled = sys.argv[1:]
 spec = re.compile(r"^(c?fn|c?ob)=\((\d+)\)(?: (.*))?$")
-cost = collections.Counter()
-obj = fn = None
-after_call = False
-for line in open(cg):
-    m = spec.match(line.rstrip("\n"))
-    if m:
-        key, ident, name = m.groups()
-        table = names[kind[key]]
-        if name:
-            table[ident] = name
-        if key == "ob":
-            obj = table[ident]
-        elif key == "fn":
-            fn = (obj, table[ident])
-        continue
-    if line.startswith("calls="):
-        after_call = True
-    elif line[:1].isdigit() or line[:1] in "+-*":
-        if after_call:
-            after_call = False
-        elif fn and fn[0] and fn[0].endswith("/bluesminds"):
-            parts = line.split()
-            if len(parts) > 1 and parts[1].isdigit():
-                # "'2" marks a recursive call's level, not a symbol.
-                cost[re.sub(r"'\d+$", "", fn[1])] += int(parts[1])
+kind = {"fn": "fn", "cfn": "fn", "ob": "ob", "cob": "ob"}
+
+
+def costs(cg):
+    """Instructions per bluesminds function in one callgrind dump."""
+    names = {"fn": {}, "ob": {}}
+    cost = collections.Counter()
+    obj = fn = None
+    after_call = False
+    for line in open(cg):
+        m = spec.match(line.rstrip("\n"))
+        if m:
+            key, ident, name = m.groups()
+            table = names[kind[key]]
+            if name:
+                table[ident] = name
+            if key == "ob":
+                obj = table[ident]
+            elif key == "fn":
+                fn = (obj, table[ident])
+            continue
+        if line.startswith("calls="):
+            after_call = True
+        elif line[:1].isdigit() or line[:1] in "+-*":
+            if after_call:
+                after_call = False
+            elif fn and fn[0] and fn[0].endswith("/bluesminds"):
+                parts = line.split()
+                if len(parts) > 1 and parts[1].isdigit():
+                    cost[re.sub(r"'\d+$", "", fn[1])] += int(parts[1])
+    return cost
+
 
 text = {}
 for line in open(syms):
     parts = line.split()
     if len(parts) == 4 and parts[2] in "tTwW":
         text[parts[3]] = (int(parts[0], 16), int(parts[1], 16))
-ran = [name for name, _ in cost.most_common() if name in text]
+# What runs while the gateway serves comes first (callgrind's second part, then
+# what only perf sampled), start-up's own functions after it: start-up's pages
+# are released once it is over (src/startup_pages.rs), and the running code
+# then faults back in as few 64 KiB windows as it fills.
+ran = [name for name, _ in costs(running).most_common() if name in text]
 seen = set(ran)
 extra = [n for n in dict.fromkeys(l.strip() for l in open(sampled)) if n in text and n not in seen]
 ran += extra
+serving = len(ran)
+seen.update(extra)
+ran += [name for name, _ in costs(starting).most_common() if name in text and name not in seen]
 with open(out, "w") as f:
     f.write("".join(name + "\n" for name in ran))
-windows = {w for name in ran for w in range(text[name][0] >> 16, (sum(text[name]) >> 16) + 1)}
-print(f"{len(ran)} functions ran ({len(extra)} seen only by perf; {sum(text[n][1] for n in ran) / 2**20:.1f} MiB of "
+
+
+def windows(names):
+    return {w for name in names for w in range(text[name][0] >> 16, (sum(text[name]) >> 16) + 1)}
+
+
+def mib(names):
+    return sum(text[n][1] for n in names) / 2**20
+
+
+print(f"{len(ran)} functions ran ({len(extra)} seen only by perf; {mib(ran):.1f} MiB of "
       f"{sum(s for _, s in text.values()) / 2**20:.1f} MiB of text); in this binary they touch "
-      f"{len(windows)} 64 KiB windows ({len(windows) / 16:.1f} MiB)")
+      f"{len(windows(ran))} 64 KiB windows ({len(windows(ran)) / 16:.1f} MiB)")
+print(f"{serving} of them ran while serving ({mib(ran[:serving]):.1f} MiB), touching "
+      f"{len(windows(ran[:serving]))} windows ({len(windows(ran[:serving])) / 16:.1f} MiB)")
 print(f"wrote {out}")
 PY

@@ -24,6 +24,8 @@ pub mod protocols;
 pub mod proxy;
 pub mod server;
 pub mod side;
+#[cfg(target_os = "linux")]
+pub mod startup_pages;
 pub mod state;
 pub mod store;
 pub mod tls;

@@ -276,6 +276,16 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
         pools,
         "BluesMinds Gateway started"
     );
+    #[cfg(target_os = "linux")]
+    control.spawn(async {
+        // Pingora's services start below, within milliseconds; start-up is over then.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        match tokio::task::spawn_blocking(crate::startup_pages::release).await {
+            Ok(Ok(bytes)) => tracing::debug!(kib = bytes >> 10, "start-up's pages released"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "start-up's pages not released"),
+            Err(_) => {}
+        }
+    });
     // Returns after SIGTERM (graceful: open streams get the grace period) or SIGINT.
     server.run(RunArgs::default());
 
