@@ -16,7 +16,8 @@
 # instructions in the sync and the number of syncs. Needs the release binaries (cargo build --release --workspace) and
 # oha from benches/run.sh (target/bench-tools/bin/oha). BENCH_BIN_DIR overrides
 # the directory of the binaries (as in run.sh); BENCH_CHUNKS the content chunks
-# per streamed answer (10).
+# per streamed answer (10); BENCH_BARE_ARGS more flags for bare-pingora
+# (`--read-timeout-secs 600`: the upstream read timeout the gateway sets).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -91,8 +92,9 @@ CG=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/$TAG
 AUTH=()
 case "$NAME" in
     bare)
+        # shellcheck disable=SC2086 # BENCH_BARE_ARGS: extra flags, split on spaces
         taskset -c 1 "${CG[@]}" "$BIN/bare-pingora" --listen "127.0.0.1:$PORT" --upstream "$UP" --threads 1 \
-            >"$WORK/proxy.log" 2>&1 &
+            ${BENCH_BARE_ARGS:-} >"$WORK/proxy.log" 2>&1 &
         PIDS+=($!)
         PROXY_PID=$!
         wait_ok "http://127.0.0.1:$PORT/health" 120

@@ -3,12 +3,13 @@
 //! body reading, no routing, no logging.
 //!
 //! ```text
-//! bare-pingora --listen 127.0.0.1:8090 --upstream 127.0.0.1:9000 [--threads 1] [--l4-read-buffer BYTES]
+//! bare-pingora --listen 127.0.0.1:8090 --upstream 127.0.0.1:9000 [--threads 1] [--l4-read-buffer BYTES] [--read-timeout-secs N]
 //! ```
 //!
 //! SIGINT stops at once, SIGTERM after a one-second grace period.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use clap::Parser;
@@ -35,10 +36,15 @@ struct Args {
     /// allocated zeroed, so it is resident for every open connection).
     #[arg(long)]
     l4_read_buffer: Option<usize>,
+    /// A timeout on each read from the upstream, as the gateway sets one
+    /// (`proxy.read_timeout_secs`); none by default, as Pingora's own.
+    #[arg(long)]
+    read_timeout_secs: Option<u64>,
 }
 
 struct Bare {
     upstream: SocketAddr,
+    read_timeout: Option<Duration>,
 }
 
 #[async_trait]
@@ -48,7 +54,9 @@ impl ProxyHttp for Bare {
     fn new_ctx(&self) {}
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+        let mut peer = HttpPeer::new(self.upstream, false, String::new());
+        peer.options.read_timeout = self.read_timeout;
+        Ok(Box::new(peer))
     }
 }
 
@@ -71,6 +79,7 @@ fn main() {
         &server.configuration,
         Bare {
             upstream: args.upstream,
+            read_timeout: args.read_timeout_secs.map(Duration::from_secs),
         },
     );
     match args.l4_read_buffer {
