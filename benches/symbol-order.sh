@@ -110,6 +110,9 @@ kind = {"fn": "fn", "cfn": "fn", "ob": "ob", "cob": "ob"}
 
 def costs(cg):
     """Instructions per bluesminds function in one callgrind dump."""
+    # callgrind's format names a function or object once, as "(id) name", and
+    # by its id after that (anew in each dump file); a cost line right after
+    # "calls=" is the callee's.
     names = {"fn": {}, "ob": {}}
     cost = collections.Counter()
     obj = fn = None
@@ -134,6 +137,7 @@ def costs(cg):
             elif fn and fn[0] and fn[0].endswith("/bluesminds"):
                 parts = line.split()
                 if len(parts) > 1 and parts[1].isdigit():
+                    # "'2" marks a recursive call's level, not a symbol.
                     cost[re.sub(r"'\d+$", "", fn[1])] += int(parts[1])
     return cost
 
@@ -166,7 +170,7 @@ def mib(names):
     return sum(text[n][1] for n in names) / 2**20
 
 
-print(f"{len(ran)} functions ran ({len(extra)} seen only by perf; {mib(ran):.1f} MiB of "
+print(f"{len(ran)} functions ran ({len(extra)} more that perf saw while serving; {mib(ran):.1f} MiB of "
       f"{sum(s for _, s in text.values()) / 2**20:.1f} MiB of text); in this binary they touch "
       f"{len(windows(ran))} 64 KiB windows ({len(windows(ran)) / 16:.1f} MiB)")
 print(f"{serving} of them ran while serving ({mib(ran[:serving]):.1f} MiB), touching "

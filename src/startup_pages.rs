@@ -38,14 +38,26 @@ pub fn release() -> std::io::Result<usize> {
 /// The address ranges in `smaps` that map `path` read-only (`r--p`, `r-xp`)
 /// with no anonymous page.
 fn file_only_mappings(smaps: &str, path: &str) -> Vec<(usize, usize)> {
-    let mut found = Vec::new();
-    // The mapping being read: its range, and whether it may be dropped so far.
-    let mut current: Option<((usize, usize), bool)> = None;
-    let mut close = |current: Option<((usize, usize), bool)>| {
-        if let Some((range, true)) = current {
-            found.push(range);
-        }
-    };
+    mappings(smaps)
+        .into_iter()
+        .filter(|m| m.path == path && matches!(m.perms, "r--p" | "r-xp") && m.anonymous_kib == 0)
+        .map(|m| m.range)
+        .collect()
+}
+
+/// One mapping of `/proc/PID/smaps`, with the figures read here.
+struct Mapping<'a> {
+    range: (usize, usize),
+    perms: &'a str,
+    path: String,
+    rss_kib: u64,
+    anonymous_kib: u64,
+}
+
+/// Every mapping in `smaps`: a line `start-end perms offset device inode
+/// path` (the path may hold spaces), then `Name:   N kB` lines.
+fn mappings(smaps: &str) -> Vec<Mapping<'_>> {
+    let mut found: Vec<Mapping<'_>> = Vec::new();
     for line in smaps.lines() {
         let fields: Vec<&str> = line.split_ascii_whitespace().collect();
         let Some(first) = fields.first() else {
@@ -58,18 +70,23 @@ fn file_only_mappings(smaps: &str, path: &str) -> Vec<(usize, usize)> {
             ))
         });
         if let Some(range) = range {
-            close(current.take());
-            // start-end perms offset device inode path (which may hold spaces)
-            let ours = fields.get(5..).is_some_and(|p| p.join(" ") == path);
-            let read_only = matches!(fields.get(1), Some(&("r--p" | "r-xp")));
-            current = Some((range, ours && read_only));
-        } else if *first == "Anonymous:" {
-            if let Some((_, droppable)) = current.as_mut() {
-                *droppable &= fields.get(1) == Some(&"0");
+            found.push(Mapping {
+                range,
+                perms: fields.get(1).copied().unwrap_or_default(),
+                path: fields.get(5..).map(|p| p.join(" ")).unwrap_or_default(),
+                rss_kib: 0,
+                anonymous_kib: 0,
+            });
+        } else if let Some(mapping) = found.last_mut() {
+            let kib: Option<u64> = fields.get(1).and_then(|n| n.parse().ok());
+            match *first {
+                "Rss:" => mapping.rss_kib = kib.unwrap_or(0),
+                // Unreadable counts as private: such a mapping is kept.
+                "Anonymous:" => mapping.anonymous_kib = kib.unwrap_or(u64::MAX),
+                _ => {}
             }
         }
     }
-    close(current);
     found
 }
 
@@ -82,20 +99,11 @@ mod tests {
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         let exe = exe.to_string_lossy();
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let mut ours = false;
-        let mut kib = 0;
-        for line in smaps.lines() {
-            let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-            if fields
-                .first()
-                .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
-            {
-                ours = fields.get(1) == Some(&"r-xp") && line.ends_with(&*exe);
-            } else if ours && fields.first() == Some(&"Rss:") {
-                kib += fields[1].parse::<u64>().unwrap();
-            }
-        }
-        kib
+        mappings(&smaps)
+            .iter()
+            .filter(|m| m.perms == "r-xp" && m.path == exe)
+            .map(|m| m.rss_kib)
+            .sum()
     }
 
     #[test]
