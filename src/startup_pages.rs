@@ -7,7 +7,7 @@
 //! after the ones the running gateway uses (`benches/symbol-order.sh`). So
 //! once start-up is over, the executable's pages are dropped from the
 //! process's page tables, and only the running code faults back, in the few
-//! 64 KiB windows it fills (benches/README.md, "Start-up's pages").
+//! 64 KiB windows it fills (benches/README.md, "Hashing, and start-up's pages").
 //!
 //! `MADV_DONTNEED` on a read-only file mapping only unmaps: the pages stay in
 //! the page cache, so a fault maps them again without reading the disk. A
