@@ -32,6 +32,29 @@ pub fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the control runtime")
 }
 
+/// Timeouts longer than this wait on Tokio's timer instead of Pingora's fast
+/// one. Pingora's keeps a timer per 10 ms deadline and worker thread until
+/// that deadline, even once nothing waits on it: with the upstream read
+/// timeout (600 s by default) and the pool's idle timeout (60 s) armed for
+/// every request, a worker under steady traffic held 1.6 MiB of such timers
+/// after 60 s at 1,000 requests a second and kept growing for ten minutes
+/// (benches/README.md, "Timers kept until their deadline"). Tokio's timer
+/// frees a timer when its wait ends, at the same CPU cost per request here.
+/// Connect timeouts (3 s by default) stay on Pingora's.
+const FAST_TIMEOUT_MAX_SECS: u64 = 10;
+
+/// Pingora's settings for the proxy's worker threads.
+fn server_conf(threads: usize, grace_period_secs: u64) -> ServerConf {
+    ServerConf {
+        threads,
+        grace_period_seconds: Some(grace_period_secs),
+        graceful_shutdown_timeout_seconds: Some(5),
+        // Pingora applies it to its process-wide timer when the server runs.
+        fast_timeout_to_tokio_threshold_seconds: Some(FAST_TIMEOUT_MAX_SECS),
+        ..ServerConf::default()
+    }
+}
+
 pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     if !cfg.admin_emails.is_empty() {
         tracing::warn!("`admin_emails` no longer makes anyone an admin (sign-up does not verify emails); grant the role with `bluesminds users grant-admin --email EMAIL`");
@@ -241,13 +264,8 @@ pub fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Resu
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    let conf = ServerConf {
-        threads,
-        grace_period_seconds: Some(boot.grace_period_secs),
-        graceful_shutdown_timeout_seconds: Some(5),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    let mut server =
+        Server::new_with_opt_and_conf(Opt::default(), server_conf(threads, boot.grace_period_secs));
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Gateway::new(state));
     let listener = ListenerConfig::tcp(boot.proxy_listen.to_string());
@@ -370,4 +388,29 @@ fn spawn_reloaders(
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timeouts_armed_for_every_request_leave_pingoras_fast_timer() {
+        let threshold = server_conf(1, 10)
+            .fast_timeout_to_tokio_threshold_seconds
+            .expect("a threshold is set");
+        let proxy = crate::config::ServerConfig::default();
+        // Pingora's timer takes a timeout when its seconds are at most the threshold.
+        for (what, secs) in [
+            ("upstream read", proxy.read_timeout_secs),
+            ("pool idle", crate::upstream::POOL_IDLE_TIMEOUT.as_secs()),
+            ("request body", proxy.body_timeout_secs),
+        ] {
+            assert!(
+                secs > threshold,
+                "the {what} timeout ({secs} s) stays on Pingora's timer"
+            );
+        }
+        assert!(proxy.connect_timeout_ms / 1000 <= threshold);
+    }
 }

@@ -13,6 +13,9 @@ use pingora::protocols::l4::socket::SocketAddr as InetOrUnix;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::discovery::Addresses;
+
+/// How long an idle upstream connection stays in Pingora's pool.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 use super::transport::Transport;
 use crate::config::{AdminServersConfig, BackendUrl};
 
@@ -132,7 +135,7 @@ impl BackendMeta {
         peer.options.connection_timeout = Some(connect_timeout);
         peer.options.total_connection_timeout = Some(connect_timeout * 2);
         peer.options.read_timeout = Some(read_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
         self.transport.apply(&mut peer);
         peer
     }

@@ -25,8 +25,8 @@ pub mod policy;
 mod shape;
 mod transport;
 
-pub use backend::BackendMeta;
 use backend::{id_of, identity_of};
+pub use backend::{BackendMeta, POOL_IDLE_TIMEOUT};
 use discovery::{AddressState, Addresses, GroupDiscovery, Lookups};
 use health::PerBackendCheck;
 pub use transport::{tls_reason, Transport, TransportError};
