@@ -37,8 +37,9 @@ pub fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// that deadline, even once nothing waits on it: with the upstream read
 /// timeout (600 s by default) and the pool's idle timeout (60 s) armed for
 /// every request, a worker under steady traffic held 1.6 MiB of such timers
-/// after 60 s at 1,000 requests a second and kept growing for ten minutes
-/// (benches/README.md, "Timers kept until their deadline"). Tokio's timer
+/// after 60 s at 1,000 requests a second, and gains more until the read
+/// timeout's first deadline, ten minutes in (benches/README.md, "Timers kept
+/// until their deadline"). Tokio's timer
 /// frees a timer when its wait ends, at the same CPU cost per request here.
 /// Connect timeouts (3 s by default) stay on Pingora's.
 const FAST_TIMEOUT_MAX_SECS: u64 = 10;

@@ -13,11 +13,11 @@ use pingora::protocols::l4::socket::SocketAddr as InetOrUnix;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::discovery::Addresses;
+use super::transport::Transport;
+use crate::config::{AdminServersConfig, BackendUrl};
 
 /// How long an idle upstream connection stays in Pingora's pool.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-use super::transport::Transport;
-use crate::config::{AdminServersConfig, BackendUrl};
 
 /// One upstream server as the proxy sees it.
 pub struct BackendMeta {
