@@ -541,6 +541,12 @@ pub struct PeerOptions {
     /// **Note:** This field is unstable and may be removed or changed in future versions.
     /// It exists primarily for compatibility with legacy servers that send malformed headers.
     pub allow_h1_response_invalid_content_length: bool,
+    /// BluesMinds patch: over HTTP/1.x, hold a request header whose
+    /// Content-Length body follows and send it with the body's first bytes in
+    /// one vectored write instead of a send of its own (not for a request with
+    /// `Expect` or `Upgrade`, which may be answered before its body).
+    /// Off by default, as published.
+    pub send_request_header_with_body: bool,
     /// Controls automatically forwarded request headers sent to HTTP upstreams.
     pub http_upstream_request_policy: HttpUpstreamRequestPolicy,
     pub extra_proxy_headers: BTreeMap<String, Vec<u8>>,
@@ -600,6 +606,7 @@ impl PeerOptions {
             h2_stream_window_size: None,
             h2_connection_window_size: None,
             allow_h1_response_invalid_content_length: false,
+            send_request_header_with_body: false,
             http_upstream_request_policy: HttpUpstreamRequestPolicy::default(),
             extra_proxy_headers: BTreeMap::new(),
             curves: None,

@@ -1332,6 +1332,12 @@ impl BodyWriter {
         }
     }
 
+    /// BluesMinds patch: a Content-Length body of at least one byte, none
+    /// written yet.
+    pub fn content_length_to_come(&self) -> bool {
+        matches!(self.body_mode, BM::ContentLength(total, 0) if total > 0)
+    }
+
     pub fn finished(&self) -> bool {
         match self.body_mode {
             BM::Complete(_) => true,

@@ -14,16 +14,18 @@
 
 //! HTTP/1.x client session
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{header, header::AsHeaderName, HeaderValue, StatusCode, Version};
 use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
 use pingora_http::{HMap, IntoCaseHeaderName, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, IoSlice};
+use std::pin::Pin;
 use std::str;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::body::{BodyReader, BodyWriter};
 use super::common::*;
@@ -67,6 +69,11 @@ pub struct HttpSession {
     // If allowed, does not fail with error on invalid content-length
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
+    // BluesMinds patch: see `PeerOptions::send_request_header_with_body`.
+    send_request_header_with_body: bool,
+    // BluesMinds patch: the request header's bytes not yet sent, which go out
+    // ahead of the first body bytes.
+    held_header: Option<Bytes>,
 }
 
 /// HTTP 1.x client session
@@ -100,6 +107,8 @@ impl HttpSession {
             received_upgrade_req_body: false,
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
+            send_request_header_with_body: false,
+            held_header: None,
         }
     }
 
@@ -110,6 +119,7 @@ impl HttpSession {
             session.set_allow_h1_response_invalid_content_length(
                 options.allow_h1_response_invalid_content_length,
             );
+            session.send_request_header_with_body = options.send_request_header_with_body;
         }
         session
     }
@@ -129,6 +139,22 @@ impl HttpSession {
             )
         })?;
         trace!("Writing request header: {to_wire:?}");
+
+        // BluesMinds patch: a header whose Content-Length body follows is held
+        // and leaves with the body's first bytes in one vectored write (upstream
+        // connections have no write buffer, so it would be a send of its own).
+        // `Expect` asks the server to answer the header alone, and an upgrade
+        // may be answered before any body, so those go at once.
+        if self.send_request_header_with_body
+            && self.body_writer.content_length_to_come()
+            && !req.headers.contains_key(header::EXPECT)
+            && !req.headers.contains_key(header::UPGRADE)
+        {
+            let len = to_wire.len();
+            self.held_header = Some(to_wire.freeze());
+            self.request_written = Some(req);
+            return Ok(len);
+        }
 
         let write_fut = self.underlying_stream.write_all(to_wire.as_ref());
         match self.write_timeout {
@@ -156,10 +182,17 @@ impl HttpSession {
     }
 
     async fn do_write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
-        let written = self
-            .body_writer
-            .write_body(&mut self.underlying_stream, buf)
-            .await;
+        let written = if self.held_header.is_some() {
+            let mut stream = HeldHeaderWriter {
+                header: &mut self.held_header,
+                inner: &mut self.underlying_stream,
+            };
+            self.body_writer.write_body(&mut stream, buf).await
+        } else {
+            self.body_writer
+                .write_body(&mut self.underlying_stream, buf)
+                .await
+        };
 
         if let Ok(Some(num_bytes)) = written {
             self.bytes_sent += num_bytes;
@@ -191,6 +224,13 @@ impl HttpSession {
     /// Flush local buffer and notify the server by sending the last chunk if chunked encoding is
     /// used.
     pub async fn finish_body(&mut self) -> Result<Option<usize>> {
+        // BluesMinds patch: a body that never came still owes the header.
+        if let Some(header) = self.held_header.take() {
+            self.underlying_stream
+                .write_all(&header)
+                .await
+                .or_err(WriteError, "while writing request headers")?;
+        }
         let res = self.body_writer.finish(&mut self.underlying_stream).await?;
         self.underlying_stream
             .flush()
@@ -658,7 +698,11 @@ impl HttpSession {
     /// If the connection cannot be reused, the underlying stream will be closed and `None` will be
     /// returned.
     pub async fn reuse(mut self) -> Option<Stream> {
-        if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
+        // BluesMinds patch: a header still held means the request never went out.
+        if !self.body_reader.body_complete()
+            || self.body_reader.has_bytes_overread()
+            || self.held_header.is_some()
+        {
             self.set_keepalive(None);
         }
 
@@ -950,6 +994,61 @@ pub fn http_req_header_to_wire(req: &RequestHeader) -> Option<BytesMut> {
 impl UniqueID for HttpSession {
     fn id(&self) -> UniqueIDType {
         self.underlying_stream.id()
+    }
+}
+
+/// BluesMinds patch: the stream as the body writer sees it while a request
+/// header is held: the header's remaining bytes go ahead of the body's in one
+/// vectored write, and only body bytes are reported written.
+struct HeldHeaderWriter<'a> {
+    header: &'a mut Option<Bytes>,
+    inner: &'a mut Stream,
+}
+
+impl HeldHeaderWriter<'_> {
+    fn poll_header(&mut self, cx: &mut Context<'_>, body: &[u8]) -> Poll<std::io::Result<usize>> {
+        while let Some(header) = self.header.as_mut() {
+            let slices = [IoSlice::new(header), IoSlice::new(body)];
+            let n = ready!(Pin::new(&mut *self.inner).poll_write_vectored(cx, &slices))?;
+            if n == 0 {
+                return Poll::Ready(Err(ErrorKind::WriteZero.into()));
+            }
+            if n < header.len() {
+                header.advance(n);
+                continue;
+            }
+            let body_written = n - header.len();
+            *self.header = None;
+            return Poll::Ready(Ok(body_written));
+        }
+        Poll::Ready(Ok(0))
+    }
+}
+
+impl AsyncWrite for HeldHeaderWriter<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let n = ready!(this.poll_header(cx, buf))?;
+        if n > 0 || buf.is_empty() {
+            return Poll::Ready(Ok(n));
+        }
+        Pin::new(&mut *this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_header(cx, &[]))?;
+        Pin::new(&mut *this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_header(cx, &[]))?;
+        Pin::new(&mut *this.inner).poll_shutdown(cx)
     }
 }
 
