@@ -259,33 +259,25 @@ mod tests {
         );
     }
 
+    /// Without a body, and where the server may answer the header alone
+    /// (`Expect: 100-continue`, an upgrade), the header goes at once.
     #[tokio::test]
-    async fn a_header_that_asks_to_continue_goes_at_once() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let (mut session, mut server) = session_to(&listener).await;
-        session
-            .write_request_header(post(10, Some(("expect", "100-continue"))))
-            .await
-            .unwrap();
-        let got = one_read(&mut server);
-        assert!(
-            got.ends_with(b"\r\n\r\n"),
-            "got {:?}",
-            String::from_utf8_lossy(&got)
-        );
-    }
-
-    #[tokio::test]
-    async fn a_request_without_a_body_goes_at_once() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let (mut session, mut server) = session_to(&listener).await;
-        session.write_request_header(post(0, None)).await.unwrap();
-        let got = one_read(&mut server);
-        assert!(
-            got.ends_with(b"\r\n\r\n"),
-            "got {:?}",
-            String::from_utf8_lossy(&got)
-        );
+    async fn a_header_the_server_may_answer_alone_goes_at_once() {
+        for req in [
+            post(0, None),
+            post(10, Some(("expect", "100-continue"))),
+            post(10, Some(("upgrade", "websocket"))),
+        ] {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let (mut session, mut server) = session_to(&listener).await;
+            session.write_request_header(req).await.unwrap();
+            let got = one_read(&mut server);
+            assert!(
+                got.ends_with(b"\r\n\r\n"),
+                "got {:?}",
+                String::from_utf8_lossy(&got)
+            );
+        }
     }
 
     /// A body far larger than the socket's buffers: the vectored write is cut

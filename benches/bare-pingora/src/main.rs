@@ -3,7 +3,7 @@
 //! body reading, no routing, no logging.
 //!
 //! ```text
-//! bare-pingora --listen 127.0.0.1:8090 --upstream 127.0.0.1:9000 [--threads 1] [--l4-read-buffer BYTES] [--read-timeout-secs N]
+//! bare-pingora --listen 127.0.0.1:8090 --upstream 127.0.0.1:9000 [--threads 1] [--l4-read-buffer BYTES] [--read-timeout-secs N] [--header-with-body]
 //! ```
 //!
 //! SIGINT stops at once, SIGTERM after a one-second grace period.
@@ -40,11 +40,17 @@ struct Args {
     /// (`proxy.read_timeout_secs`); none by default, as Pingora's own.
     #[arg(long)]
     read_timeout_secs: Option<u64>,
+    /// Send a request's header with its body in one write, as the gateway
+    /// does (`PeerOptions::send_request_header_with_body`, vendor/README.md);
+    /// off by default, as in published Pingora.
+    #[arg(long)]
+    header_with_body: bool,
 }
 
 struct Bare {
     upstream: SocketAddr,
     read_timeout: Option<Duration>,
+    header_with_body: bool,
 }
 
 #[async_trait]
@@ -56,6 +62,7 @@ impl ProxyHttp for Bare {
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
         let mut peer = HttpPeer::new(self.upstream, false, String::new());
         peer.options.read_timeout = self.read_timeout;
+        peer.options.send_request_header_with_body = self.header_with_body;
         Ok(Box::new(peer))
     }
 }
@@ -80,6 +87,7 @@ fn main() {
         Bare {
             upstream: args.upstream,
             read_timeout: args.read_timeout_secs.map(Duration::from_secs),
+            header_with_body: args.header_with_body,
         },
     );
     match args.l4_read_buffer {
