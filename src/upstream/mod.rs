@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use pingora::lb::health_check::HttpHealthCheck;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
 
@@ -269,7 +268,7 @@ impl Upstreams {
                 }
                 let host_header = url.host_header();
                 let path = pc.health_path.as_deref().unwrap_or(&hc.path);
-                let mut check = HttpHealthCheck::new(&host_header, url.tls);
+                let mut check = health::probe(&host_header, url.tls);
                 if url.tls {
                     check.peer_template.sni = url.host.clone();
                 }

@@ -184,6 +184,14 @@ pub struct TransportConnector {
 const DEFAULT_POOL_SIZE: usize = 128;
 
 impl TransportConnector {
+    /// BluesMinds patch: whether both connectors verify against one shared
+    /// copy of the trust roots (those that name no CA file share the
+    /// platform's; see `tls::rustls::platform_roots`).
+    #[cfg(feature = "rustls")]
+    pub fn shares_trust_roots_with(&self, other: &Self) -> bool {
+        Arc::ptr_eq(self.tls_ctx.ctx.ca_certs(), other.tls_ctx.ctx.ca_certs())
+    }
+
     /// Create a new [TransportConnector] with the given [ConnectorOptions]
     pub fn new(mut options: Option<ConnectorOptions>) -> Self {
         let pool_size = options

@@ -57,6 +57,11 @@ pub struct TlsConnector {
 }
 
 impl TlsConnector {
+    /// BluesMinds patch: the trust roots this connector verifies against.
+    pub(crate) fn ca_certs(&self) -> &Arc<RootCertStore> {
+        &self.ca_certs
+    }
+
     pub(crate) fn build_connector(options: Option<ConnectorOptions>) -> Result<Connector>
     where
         Self: Sized,
@@ -72,26 +77,26 @@ impl TlsConnector {
         // - add options for CRL/OCSP validation
 
         let (ca_certs, certs_key) = {
-            let mut ca_certs = RootCertStore::empty();
             let mut certs_key = None;
-
-            if let Some(conf) = options.as_ref() {
-                if let Some(ca_file_path) = conf.ca_file.as_ref() {
+            let ca_file = options.as_ref().and_then(|conf| conf.ca_file.as_ref());
+            let ca_certs = match ca_file {
+                Some(ca_file_path) => {
+                    let mut ca_certs = RootCertStore::empty();
                     load_ca_file_into_store(ca_file_path, &mut ca_certs)?;
-                } else {
-                    load_platform_certs_incl_env_into_store(&mut ca_certs)?;
+                    Arc::new(ca_certs)
                 }
-                if let Some((cert, key)) = conf.cert_key_file.as_ref() {
-                    certs_key = load_certs_and_key_files(cert, key)?;
-                }
-            } else {
-                load_platform_certs_incl_env_into_store(&mut ca_certs)?;
+                None => platform_roots()?,
+            };
+            if let Some((cert, key)) = options.as_ref().and_then(|c| c.cert_key_file.as_ref()) {
+                certs_key = load_certs_and_key_files(cert, key)?;
             }
 
             (ca_certs, certs_key)
         };
 
         // TODO: WebPkiServerVerifier for CRL/OCSP validation
+        // BluesMinds patch: the config shares the connector's store instead of
+        // holding a copy of its own.
         let builder =
             RusTlsClientConfig::builder_with_protocol_versions(&[&version::TLS12, &version::TLS13])
                 .with_root_certificates(ca_certs.clone());
@@ -120,10 +125,28 @@ impl TlsConnector {
         Ok(Connector {
             ctx: Arc::new(TlsConnector {
                 config: Arc::new(config),
-                ca_certs: Arc::new(ca_certs),
+                ca_certs,
             }),
         })
     }
+}
+
+/// BluesMinds patch: the platform's trust roots (and `SSL_CERT_FILE` /
+/// `SSL_CERT_DIR`), read and parsed once per process and shared by every
+/// connector that names no CA file. Published Pingora read them again for
+/// each connector and kept two copies in each, and every HTTP health check
+/// has a connector of its own (two, for HTTP/1 and HTTP/2): ~400 KiB and
+/// ~12 ms per backend, again at each reload. Roots changed on disk are seen
+/// at the next start, as the proxy's own connector always did.
+fn platform_roots() -> Result<Arc<RootCertStore>> {
+    static ROOTS: std::sync::OnceLock<Arc<RootCertStore>> = std::sync::OnceLock::new();
+    if let Some(roots) = ROOTS.get() {
+        return Ok(roots.clone());
+    }
+    let mut roots = RootCertStore::empty();
+    load_platform_certs_incl_env_into_store(&mut roots)?;
+    // Two connectors built at once may both read them; the first one kept wins.
+    Ok(ROOTS.get_or_init(|| Arc::new(roots)).clone())
 }
 
 pub async fn connect<T, P>(
