@@ -89,7 +89,7 @@ mod tests {
 
     /// Every backend's probe has connectors of its own (one per HTTP
     /// version), so the platform's trust roots must be read once and shared,
-    /// not parsed and copied for each (~400 KiB and ~12 ms per backend,
+    /// not parsed and copied for each (~400 KiB and 9-12 ms per backend,
     /// benches/README.md "Trust roots once per process").
     #[test]
     fn connectors_share_one_copy_of_the_platform_trust_roots() {

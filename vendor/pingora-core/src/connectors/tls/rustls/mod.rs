@@ -136,7 +136,7 @@ impl TlsConnector {
 /// connector that names no CA file. Published Pingora read them again for
 /// each connector and kept two copies in each, and every HTTP health check
 /// has a connector of its own (two, for HTTP/1 and HTTP/2): ~400 KiB and
-/// ~12 ms per backend, again at each reload. Roots changed on disk are seen
+/// 9-12 ms per backend, again at each reload. Roots changed on disk are seen
 /// at the next start, as the proxy's own connector always did.
 fn platform_roots() -> Result<Arc<RootCertStore>> {
     static ROOTS: std::sync::OnceLock<Arc<RootCertStore>> = std::sync::OnceLock::new();
